@@ -1,0 +1,3 @@
+from seekserve.cli import main
+
+main()

@@ -1,0 +1,83 @@
+"""Command-line options derived from the engine's config dataclasses (their defaults and docstrings)."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import itertools
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, fields
+from functools import cache
+from typing import Any, get_args, get_origin
+
+import click
+
+from seekserve.engine.config import SUBCONFIGS, EngineConfig
+
+__all__ = ["engine_options", "field_docs", "pop_engine_options"]
+
+_SKIP = {"model"}
+
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The attribute docstrings of a dataclass, by field name (the string under each field)."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _click_type(annotation: Any) -> tuple[Any, bool]:
+    """(click type, is_flag) for a field's resolved annotation."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) is typing.Literal:
+        return click.Choice([str(a) for a in get_args(annotation)]), False
+    if args and get_origin(annotation) is not typing.Literal:
+        return _click_type(args[0])
+    if annotation is bool:
+        return None, True
+    return {int: click.INT, float: click.FLOAT, str: click.STRING}[annotation], False
+
+
+def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add one option per engine config field (except --model) to a click command."""
+    for sub in reversed(list(SUBCONFIGS.values())):
+        hints = typing.get_type_hints(sub)
+        docs = field_docs(sub)
+        for f in reversed(fields(sub)):
+            if f.name in _SKIP:
+                continue
+            ctype, is_flag = _click_type(hints[f.name])
+            flag = "--" + f.name.replace("_", "-")
+            default = None if f.default is MISSING else f.default
+            help_text = docs.get(f.name, "")
+            if is_flag:
+                decl = f"{flag}/--no-{flag[2:]}"
+                func = click.option(decl, f.name, default=default, show_default=True, help=help_text)(func)
+            else:
+                func = click.option(
+                    flag,
+                    f.name,
+                    type=ctype,
+                    default=default,
+                    show_default=default is not None,
+                    help=help_text,
+                )(func)
+    return func
+
+
+def pop_engine_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Remove the engine options from a command's kwargs and return them."""
+    names = set(EngineConfig.option_owners()) - _SKIP
+    return {name: kwargs.pop(name) for name in list(kwargs) if name in names}

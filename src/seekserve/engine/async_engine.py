@@ -1,0 +1,251 @@
+"""AsyncEngine: the engine loop in its own thread, driven from an asyncio event loop.
+
+    engine = AsyncEngine.from_options(model=DIR)
+    engine.start()
+    async for out in engine.generate("Hello", SamplingParams(max_tokens=8), "req-1"):
+        print(out.outputs[0].delta_text, end="")
+
+The event loop never waits on model compute. Prompts are tokenized and validated on the
+caller's side, so a bad request fails at once without a round trip. Requests and aborts reach the
+engine thread through a queue it drains before every step; each step's outputs come back in one
+`call_soon_threadsafe` and are routed to per-request queues. A consumer slower than the engine
+gets the accumulated deltas merged into one output. Leaving `generate` early (a client that
+disconnects, a timeout, `break`) aborts the request, which frees its KV blocks before the next step.
+If a step raises, the engine is dead: every stream gets `EngineDeadError` and `is_healthy` is False.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from seekserve.engine.llm_engine import EngineStats, LLMEngine
+from seekserve.engine.outputs import RequestOutput
+from seekserve.engine.sampling_params import SamplingParams
+from seekserve.errors import EngineDeadError, EngineOverloadedError, InvalidRequestError
+
+__all__ = ["AsyncEngine"]
+
+log = logging.getLogger(__name__)
+
+_IDLE_WAIT_S = 0.5
+
+
+@dataclass(frozen=True)
+class _Add:
+    request_id: str
+    prompt: str | None
+    token_ids: list[int]
+    params: SamplingParams
+    arrival_time: float | None
+
+
+@dataclass(frozen=True)
+class _Abort:
+    request_id: str
+
+
+class AsyncEngine:
+    """Thread-safe, asyncio-facing wrapper of an `LLMEngine`."""
+
+    def __init__(self, engine: LLMEngine) -> None:
+        self.engine = engine
+        self._commands: queue.SimpleQueue[_Add | _Abort | None] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._streams: dict[str, asyncio.Queue[RequestOutput | BaseException]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._dead: EngineDeadError | None = None
+        self._num_pending = 0
+        self._ids = itertools.count()
+        self.stats: EngineStats = engine.stats()
+        """Snapshot of the engine's load, refreshed after every step."""
+
+    @classmethod
+    def from_options(cls, **options: Any) -> AsyncEngine:
+        return cls(LLMEngine.from_options(**options))
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.engine.tokenizer
+
+    @property
+    def is_healthy(self) -> bool:
+        return self._dead is None and self._thread is not None and self._thread.is_alive()
+
+    @property
+    def dead_error(self) -> EngineDeadError | None:
+        return self._dead
+
+    def start(self) -> None:
+        """Start the engine thread; call from the event loop that will consume the outputs."""
+        if self._thread is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="seekserve-engine", daemon=True)
+        self._thread.start()
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        self._stopping = True
+        self._commands.put(None)
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    async def generate(
+        self,
+        prompt: str | list[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        arrival_time: float | None = None,
+    ) -> AsyncIterator[RequestOutput]:
+        """Submit a request and yield its outputs until it finishes.
+
+        Raises InvalidRequestError or EngineOverloadedError before yielding anything when the
+        request cannot be accepted, and EngineDeadError if the engine dies meanwhile.
+        """
+        stream = await self.add_request(prompt, params, request_id, arrival_time)
+        async for out in stream:
+            yield out
+
+    async def add_request(
+        self,
+        prompt: str | list[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        arrival_time: float | None = None,
+    ) -> AsyncIterator[RequestOutput]:
+        """Validate and queue a request; returns the stream of its outputs (see `generate`)."""
+        if self._dead is not None:
+            raise self._dead
+        if self._thread is None:
+            self.start()
+        request_id = request_id or f"req-{next(self._ids)}"
+        if request_id in self._streams:
+            raise InvalidRequestError(f"request id {request_id!r} is already in use", param="request_id")
+        if isinstance(prompt, str):
+            token_ids = await asyncio.to_thread(self.engine.encode, prompt)
+        else:
+            token_ids = list(prompt)
+        self.engine.validate(token_ids, params)
+        limit = self.engine.config.scheduler.max_queue_len
+        waiting = self.stats.num_waiting + self._num_pending
+        if limit is not None and waiting + params.n > limit:
+            raise EngineOverloadedError(waiting, limit)
+        stream: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
+        self._streams[request_id] = stream
+        self._num_pending += params.n
+        text = prompt if isinstance(prompt, str) else None
+        self._commands.put(_Add(request_id, text, token_ids, params, arrival_time))
+        self._wake.set()
+        return self._consume(request_id, stream)
+
+    async def _consume(
+        self, request_id: str, stream: asyncio.Queue[RequestOutput | BaseException]
+    ) -> AsyncIterator[RequestOutput]:
+        finished = False
+        try:
+            while not finished:
+                item = await stream.get()
+                while not isinstance(item, BaseException) and not item.finished and not stream.empty():
+                    nxt = stream.get_nowait()
+                    item = nxt if isinstance(nxt, BaseException) else _merge(item, nxt)
+                if isinstance(item, BaseException):
+                    raise item
+                finished = item.finished
+                yield item
+        finally:
+            self._streams.pop(request_id, None)
+            if not finished:
+                self.abort(request_id)
+
+    def abort(self, request_id: str) -> None:
+        """Abort a request; its blocks are freed before the engine's next step. Safe from any thread."""
+        self._commands.put(_Abort(request_id))
+        self._wake.set()
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                self._drain_commands()
+                if self.engine.has_unfinished_requests():
+                    outputs = self.engine.step()
+                    self.stats = self.engine.stats()
+                    if outputs:
+                        self._publish(outputs)
+                else:
+                    self.stats = self.engine.stats()
+                    self._wake.wait(_IDLE_WAIT_S)
+                    self._wake.clear()
+        except BaseException as e:  # the loop must report any failure to every waiting stream
+            log.exception("engine loop died")
+            self._dead = EngineDeadError(f"the engine stopped after an internal error: {e!r}")
+            self._publish_error(self._dead)
+
+    def _drain_commands(self) -> None:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if command is None:
+                return
+            if isinstance(command, _Abort):
+                out = self.engine.abort(command.request_id)
+                if out is not None:
+                    self._publish([out])
+                continue
+            self._num_pending -= command.params.n
+            try:
+                self.engine.add_request(
+                    command.request_id,
+                    command.token_ids,
+                    command.params,
+                    command.arrival_time,
+                    prompt_text=command.prompt,
+                )
+            except (InvalidRequestError, EngineOverloadedError) as e:
+                self._publish_error(e, command.request_id)
+
+    def _publish(self, outputs: list[RequestOutput]) -> None:
+        assert self._loop is not None, "engine thread started without an event loop"
+        self._loop.call_soon_threadsafe(self._route, outputs)
+
+    def _publish_error(self, error: BaseException, request_id: str | None = None) -> None:
+        assert self._loop is not None, "engine thread started without an event loop"
+        self._loop.call_soon_threadsafe(self._route_error, error, request_id)
+
+    def _route(self, outputs: list[RequestOutput]) -> None:
+        for out in outputs:
+            stream = self._streams.get(out.request_id)
+            if stream is not None:
+                stream.put_nowait(out)
+
+    def _route_error(self, error: BaseException, request_id: str | None) -> None:
+        targets = [request_id] if request_id is not None else list(self._streams)
+        for rid in targets:
+            stream = self._streams.get(rid)
+            if stream is not None:
+                stream.put_nowait(error)
+
+
+def _merge(older: RequestOutput, newer: RequestOutput) -> RequestOutput:
+    """One output carrying both updates' deltas (the newer one's cumulative state)."""
+    outputs = []
+    for old, new in zip(older.outputs, newer.outputs, strict=True):
+        outputs.append(
+            replace(
+                new,
+                delta_text=old.delta_text + new.delta_text,
+                delta_token_ids=old.delta_token_ids + new.delta_token_ids,
+                delta_logprobs=old.delta_logprobs + new.delta_logprobs,
+            )
+        )
+    return replace(newer, outputs=outputs)

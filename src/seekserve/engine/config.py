@@ -1,0 +1,202 @@
+"""Engine configuration: one frozen dataclass per subsystem, validated on construction.
+
+`EngineConfig.from_options(**options)` maps the flat options users pass to `LLM(...)` and
+`seekserve serve` onto the sub-configs; an unknown option is an error that lists the known ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from seekserve.errors import ConfigError
+
+__all__ = [
+    "CacheConfig",
+    "DeviceConfig",
+    "EngineConfig",
+    "ModelConfig",
+    "SchedulerConfig",
+]
+
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+Scheduling = Literal["continuous", "static"]
+Quantization = Literal["none", "fp8", "int8", "int4"]
+
+
+def _check_positive(name: str, value: int | None, fix: str) -> None:
+    if value is not None and value < 1:
+        raise ConfigError(f"{name}={value} is invalid: it must be at least 1; {fix}")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not supported: choose one of {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model to run and in what precision."""
+
+    model: str
+    """A Hugging Face model directory (config.json, *.safetensors, tokenizer files)."""
+
+    tokenizer: str | None = None
+    """Tokenizer directory, when it differs from `model`."""
+
+    dtype: DType = "auto"
+    """Weight and activation dtype; "auto" takes the checkpoint's (float16 becomes bfloat16 on CPU)."""
+
+    max_model_len: int | None = None
+    """Longest sequence (prompt plus output) in tokens; None takes the model's context length."""
+
+    quantization: Quantization = "none"
+    """Weight quantization applied while loading."""
+
+    seed: int = 0
+    """Seed for requests that sample without a seed of their own."""
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ConfigError("model is empty: pass a model directory, e.g. model='/models/qwen2-0.5b'")
+        _check_choice("dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
+        _check_choice("quantization", self.quantization, ("none", "fp8", "int8", "int4"))
+        _check_positive("max_model_len", self.max_model_len, "leave it unset to use the model's context")
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """The paged KV cache."""
+
+    block_size: int = 16
+    """Tokens per KV block."""
+
+    kv_cache_memory_bytes: int | None = None
+    """Memory for the KV cache; None sizes it from the device (see `DeviceConfig`)."""
+
+    num_kv_blocks: int | None = None
+    """Exact number of KV blocks; overrides `kv_cache_memory_bytes`."""
+
+    enable_prefix_caching: bool = True
+    """Reuse the KV blocks of identical prompt prefixes across requests."""
+
+    def __post_init__(self) -> None:
+        if self.block_size not in (1, 2, 4, 8, 16, 32, 64, 128, 256):
+            raise ConfigError(
+                f"block_size={self.block_size} is invalid: use a power of two from 1 to 256 (default 16)"
+            )
+        _check_positive("num_kv_blocks", self.num_kv_blocks, "or leave it unset to size from memory")
+        _check_positive(
+            "kv_cache_memory_bytes", self.kv_cache_memory_bytes, "or leave it unset to size from the device"
+        )
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """How requests share each engine step."""
+
+    max_num_seqs: int = 256
+    """Most requests running at once."""
+
+    max_num_batched_tokens: int | None = None
+    """Token budget of one step (decodes first, then prefill chunks); None picks a device default."""
+
+    scheduling: Scheduling = "continuous"
+    """"continuous" admits new requests every step; "static" admits a batch and waits for all of it."""
+
+    enable_chunked_prefill: bool = True
+    """Split long prompts across steps; off, a prompt is prefilled in one step, whatever its length."""
+
+    max_queue_len: int | None = None
+    """Most requests waiting to be admitted; more are rejected as overload. None is unbounded."""
+
+    def __post_init__(self) -> None:
+        _check_positive("max_num_seqs", self.max_num_seqs, "e.g. 256")
+        _check_positive("max_num_batched_tokens", self.max_num_batched_tokens, "e.g. 512")
+        _check_positive("max_queue_len", self.max_queue_len, "or leave it unset for no limit")
+        _check_choice("scheduling", self.scheduling, ("continuous", "static"))
+        if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < self.max_num_seqs:
+            raise ConfigError(
+                f"max_num_batched_tokens={self.max_num_batched_tokens} is smaller than "
+                f"max_num_seqs={self.max_num_seqs}: every running request needs one token per step; "
+                f"raise max_num_batched_tokens to at least {self.max_num_seqs} or lower max_num_seqs"
+            )
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """Where the model runs."""
+
+    device: str = "auto"
+    """"auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N"."""
+
+    num_threads: int | None = None
+    """CPU threads for tensor work; None uses every core this process may run on."""
+
+    gpu_memory_utilization: float = 0.9
+    """Share of GPU memory the engine may use in all (weights, activations, KV cache)."""
+
+    cpu_kv_cache_fraction: float = 0.25
+    """On CPU, the share of available memory the KV cache takes when no size is given (at most 4 GiB)."""
+
+    def __post_init__(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device={self.device!r} is not supported: use auto, cpu, cuda or cuda:N")
+        _check_positive("num_threads", self.num_threads, "or leave it unset to use every core")
+        for name in ("gpu_memory_utilization", "cpu_kv_cache_fraction"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                raise ConfigError(f"{name}={value} is invalid: it must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything the engine needs, one sub-config per subsystem."""
+
+    model: ModelConfig
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+
+    @classmethod
+    def option_owners(cls) -> dict[str, str]:
+        """Every flat option name, mapped to the attribute of the sub-config that owns it."""
+        return {f.name: attr for attr, sub in SUBCONFIGS.items() for f in fields(sub)}
+
+    @classmethod
+    def from_options(cls, **options: Any) -> EngineConfig:
+        """Build a config from flat options such as `model=..., max_num_seqs=8, block_size=16`."""
+        if "model" not in options:
+            raise ConfigError("the option model is required: pass a model directory")
+        parts = cls._split(options)
+        return cls(**{attr: sub(**parts.get(attr, {})) for attr, sub in SUBCONFIGS.items()})
+
+    def replace(self, **options: Any) -> EngineConfig:
+        """A copy with some flat options changed."""
+        changed = {
+            attr: dataclasses.replace(getattr(self, attr), **values)
+            for attr, values in self._split(options).items()
+        }
+        return dataclasses.replace(self, **changed)
+
+    @classmethod
+    def _split(cls, options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        owners = cls.option_owners()
+        unknown = sorted(set(options) - set(owners))
+        if unknown:
+            raise ConfigError(
+                f"unknown engine option(s) {', '.join(unknown)}; known options: {', '.join(sorted(owners))}"
+            )
+        parts: dict[str, dict[str, Any]] = {}
+        for name, value in options.items():
+            parts.setdefault(owners[name], {})[name] = value
+        return parts
+
+
+SUBCONFIGS: dict[str, type] = {
+    "model": ModelConfig,
+    "cache": CacheConfig,
+    "scheduler": SchedulerConfig,
+    "device": DeviceConfig,
+}

@@ -1,0 +1,108 @@
+"""Sampler: turns one step's logits into the next token of each sampled request.
+
+Order of operations per row, as vLLM applies them: penalties (repetition on prompt and output,
+presence and frequency on output), `min_tokens` masking of stop tokens, then either argmax
+(temperature 0) or temperature, top-k, top-p and min-p filtering followed by a draw. Draws use
+the exponential-race trick (argmax of p / q with q ~ Exp(1)), whose noise comes from the
+request's own generator when it has a seed, so a seeded request reproduces whatever else is in
+the batch. Log-probabilities are those of the raw model output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from seekserve.engine.request import Logprob, Request
+
+__all__ = ["Sampler", "SamplerOutput"]
+
+
+@dataclass(frozen=True)
+class SamplerOutput:
+    token_ids: list[int]
+    logprobs: list[Logprob | None]
+
+
+class Sampler:
+    def __init__(self, seed: int = 0) -> None:
+        self.generator = torch.Generator()
+        self.generator.manual_seed(seed)
+
+    def __call__(self, logits: torch.Tensor, requests: list[Request]) -> SamplerOutput:
+        """logits: [num_requests, vocab] float32, one row per request in `requests`."""
+        raw = logits
+        if any(r.params.has_penalties or r.num_output_tokens < r.params.min_tokens for r in requests):
+            logits = logits.clone()
+            for row, request in enumerate(requests):
+                self._penalize(logits[row], request)
+        token_ids = torch.empty(len(requests), dtype=torch.int64, device=logits.device)
+        greedy = [i for i, r in enumerate(requests) if r.params.greedy]
+        if greedy:
+            token_ids[greedy] = logits[greedy].argmax(dim=-1)
+        random = [i for i, r in enumerate(requests) if not r.params.greedy]
+        if random:
+            token_ids[random] = self._draw(logits[random], [requests[i] for i in random])
+        ids = token_ids.tolist()
+        return SamplerOutput(ids, self._logprobs(raw, requests, ids))
+
+    @staticmethod
+    def _penalize(row: torch.Tensor, request: Request) -> None:
+        """Apply one request's penalties and min_tokens mask to its logits row, in place."""
+        p = request.params
+        if p.repetition_penalty != 1.0:
+            seen = torch.tensor(sorted(set(request.token_ids)), dtype=torch.int64, device=row.device)
+            values = row[seen]
+            row[seen] = torch.where(values > 0, values / p.repetition_penalty, values * p.repetition_penalty)
+        if p.presence_penalty or p.frequency_penalty:
+            output = torch.tensor(request.output_token_ids, dtype=torch.int64, device=row.device)
+            counts = torch.bincount(output, minlength=row.shape[0])[: row.shape[0]].to(row.dtype)
+            row -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0).to(row.dtype)
+        if request.num_output_tokens < p.min_tokens and request.stop_token_ids:
+            row[sorted(request.stop_token_ids)] = float("-inf")
+
+    def _draw(self, logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
+        temps = torch.tensor([r.params.temperature for r in requests], device=logits.device)
+        logits = logits / temps[:, None]
+        if any(r.params.top_k > 0 or r.params.top_p < 1.0 for r in requests):
+            logits = self._top_k_top_p(logits, requests)
+        probs = logits.softmax(dim=-1)
+        min_p = torch.tensor([r.params.min_p for r in requests], device=logits.device)
+        if bool((min_p > 0).any()):
+            probs = probs.masked_fill(probs < min_p[:, None] * probs.amax(dim=-1, keepdim=True), 0.0)
+        noise = torch.empty(probs.shape, dtype=torch.float32)
+        for row, request in enumerate(requests):
+            noise[row].exponential_(generator=request.generator or self.generator)
+        return (probs / noise.to(probs.device)).argmax(dim=-1)
+
+    @staticmethod
+    def _top_k_top_p(logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
+        vocab = logits.shape[-1]
+        top_k = torch.tensor(
+            [r.params.top_k if r.params.top_k > 0 else vocab for r in requests], device=logits.device
+        )
+        top_p = torch.tensor([r.params.top_p for r in requests], device=logits.device)
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        ranks = torch.arange(vocab, device=logits.device)
+        drop = ranks[None, :] >= top_k[:, None]
+        probs = sorted_logits.masked_fill(drop, float("-inf")).softmax(dim=-1)
+        # Keep the smallest prefix whose mass reaches top_p: drop a token once the mass before it does.
+        drop |= (probs.cumsum(dim=-1) - probs) >= top_p[:, None]
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        return torch.empty_like(logits).scatter_(-1, order, sorted_logits)
+
+    @staticmethod
+    def _logprobs(raw: torch.Tensor, requests: list[Request], ids: list[int]) -> list[Logprob | None]:
+        rows = [i for i, r in enumerate(requests) if r.params.logprobs is not None]
+        result: list[Logprob | None] = [None] * len(requests)
+        if not rows:
+            return result
+        logprobs = raw[rows].log_softmax(dim=-1)
+        width = max(requests[i].params.logprobs or 0 for i in rows)
+        top_values, top_ids = logprobs.topk(width, dim=-1) if width else (logprobs[:, :0], logprobs[:, :0])
+        for j, i in enumerate(rows):
+            n = requests[i].params.logprobs or 0
+            top = tuple(zip(top_ids[j, :n].tolist(), top_values[j, :n].tolist(), strict=True))
+            result[i] = Logprob(ids[i], float(logprobs[j, ids[i]]), top)
+        return result

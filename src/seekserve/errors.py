@@ -1,0 +1,89 @@
+"""The one exception hierarchy of seekserve.
+
+    SeekserveError
+     ├── ConfigError (ValueError)            a configuration value is out of range
+     ├── InvalidRequestError (ValueError)    a request cannot be served as given
+     │    └── PromptTooLongError             its prompt does not fit the context
+     ├── ModelLoadError                      a model directory or file cannot be loaded
+     │    └── UnsupportedModelError          its architecture is not one seekserve runs
+     ├── EngineOverloadedError               the waiting queue is full; retry later
+     ├── RequestAbortedError                 the request was aborted before it finished
+     └── EngineDeadError                     the engine loop died; nothing more is served
+
+Messages name the value, the limit and the fix. HTTP statuses and OpenAI-style error bodies
+are attached at the server's edge, never here.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "EngineDeadError",
+    "EngineOverloadedError",
+    "InvalidRequestError",
+    "ModelLoadError",
+    "PromptTooLongError",
+    "RequestAbortedError",
+    "SeekserveError",
+    "UnsupportedModelError",
+]
+
+
+class SeekserveError(Exception):
+    """Base class of every error seekserve raises on purpose."""
+
+
+class ConfigError(SeekserveError, ValueError):
+    """A configuration value is invalid; the message gives the value, the limit and the fix."""
+
+
+class InvalidRequestError(SeekserveError, ValueError):
+    """A request (prompt or sampling parameters) cannot be served as given.
+
+    `param` names the offending field where there is one, for OpenAI-style error bodies.
+    """
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class PromptTooLongError(InvalidRequestError):
+    """The prompt does not fit in the model's context window."""
+
+    def __init__(self, num_prompt_tokens: int, max_model_len: int) -> None:
+        super().__init__(
+            f"the prompt has {num_prompt_tokens} tokens but the context holds {max_model_len} "
+            f"(max_model_len), and at least one token must be left to generate: shorten the prompt "
+            f"to at most {max_model_len - 1} tokens or start the engine with a larger max_model_len",
+            param="messages",
+        )
+        self.num_prompt_tokens = num_prompt_tokens
+        self.max_model_len = max_model_len
+
+
+class ModelLoadError(SeekserveError):
+    """A model directory or file is missing, incomplete or unreadable."""
+
+
+class UnsupportedModelError(ModelLoadError):
+    """The model's architecture is not one that seekserve implements."""
+
+
+class EngineOverloadedError(SeekserveError):
+    """The engine's waiting queue is full; the request was not accepted."""
+
+    def __init__(self, num_waiting: int, max_queue_len: int, retry_after_s: float = 1.0) -> None:
+        super().__init__(
+            f"the server is at capacity: {num_waiting} requests are already waiting "
+            f"(max_queue_len={max_queue_len}); retry after {retry_after_s:g} s"
+        )
+        self.retry_after_s = retry_after_s
+
+
+class RequestAbortedError(SeekserveError):
+    """The request was aborted (client gone, timeout, or an explicit abort)."""
+
+
+class EngineDeadError(SeekserveError):
+    """The engine loop stopped after a fatal error; the process must be restarted."""

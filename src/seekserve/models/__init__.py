@@ -1,0 +1,30 @@
+"""Model families and the registry that maps a checkpoint's architecture name to its class."""
+
+from __future__ import annotations
+
+import importlib
+
+from seekserve.errors import UnsupportedModelError
+from seekserve.models.base import CausalLM, KVCacheSpec
+
+__all__ = ["ARCHITECTURES", "CausalLM", "KVCacheSpec", "model_class"]
+
+ARCHITECTURES: dict[str, str] = {
+    "LlamaForCausalLM": "seekserve.models.llama:LlamaForCausalLM",
+    "MistralForCausalLM": "seekserve.models.llama:LlamaForCausalLM",
+    "Qwen2ForCausalLM": "seekserve.models.llama:Qwen2ForCausalLM",
+}
+"""Architecture name (config.json `architectures[0]`) -> "module:Class" of its implementation."""
+
+
+def model_class(architecture: str) -> type[CausalLM]:
+    """The implementation of an architecture; an unknown one is an error listing the supported ones."""
+    target = ARCHITECTURES.get(architecture)
+    if target is None:
+        raise UnsupportedModelError(
+            f"architecture {architecture!r} is not supported; "
+            f"seekserve runs {', '.join(sorted(ARCHITECTURES))}"
+        )
+    module, _, name = target.partition(":")
+    cls: type[CausalLM] = getattr(importlib.import_module(module), name)
+    return cls

@@ -1,0 +1,126 @@
+"""The contract between the engine and a model family, and the shared weight-loading logic."""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from seekserve.engine.attention import AttentionMetadata
+from seekserve.errors import ModelLoadError
+from seekserve.models.layers import Linear
+
+__all__ = ["CausalLM", "KVCacheSpec", "LayerCache"]
+
+LayerCache = tuple[torch.Tensor, ...]
+"""One layer's cache tensors, each [num_slots, *per_token_shape] (e.g. K and V)."""
+
+
+@dataclass(frozen=True)
+class KVCacheSpec:
+    """What one token costs in the KV cache: per layer, one tensor of each shape in `shapes`."""
+
+    num_layers: int
+    shapes: tuple[tuple[int, ...], ...]
+    """Per-token shape of each cache tensor of a layer, e.g. ((kv_heads, head_dim),) * 2 for K and V."""
+
+    def bytes_per_token(self, dtype: torch.dtype) -> int:
+        per_layer = sum(int(torch.Size(s).numel()) for s in self.shapes)
+        return self.num_layers * per_layer * dtype.itemsize
+
+    def allocate(self, num_slots: int, dtype: torch.dtype, device: torch.device) -> list[LayerCache]:
+        """One contiguous tensor per shape, viewed per layer. Left uninitialised: a slot is only
+        read after the step that wrote it, so pages are touched only as the cache fills."""
+        stacks = [
+            torch.empty(self.num_layers, num_slots, *s, dtype=dtype, device=device) for s in self.shapes
+        ]
+        return [tuple(stack[i] for stack in stacks) for i in range(self.num_layers)]
+
+
+class CausalLM(nn.Module, abc.ABC):
+    """A decoder-only language model the engine can run.
+
+    `forward` takes one step's flattened tokens (decodes first, then prefill chunks, as the
+    scheduler orders them), writes their K/V into `kv_caches` at `meta.slot_mapping`, and returns
+    the final hidden states [num_tokens, hidden]. `compute_logits` maps the rows the engine
+    samples from to float32 logits [num_rows, vocab]. Nothing here may block on I/O.
+    """
+
+    stacked_params: ClassVar[dict[str, tuple[str, int]]] = {}
+    """Checkpoint module name -> (fused module name, part index), e.g. q_proj -> (qkv_proj, 0)."""
+    ignored_weights: ClassVar[tuple[str, ...]] = (r"rotary_emb\.inv_freq$",)
+    """Regexes of checkpoint tensor names that are not weights of this implementation."""
+
+    def __init__(self, config: Any, dtype: torch.dtype, max_positions: int):
+        super().__init__()
+        self.config = config
+        self.dtype = dtype
+        self.max_positions = max_positions
+
+    @abc.abstractmethod
+    def kv_cache_spec(self) -> KVCacheSpec: ...
+
+    @abc.abstractmethod
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv_caches: list[LayerCache],
+        meta: AttentionMetadata,
+    ) -> torch.Tensor: ...
+
+    @abc.abstractmethod
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor: ...
+
+    def tied_params(self) -> dict[str, str]:
+        """Parameter name -> the parameter it shares storage with (not loaded on its own)."""
+        return {}
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Fill every parameter from (checkpoint name, tensor) pairs; a missing one is an error."""
+        params = dict(self.named_parameters(remove_duplicate=False))
+        parts: dict[str, set[int]] = {}
+        ignored = [re.compile(p) for p in self.ignored_weights]
+        for name, tensor in weights:
+            if not any(p.search(name) for p in ignored):
+                param_name, index = self._load_one(name, tensor, params)
+                parts.setdefault(param_name, set()).add(index)
+        loaded = {name for name, got in parts.items() if len(got) == self._num_parts(name)}
+        missing = sorted(set(params) - loaded - set(self.tied_params()))
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise ModelLoadError(f"the checkpoint lacks weights for {shown}")
+
+    def _num_parts(self, param_name: str) -> int:
+        module = self.get_submodule(param_name.rpartition(".")[0])
+        return len(module.output_sizes) if isinstance(module, Linear) else 1
+
+    def _load_one(self, name: str, tensor: torch.Tensor, params: dict[str, nn.Parameter]) -> tuple[str, int]:
+        """Copy one checkpoint tensor into its parameter; return the parameter's name and part."""
+        module_name, _, kind = name.rpartition(".")
+        parent, _, leaf = module_name.rpartition(".")
+        if leaf in self.stacked_params:
+            fused, index = self.stacked_params[leaf]
+            fused_name = f"{parent}.{fused}" if parent else fused
+            target = self.get_submodule(fused_name)
+            assert isinstance(target, Linear), f"{fused_name} is not a fused linear layer"
+            try:
+                target.load_part(index, tensor, is_bias=kind == "bias")
+            except ValueError as e:
+                raise ModelLoadError(f"checkpoint tensor {name}: {e}") from None
+            return f"{fused_name}.{kind}", index
+        param = params.get(name)
+        if param is None:
+            raise ModelLoadError(f"the checkpoint has a tensor {name} that this model does not use")
+        if param.shape != tensor.shape:
+            raise ModelLoadError(
+                f"checkpoint tensor {name} has shape {tuple(tensor.shape)}, the model expects "
+                f"{tuple(param.shape)}: the checkpoint does not match its config.json"
+            )
+        param.data.copy_(tensor)
+        return name, 0

@@ -1,0 +1,122 @@
+"""Building blocks shared by the model families: linear layers that load fused shards, norms, rotary.
+
+Layers hold their weights as frozen parameters created with `torch.empty` on the current default
+device; `load_weights` of each model fills them from checkpoint tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["Embedding", "Linear", "RMSNorm", "RotaryEmbedding", "apply_rotary", "empty_param"]
+
+
+def empty_param(*shape: int, dtype: torch.dtype) -> nn.Parameter:
+    return nn.Parameter(torch.empty(*shape, dtype=dtype), requires_grad=False)
+
+
+class Linear(nn.Module):
+    """y = x W^T + b, with W possibly the row-wise concatenation of several checkpoint tensors.
+
+    `output_sizes` lists the parts (e.g. q, k, v) so that `load_part(i, w)` can fill part i;
+    one matmul then computes all parts, and `split` separates them again.
+    """
+
+    def __init__(self, in_features: int, output_sizes: Sequence[int], bias: bool, dtype: torch.dtype):
+        super().__init__()
+        self.in_features = in_features
+        self.output_sizes = tuple(output_sizes)
+        self.out_features = sum(self.output_sizes)
+        self.weight = empty_param(self.out_features, in_features, dtype=dtype)
+        self.bias = empty_param(self.out_features, dtype=dtype) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    def part_slice(self, index: int) -> slice:
+        start = sum(self.output_sizes[:index])
+        return slice(start, start + self.output_sizes[index])
+
+    def load_part(self, index: int, tensor: torch.Tensor, is_bias: bool = False) -> None:
+        target = self.bias if is_bias else self.weight
+        assert target is not None, "checkpoint has a bias this layer was built without"
+        rows = target.data[self.part_slice(index)]
+        if rows.shape != tensor.shape:
+            raise ValueError(f"shape {tuple(tensor.shape)} does not fit {tuple(rows.shape)}")
+        rows.copy_(tensor)
+
+    def split(self, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return y.split(self.output_sizes, dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.output_sizes}, bias={self.bias is not None}"
+
+
+class Embedding(nn.Module):
+    def __init__(self, num_embeddings: int, dim: int, dtype: torch.dtype):
+        super().__init__()
+        self.weight = empty_param(num_embeddings, dim, dtype=dtype)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.weight)
+
+
+class RMSNorm(nn.Module):
+    """RMS normalisation in float32; `unit_offset` scales by (1 + weight) as Gemma does."""
+
+    def __init__(self, dim: int, eps: float, dtype: torch.dtype, unit_offset: bool = False):
+        super().__init__()
+        self.eps = eps
+        self.unit_offset = unit_offset
+        self.weight = empty_param(dim, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.unit_offset:
+            return (h * (1.0 + self.weight.float())).to(x.dtype)
+        return self.weight * h.to(x.dtype)
+
+    def add_forward(
+        self, x: torch.Tensor, residual: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalise x + residual; return (normalised, the new residual)."""
+        if residual is not None:
+            x = x + residual
+        return self(x), x
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding with a precomputed cos/sin table in float32.
+
+    `inv_freq` ([rotary_dim // 2]) and `scaling` come from the model's rope configuration, so every
+    scaling type transformers knows (linear, llama3, yarn, ...) gives the same table it would.
+    """
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+
+    def __init__(self, inv_freq: torch.Tensor, scaling: float, max_positions: int):
+        super().__init__()
+        positions = torch.arange(max_positions, dtype=torch.float32)
+        freqs = torch.outer(positions, inv_freq.float())  # [max_positions, rotary_dim // 2]
+        self.register_buffer("cos", freqs.cos() * scaling, persistent=False)
+        self.register_buffer("sin", freqs.sin() * scaling, persistent=False)
+
+    def lookup(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin of each position, [num_tokens, 1, rotary_dim // 2], in `dtype`."""
+        return self.cos[positions, None].to(dtype), self.sin[positions, None].to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate [num_tokens, heads, dim] by position, the halves layout (GPT-NeoX, Llama, Qwen2, Gemma)."""
+    half = cos.shape[-1]
+    x1, x2 = x[..., :half], x[..., half : 2 * half]
+    rotated = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    if 2 * half == x.shape[-1]:
+        return rotated
+    return torch.cat((rotated, x[..., 2 * half :]), dim=-1)

@@ -1,0 +1,177 @@
+"""Llama, Mistral and Qwen2 (the DeepSeek-R1-Distill-Llama and -Qwen models), as transformers computes them.
+
+q/k/v projections run as one fused matmul, and gate/up as another; the cache holds K and V of
+every layer, [num_slots, num_kv_heads, head_dim] each.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seekserve.engine.attention import AttentionMetadata, TorchPagedAttention
+from seekserve.models.base import CausalLM, KVCacheSpec, LayerCache
+from seekserve.models.layers import Embedding, Linear, RMSNorm, RotaryEmbedding, apply_rotary
+from seekserve.models.rope import rope_parameters
+
+__all__ = ["LlamaForCausalLM", "Qwen2ForCausalLM"]
+
+
+def layer_window(config: Any, layer_idx: int) -> int | None:
+    """The sliding window of a layer, or None for full attention (per transformers' `layer_types`)."""
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types and layer_types[layer_idx] == "sliding_attention":
+        return int(config.sliding_window)
+    return None
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, config: Any, layer_idx: int, dtype: torch.dtype, qkv_bias: bool, o_bias: bool):
+        super().__init__()
+        hidden = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or hidden // self.num_heads
+        q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        self.qkv_proj = Linear(hidden, [q_size, kv_size, kv_size], bias=qkv_bias, dtype=dtype)
+        self.o_proj = Linear(q_size, [hidden], bias=o_bias, dtype=dtype)
+        self.scale = self.head_dim**-0.5
+        self.window = layer_window(config, layer_idx)
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: LayerCache,
+        meta: AttentionMetadata,
+    ) -> torch.Tensor:
+        n = h.shape[0]
+        q, k, v = self.qkv_proj.split(self.qkv_proj(h))
+        q = apply_rotary(q.view(n, self.num_heads, self.head_dim), cos, sin)
+        k = apply_rotary(k.view(n, self.num_kv_heads, self.head_dim), cos, sin)
+        v = v.view(n, self.num_kv_heads, self.head_dim)
+        k_cache, v_cache = cache
+        TorchPagedAttention.write(k_cache, meta.slot_mapping, k)
+        TorchPagedAttention.write(v_cache, meta.slot_mapping, v)
+        out = TorchPagedAttention.attend(q, k, v, k_cache, v_cache, meta, self.scale, self.window)
+        return self.o_proj(out.view(n, self.num_heads * self.head_dim))
+
+
+class GatedMLP(nn.Module):
+    """down(act(gate(x)) * up(x)) with gate and up fused into one matmul."""
+
+    def __init__(self, hidden: int, intermediate: int, dtype: torch.dtype, bias: bool = False):
+        super().__init__()
+        self.gate_up_proj = Linear(hidden, [intermediate, intermediate], bias=bias, dtype=dtype)
+        self.down_proj = Linear(intermediate, [hidden], bias=bias, dtype=dtype)
+
+    def act(self, gate: torch.Tensor) -> torch.Tensor:
+        return F.silu(gate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up_proj.split(self.gate_up_proj(x))
+        return self.down_proj(self.act(gate) * up)
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, config: Any, layer_idx: int, dtype: torch.dtype, qkv_bias: bool, o_bias: bool):
+        super().__init__()
+        eps = config.rms_norm_eps
+        self.self_attn = LlamaAttention(config, layer_idx, dtype, qkv_bias, o_bias)
+        self.mlp = GatedMLP(
+            config.hidden_size, config.intermediate_size, dtype, bias=getattr(config, "mlp_bias", False)
+        )
+        self.input_layernorm = RMSNorm(config.hidden_size, eps, dtype)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, eps, dtype)
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        residual: torch.Tensor | None,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: LayerCache,
+        meta: AttentionMetadata,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        h, residual = self.input_layernorm.add_forward(h, residual)
+        h = self.self_attn(h, cos, sin, cache, meta)
+        h, residual = self.post_attention_layernorm.add_forward(h, residual)
+        return self.mlp(h), residual
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, config: Any, dtype: torch.dtype, qkv_bias: bool, o_bias: bool):
+        super().__init__()
+        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, dtype)
+        self.layers = nn.ModuleList(
+            LlamaDecoderLayer(config, i, dtype, qkv_bias, o_bias) for i in range(config.num_hidden_layers)
+        )
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+
+
+class LlamaForCausalLM(CausalLM):
+    """Llama 2/3/3.1 and Mistral; DeepSeek-R1-Distill-Llama-8B/70B."""
+
+    stacked_params: ClassVar[dict[str, tuple[str, int]]] = {
+        "q_proj": ("qkv_proj", 0),
+        "k_proj": ("qkv_proj", 1),
+        "v_proj": ("qkv_proj", 2),
+        "gate_proj": ("gate_up_proj", 0),
+        "up_proj": ("gate_up_proj", 1),
+    }
+
+    def __init__(self, config: Any, dtype: torch.dtype, max_positions: int):
+        super().__init__(config, dtype, max_positions)
+        self.model = LlamaModel(config, dtype, *self.attention_biases(config))
+        self.lm_head = Linear(config.hidden_size, [config.vocab_size], bias=False, dtype=dtype)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        inv_freq, scaling = rope_parameters(config, self.head_dim)
+        self.rotary = RotaryEmbedding(inv_freq, scaling, max_positions)
+
+    @staticmethod
+    def attention_biases(config: Any) -> tuple[bool, bool]:
+        """(bias on q/k/v, bias on o)."""
+        bias = bool(getattr(config, "attention_bias", False))
+        return bias, bias
+
+    def tied_params(self) -> dict[str, str]:
+        if self.config.tie_word_embeddings:
+            return {"lm_head.weight": "model.embed_tokens.weight"}
+        return {}
+
+    def kv_cache_spec(self) -> KVCacheSpec:
+        shape = (self.num_kv_heads, self.head_dim)
+        return KVCacheSpec(len(self.model.layers), (shape, shape))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv_caches: list[LayerCache],
+        meta: AttentionMetadata,
+    ) -> torch.Tensor:
+        h = self.model.embed_tokens(input_ids)
+        cos, sin = self.rotary.lookup(positions, h.dtype)
+        residual = None
+        for layer, cache in zip(self.model.layers, kv_caches, strict=True):
+            h, residual = layer(h, residual, cos, sin, cache, meta)
+        h, _ = self.model.norm.add_forward(h, residual)
+        return h
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden).float()
+
+
+class Qwen2ForCausalLM(LlamaForCausalLM):
+    """Qwen2 and Qwen2.5: biases on q/k/v, none on o; DeepSeek-R1-Distill-Qwen-1.5B/7B/14B/32B."""
+
+    @staticmethod
+    def attention_biases(config: Any) -> tuple[bool, bool]:
+        return True, False

@@ -1,0 +1,155 @@
+"""Load a model, its tokenizer and its limits from a Hugging Face directory.
+
+Weights are read shard by shard from memory-mapped safetensors files and copied into
+parameters that were allocated empty, so peak memory stays near the model plus one tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seekserve.engine.config import ModelConfig
+from seekserve.errors import ConfigError, ModelLoadError
+from seekserve.models import CausalLM, model_class
+
+__all__ = ["LoadedModel", "iter_safetensors", "load_hf_config", "load_model", "resolve_dtype"]
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    model: CausalLM
+    hf_config: Any
+    tokenizer: Any
+    """A transformers tokenizer (encode, decode, chat template)."""
+    max_model_len: int
+    eos_token_ids: frozenset[int]
+    weight_bytes: int
+
+
+def load_hf_config(path: Path) -> Any:
+    """The transformers config of a model directory, read without any network access."""
+    if not path.is_dir():
+        raise ModelLoadError(f"model directory {path} does not exist: pass a directory with config.json")
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"{path} has no config.json: it is not a Hugging Face model directory")
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except (ValueError, KeyError, OSError) as e:
+        raise ModelLoadError(f"cannot read {path / 'config.json'}: {e}") from e
+
+
+def resolve_dtype(requested: str, config: Any, device: torch.device) -> torch.dtype:
+    """The dtype to run in: the requested one, else the checkpoint's (bfloat16 for float16 on CPU)."""
+    if requested != "auto":
+        return _DTYPES[requested]
+    stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(stored, str):
+        stored = _DTYPES.get(stored)
+    if not isinstance(stored, torch.dtype) or stored not in _DTYPES.values():
+        stored = torch.bfloat16
+    if stored == torch.float16 and device.type == "cpu":
+        return torch.bfloat16
+    return stored
+
+
+def iter_safetensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) of every tensor in the directory's safetensors shards, one shard at a time."""
+    from safetensors import safe_open
+
+    shards = sorted(path.glob("*.safetensors"))
+    if not shards:
+        raise ModelLoadError(
+            f"{path} has no *.safetensors weights; convert the checkpoint with "
+            f"transformers' save_pretrained(..., safe_serialization=True)"
+        )
+    for shard in shards:
+        with safe_open(str(shard), framework="pt", device="cpu") as f:
+            for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                yield name, f.get_tensor(name)
+
+
+def context_length(config: Any) -> int:
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048
+
+
+def resolve_max_model_len(requested: int | None, config: Any) -> int:
+    limit = context_length(config)
+    if requested is None:
+        return limit
+    if requested > limit:
+        raise ConfigError(
+            f"max_model_len={requested} is longer than the model's context of {limit} tokens "
+            f"(max_position_embeddings): use at most {limit}"
+        )
+    return requested
+
+
+def eos_token_ids(path: Path, config: Any, tokenizer: Any) -> frozenset[int]:
+    """End-of-sequence ids: generation_config.json's, else config.json's, else the tokenizer's."""
+    value: Any = None
+    gen = path / "generation_config.json"
+    if gen.is_file():
+        value = json.loads(gen.read_text()).get("eos_token_id")
+    if value is None:
+        value = getattr(config, "eos_token_id", None)
+    if value is None and tokenizer is not None:
+        value = tokenizer.eos_token_id
+    if value is None:
+        return frozenset()
+    return frozenset(value if isinstance(value, list) else [value])
+
+
+def load_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(
+            f"cannot load a tokenizer from {path} ({e}); the directory needs tokenizer.json or "
+            f"the tokenizer files of its model, or pass tokenizer=DIR"
+        ) from e
+
+
+def load_model(config: ModelConfig, device: torch.device) -> LoadedModel:
+    """Build the model of `config.model` on `device` and fill its weights."""
+    path = Path(config.model).expanduser()
+    hf_config = load_hf_config(path)
+    architectures = getattr(hf_config, "architectures", None) or []
+    if not architectures:
+        raise ModelLoadError(f"{path / 'config.json'} names no architectures; cannot tell which model it is")
+    cls = model_class(architectures[0])
+    dtype = resolve_dtype(config.dtype, hf_config, device)
+    max_model_len = resolve_max_model_len(config.max_model_len, hf_config)
+    with torch.device(device):
+        model = cls(hf_config, dtype, max_model_len)
+    model.load_weights(iter_safetensors(path))
+    model.eval()
+    tokenizer = load_tokenizer(Path(config.tokenizer).expanduser() if config.tokenizer else path)
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    log.info("loaded %s (%s, %.1f MB of weights)", architectures[0], dtype, weight_bytes / 1e6)
+    return LoadedModel(
+        model=model,
+        hf_config=hf_config,
+        tokenizer=tokenizer,
+        max_model_len=max_model_len,
+        eos_token_ids=eos_token_ids(path, hf_config, tokenizer),
+        weight_bytes=weight_bytes,
+    )

@@ -1,0 +1,158 @@
+"""Factories for tests: tiny tokenizers and tiny random models saved as Hugging Face directories."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seekserve.engine.request import Request
+from seekserve.engine.sampling_params import SamplingParams
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<think>", "</think>"]
+_CORPUS = [
+    "The quick brown fox jumps over the lazy dog. ",
+    "Hello world! def main(): return 42\n",
+    "The capital of France is Paris. The capital of Italy is Rome. ",
+    "<|user|><|assistant|><|system|> 0123456789 numbers, letters; symbols: ()[]{}+-*/=<>",
+]
+
+
+def make_tokenizer(path: Path, vocab_size: int = 384) -> Any:
+    """A byte-level BPE tokenizer trained on a fixed corpus; deterministic. Returns the HF tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS * 20, trainer)
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    hf.chat_template = CHAT_TEMPLATE
+    hf.save_pretrained(str(path))
+    return hf
+
+
+def make_model_dir(path: Path, config: Any, seed: int = 0, init_std: float = 0.15) -> Path:
+    """Save a random transformers model for `config` (float32) plus a tokenizer into `path`."""
+    from transformers import AutoModelForCausalLM
+
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = make_tokenizer(path, vocab_size=config.vocab_size)
+    assert len(tokenizer) <= config.vocab_size, "tokenizer larger than the model vocabulary"
+    config.eos_token_id = tokenizer.eos_token_id
+    config.bos_token_id = tokenizer.bos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.normal_(1.0, 0.1) if p.mean() > 0.5 else p.normal_(0.0, 0.1)
+            else:
+                p.normal_(0.0, init_std)
+    model.save_pretrained(str(path))
+    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": tokenizer.eos_token_id}))
+    return path
+
+
+def llama_config(**overrides: Any) -> Any:
+    from transformers import LlamaConfig
+
+    values: dict[str, Any] = dict(
+        vocab_size=384,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        rms_norm_eps=1e-6,
+    )
+    values.update(overrides)
+    return LlamaConfig(**values)
+
+
+def qwen2_config(**overrides: Any) -> Any:
+    from transformers import Qwen2Config
+
+    values: dict[str, Any] = dict(
+        vocab_size=384,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-6,
+    )
+    values.update(overrides)
+    return Qwen2Config(**values)
+
+
+def hf_greedy(model_dir: Path, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    """transformers' greedy `generate` for each prompt alone (float32, end-of-sequence ignored)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    model.eval()
+    outputs = []
+    with torch.no_grad():
+        for prompt in prompts:
+            ids = torch.tensor([prompt])
+            out = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                min_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=0,
+            )
+            outputs.append(out[0, len(prompt) :].tolist())
+    return outputs
+
+
+def random_prompts(
+    num: int, lengths: list[int] | None = None, vocab: int = 384, seed: int = 0
+) -> list[list[int]]:
+    gen = torch.Generator().manual_seed(seed)
+    lengths = lengths or [5 + 7 * i for i in range(num)]
+    return [torch.randint(10, vocab, (n,), generator=gen).tolist() for n in lengths[:num]]
+
+
+def greedy(max_tokens: int = 16, **kw: Any) -> SamplingParams:
+    return SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True, **kw)
+
+
+def make_request(
+    request_id: str = "r0", prompt: list[int] | None = None, max_tokens: int = 8, **kw: Any
+) -> Request:
+    return Request(
+        request_id, prompt or [1, 2, 3, 4], SamplingParams(max_tokens=max_tokens, **kw), frozenset()
+    )
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment for child processes, importing seekserve from this checkout's src/."""
+    import os
+
+    import seekserve
+
+    src = str(Path(seekserve.__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    return env
