@@ -1,0 +1,189 @@
+"""DeepSeek-V2, V2-Lite, V3, V3.1 and R1: multi-head latent attention and DeepSeek MoE.
+
+Layer i runs a DeepSeek MoE when the config has routed experts, i >= first_k_dense_replace and
+i % moe_layer_freq == 0; otherwise a dense gated MLP. The KV cache holds one latent row per token
+and layer (mla.py); the experts are stacked tensors (moe.py). Checkpoint names, as released:
+
+    model.layers.{i}.self_attn.{q_a_proj, q_a_layernorm, q_b_proj | q_proj}      query
+    model.layers.{i}.self_attn.{kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj, o_proj}
+    model.layers.{i}.mlp.{gate_proj, up_proj, down_proj}                         dense layers
+    model.layers.{i}.mlp.gate.{weight, e_score_correction_bias}                  router
+    model.layers.{i}.mlp.experts.{e}.{gate_proj, up_proj, down_proj}.weight      -> stacked experts
+    model.layers.{i}.mlp.shared_experts.{gate_proj, up_proj, down_proj}.weight
+    model.layers.{N + k}.*    the k-th multi-token-prediction layer (N = num_hidden_layers): skipped
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from seekserve.engine.attention import AttentionMetadata
+from seekserve.errors import ModelLoadError, UnsupportedModelError
+from seekserve.models.base import CausalLM, KVCacheSpec, LayerCache
+from seekserve.models.layers import Embedding, Linear, RMSNorm, RotaryEmbedding
+from seekserve.models.llama import GatedMLP
+from seekserve.models.mla import MLAConfig, MLAttention
+from seekserve.models.moe import DeepseekMoE, FusedExperts, RouterConfig
+from seekserve.models.rope import rope_parameters
+
+__all__ = ["DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM", "is_moe_layer"]
+
+log = logging.getLogger(__name__)
+
+_EXPERT_WEIGHT = re.compile(
+    r"^(?P<module>.+\.experts)\.(?P<expert>\d+)\.(?P<proj>gate|up|down)_proj\.weight$"
+)
+
+
+def is_moe_layer(config: Any, layer_idx: int) -> bool:
+    """Whether layer `layer_idx` is a MoE layer (first_k_dense_replace, moe_layer_freq)."""
+    if not getattr(config, "n_routed_experts", None):
+        return False
+    first = getattr(config, "first_k_dense_replace", 0) or 0
+    freq = getattr(config, "moe_layer_freq", 1) or 1
+    return layer_idx >= first and layer_idx % freq == 0
+
+
+class DeepseekDecoderLayer(nn.Module):
+    def __init__(self, config: Any, layer_idx: int, router: RouterConfig | None, dtype: torch.dtype):
+        super().__init__()
+        hidden, eps = config.hidden_size, config.rms_norm_eps
+        self.self_attn = MLAttention(MLAConfig.from_hf(config), dtype)
+        self.mlp: nn.Module
+        if router is not None and is_moe_layer(config, layer_idx):
+            self.mlp = DeepseekMoE(config, router, dtype)
+        else:
+            self.mlp = GatedMLP(hidden, config.intermediate_size, dtype)
+        self.input_layernorm = RMSNorm(hidden, eps, dtype)
+        self.post_attention_layernorm = RMSNorm(hidden, eps, dtype)
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        residual: torch.Tensor | None,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: LayerCache,
+        meta: AttentionMetadata,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        h, residual = self.input_layernorm.add_forward(h, residual)
+        h = self.self_attn(h, cos, sin, cache, meta)
+        h, residual = self.post_attention_layernorm.add_forward(h, residual)
+        return self.mlp(h), residual
+
+
+class DeepseekModel(nn.Module):
+    def __init__(self, config: Any, router: RouterConfig | None, dtype: torch.dtype):
+        super().__init__()
+        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, dtype)
+        self.layers = nn.ModuleList(
+            DeepseekDecoderLayer(config, i, router, dtype) for i in range(config.num_hidden_layers)
+        )
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+
+
+class DeepseekV2ForCausalLM(CausalLM):
+    """DeepSeek-V2 and V2-Lite (and V2.5): softmax routing, greedy or group-limited top-k."""
+
+    default_scoring_func: ClassVar[str] = "softmax"
+    default_topk_method: ClassVar[str] = "greedy"
+    stacked_params: ClassVar[dict[str, tuple[str, int]]] = {
+        "gate_proj": ("gate_up_proj", 0),
+        "up_proj": ("gate_up_proj", 1),
+    }
+
+    def __init__(self, config: Any, dtype: torch.dtype, max_positions: int):
+        super().__init__(config, dtype, max_positions)
+        act = getattr(config, "hidden_act", "silu")
+        if act != "silu":
+            raise UnsupportedModelError(f"config.json has hidden_act={act!r}; DeepSeek models use silu")
+        router = None
+        if getattr(config, "n_routed_experts", None):
+            router = RouterConfig.from_hf(config, self.default_scoring_func, self.default_topk_method)
+        self.attention = MLAConfig.from_hf(config)
+        self.model = DeepseekModel(config, router, dtype)
+        self.lm_head = Linear(config.hidden_size, [config.vocab_size], bias=False, dtype=dtype)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        inv_freq, scaling = rope_parameters(config, config.qk_rope_head_dim)
+        self.rotary = RotaryEmbedding(inv_freq, scaling, max_positions)
+        self.num_mtp_layers = getattr(config, "num_nextn_predict_layers", 0) or 0
+
+    def tied_params(self) -> dict[str, str]:
+        if self.config.tie_word_embeddings:
+            return {"lm_head.weight": "model.embed_tokens.weight"}
+        return {}
+
+    def kv_cache_spec(self) -> KVCacheSpec:
+        return KVCacheSpec(len(self.model.layers), ((self.attention.cache_row_size,),))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv_caches: list[LayerCache],
+        meta: AttentionMetadata,
+    ) -> torch.Tensor:
+        h = self.model.embed_tokens(input_ids)
+        cos, sin = self.rotary.lookup(positions, h.dtype)
+        residual = None
+        for layer, cache in zip(self.model.layers, kv_caches, strict=True):
+            h, residual = layer(h, residual, cos, sin, cache, meta)
+        h, _ = self.model.norm.add_forward(h, residual)
+        return h
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden).float()
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Load the decoder; the multi-token-prediction layers after it are skipped."""
+        super().load_weights(self._without_mtp(weights))
+
+    def _without_mtp(self, weights: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
+        first = self.config.num_hidden_layers
+        indices = "|".join(str(first + k) for k in range(self.num_mtp_layers))
+        mtp = re.compile(rf"^model\.layers\.({indices})\.") if indices else None
+        num_skipped = 0
+        for name, tensor in weights:
+            if mtp is not None and mtp.match(name):
+                num_skipped += 1
+                continue
+            yield name, tensor
+        if num_skipped:
+            log.info("skipped %d tensors of the multi-token-prediction layer(s)", num_skipped)
+
+    def _load_one(self, name: str, tensor: torch.Tensor, params: dict[str, nn.Parameter]) -> tuple[str, int]:
+        match = _EXPERT_WEIGHT.match(name)
+        if match is None:
+            return super()._load_one(name, tensor, params)
+        try:
+            module = self.get_submodule(match["module"])
+        except AttributeError:
+            module = None
+        if not isinstance(module, FusedExperts):
+            raise ModelLoadError(f"the checkpoint has a tensor {name} that this model does not use")
+        try:
+            param, part = module.load_expert(int(match["expert"]), f"{match['proj']}_proj", tensor)
+        except ValueError as e:
+            raise ModelLoadError(f"checkpoint tensor {name}: {e}") from None
+        return f"{match['module']}.{param}", part
+
+    def _num_parts(self, param_name: str) -> int:
+        module_name, _, leaf = param_name.rpartition(".")
+        module = self.get_submodule(module_name)
+        if isinstance(module, FusedExperts):
+            return module.num_parts(leaf)
+        return super()._num_parts(param_name)
+
+
+class DeepseekV3ForCausalLM(DeepseekV2ForCausalLM):
+    """DeepSeek-V3, V3.1 and R1: sigmoid routing with bias-corrected group-limited top-k (noaux_tc)."""
+
+    default_scoring_func: ClassVar[str] = "sigmoid"
+    default_topk_method: ClassVar[str] = "noaux_tc"
