@@ -17,11 +17,14 @@ from factories import (
     hf_greedy,
     hf_logits,
     make_model_dir,
+    make_request,
+    make_tokenizer,
     prefill_logits,
     random_prompts,
     rewrite_weights,
 )
 from seekserve import LLM
+from seekserve.engine.detokenizer import IncrementalDetokenizer
 from seekserve.errors import ModelLoadError, UnsupportedModelError
 from seekserve.models.deepseek import DeepseekV2ForCausalLM, DeepseekV3ForCausalLM, is_moe_layer
 from seekserve.models.moe import DeepseekMoE
@@ -209,3 +212,22 @@ def test_unsupported_config_values_are_clear_errors() -> None:
         DeepseekV2ForCausalLM(
             deepseek_v2_config(topk_method="group_limited_greedy", n_group=4, topk_group=2), torch.float32, 64
         )
+
+
+def test_r1_thinking_text_reaches_the_output_unchanged(tmp_path: Path) -> None:
+    # R1's tokenizer.json declares <think> and </think> as added tokens that are not special, so
+    # skip_special_tokens (on by default) keeps them; splitting reasoning from answer is the server's.
+    from transformers import AutoTokenizer
+
+    make_tokenizer(tmp_path)
+    file = tmp_path / "tokenizer.json"
+    spec = json.loads(file.read_text())
+    for token in spec["added_tokens"]:
+        if token["content"] in ("<think>", "</think>"):
+            token["special"] = False
+    file.write_text(json.dumps(spec))
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path))
+    text = "<think>\nThe capital of France is Paris.\n</think>\n\nParis."
+    detok = IncrementalDetokenizer(tokenizer, make_request(prompt=tokenizer.encode("Hello")))
+    detok.add_tokens(tokenizer.encode(text))
+    assert detok.text == text

@@ -144,6 +144,9 @@ class DeepseekV2ForCausalLM(CausalLM):
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Load the decoder; the multi-token-prediction layers after it are skipped."""
         super().load_weights(self._without_mtp(weights))
+        for module in self.modules():
+            if isinstance(module, MLAttention):
+                module.absorb()
 
     def _without_mtp(self, weights: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
         first = self.config.num_hidden_layers

@@ -131,6 +131,9 @@ def apply_rotary_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tens
 class MLAttention(nn.Module):
     """One MLA layer: writes (c_kv, k_pe) rows to the paged cache and attends over them."""
 
+    w_uk: torch.Tensor | None
+    w_uv_t: torch.Tensor | None
+
     def __init__(self, cfg: MLAConfig, dtype: torch.dtype):
         super().__init__()
         self.cfg = cfg
@@ -148,6 +151,8 @@ class MLAttention(nn.Module):
             cfg.kv_lora_rank, [heads * (cfg.qk_nope_head_dim + cfg.v_head_dim)], bias=False, dtype=dtype
         )
         self.o_proj = Linear(heads * cfg.v_head_dim, [hidden], bias=bias, dtype=dtype)
+        self.register_buffer("w_uk", None, persistent=False)
+        self.register_buffer("w_uv_t", None, persistent=False)
 
     def forward(
         self,
@@ -192,26 +197,35 @@ class MLAttention(nn.Module):
             return self.q_proj(h)
         return self.q_b_proj(self.q_a_layernorm(self.q_a_proj(h)))
 
-    def _up_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Views of kv_b_proj: W_UK [heads, nope, kv_lora_rank] and W_UV [heads, v_head_dim, kv_lora_rank]."""
+    def absorb(self) -> None:
+        """Split kv_b_proj into the contiguous per-head matrices decode multiplies with.
+
+        Called once the weights are loaded (again if kv_b_proj changes): batched matmuls on strided
+        views of kv_b_proj would copy the weight on every step.
+        """
         cfg = self.cfg
         w = self.kv_b_proj.weight.view(cfg.num_heads, cfg.qk_nope_head_dim + cfg.v_head_dim, cfg.kv_lora_rank)
-        return w[:, : cfg.qk_nope_head_dim], w[:, cfg.qk_nope_head_dim :]
+        self.w_uk = w[:, : cfg.qk_nope_head_dim].contiguous()  # [heads, nope, kv_lora_rank]
+        self.w_uv_t = w[:, cfg.qk_nope_head_dim :].transpose(1, 2).contiguous()  # [heads, kv_lora_rank, v]
 
     def _decode(
         self, q_nope: torch.Tensor, q_pe: torch.Tensor, rows: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
         """Absorbed attention of one new token per sequence over its latent rows -> [B, heads, v_head_dim]."""
-        w_uk, w_uv = self._up_weights()
-        q_latent = torch.bmm(q_nope.transpose(0, 1), w_uk).transpose(0, 1)  # [B, heads, kv_lora_rank]
-        query = torch.cat((q_latent, q_pe), dim=-1).unsqueeze(2)  # [B, heads, 1, row]
+        if self.w_uk is None or self.w_uv_t is None:
+            self.absorb()
+        assert self.w_uk is not None and self.w_uv_t is not None, "absorb() sets both"
+        q_latent = torch.bmm(q_nope.transpose(0, 1), self.w_uk).transpose(0, 1)  # [B, heads, kv_lora_rank]
+        # One key/value head shared by all query heads: the heads take the place of query positions,
+        # so the rows are read once per sequence instead of once per head.
+        query = torch.cat((q_latent, q_pe), dim=-1).unsqueeze(1)  # [B, 1, heads, row]
         view = meta.decode_view(None)
-        keys = rows[view.slots].to(query.dtype).unsqueeze(1)  # [B, 1, max_len, row]: one shared head
+        keys = rows[view.slots].to(query.dtype).unsqueeze(1)  # [B, 1, max_len, row]
         values = keys[..., : self.cfg.kv_lora_rank]  # [B, 1, max_len, kv_lora_rank]
         latent_out = F.scaled_dot_product_attention(
-            query, keys, values, attn_mask=view.mask, scale=self.cfg.softmax_scale, enable_gqa=True
-        ).squeeze(2)  # [B, heads, kv_lora_rank]
-        return torch.bmm(latent_out.transpose(0, 1), w_uv.transpose(1, 2)).transpose(0, 1)
+            query, keys, values, attn_mask=view.mask, scale=self.cfg.softmax_scale
+        ).squeeze(1)  # [B, heads, kv_lora_rank]
+        return torch.bmm(latent_out.transpose(0, 1), self.w_uv_t).transpose(0, 1)
 
     def _prefill(
         self,
