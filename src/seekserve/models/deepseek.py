@@ -23,10 +23,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from seekserve.engine.attention import AttentionMetadata
 from seekserve.errors import ModelLoadError, UnsupportedModelError
-from seekserve.models.base import CausalLM, KVCacheSpec, LayerCache
-from seekserve.models.layers import Embedding, Linear, RMSNorm, RotaryEmbedding
+from seekserve.models.base import DecoderLayer, DecoderLM, DecoderStack, KVCacheSpec
+from seekserve.models.layers import RotaryEmbedding
 from seekserve.models.llama import GatedMLP
 from seekserve.models.mla import MLAConfig, MLAttention
 from seekserve.models.moe import DeepseekMoE, FusedExperts, RouterConfig
@@ -50,45 +49,20 @@ def is_moe_layer(config: Any, layer_idx: int) -> bool:
     return layer_idx >= first and layer_idx % freq == 0
 
 
-class DeepseekDecoderLayer(nn.Module):
-    def __init__(self, config: Any, layer_idx: int, router: RouterConfig | None, dtype: torch.dtype):
-        super().__init__()
-        hidden, eps = config.hidden_size, config.rms_norm_eps
-        self.self_attn = MLAttention(MLAConfig.from_hf(config), dtype)
-        self.mlp: nn.Module
-        if router is not None and is_moe_layer(config, layer_idx):
-            self.mlp = DeepseekMoE(config, router, dtype)
-        else:
-            self.mlp = GatedMLP(hidden, config.intermediate_size, dtype)
-        self.input_layernorm = RMSNorm(hidden, eps, dtype)
-        self.post_attention_layernorm = RMSNorm(hidden, eps, dtype)
-
-    def forward(
-        self,
-        h: torch.Tensor,
-        residual: torch.Tensor | None,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        cache: LayerCache,
-        meta: AttentionMetadata,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        h, residual = self.input_layernorm.add_forward(h, residual)
-        h = self.self_attn(h, cos, sin, cache, meta)
-        h, residual = self.post_attention_layernorm.add_forward(h, residual)
-        return self.mlp(h), residual
+def deepseek_decoder_layer(
+    config: Any, layer_idx: int, router: RouterConfig | None, dtype: torch.dtype
+) -> DecoderLayer:
+    """MLA, then DeepSeek MoE or a dense gated MLP."""
+    mlp: nn.Module
+    if router is not None and is_moe_layer(config, layer_idx):
+        mlp = DeepseekMoE(config, router, dtype)
+    else:
+        mlp = GatedMLP(config.hidden_size, config.intermediate_size, dtype)
+    attn = MLAttention(MLAConfig.from_hf(config), dtype)
+    return DecoderLayer(attn, mlp, config.hidden_size, config.rms_norm_eps, dtype)
 
 
-class DeepseekModel(nn.Module):
-    def __init__(self, config: Any, router: RouterConfig | None, dtype: torch.dtype):
-        super().__init__()
-        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, dtype)
-        self.layers = nn.ModuleList(
-            DeepseekDecoderLayer(config, i, router, dtype) for i in range(config.num_hidden_layers)
-        )
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
-
-
-class DeepseekV2ForCausalLM(CausalLM):
+class DeepseekV2ForCausalLM(DecoderLM):
     """DeepSeek-V2 and V2-Lite (and V2.5): softmax routing, greedy or group-limited top-k."""
 
     default_scoring_func: ClassVar[str] = "softmax"
@@ -107,39 +81,15 @@ class DeepseekV2ForCausalLM(CausalLM):
         if getattr(config, "n_routed_experts", None):
             router = RouterConfig.from_hf(config, self.default_scoring_func, self.default_topk_method)
         self.attention = MLAConfig.from_hf(config)
-        self.model = DeepseekModel(config, router, dtype)
-        self.lm_head = Linear(config.hidden_size, [config.vocab_size], bias=False, dtype=dtype)
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
+        layers = (deepseek_decoder_layer(config, i, router, dtype) for i in range(config.num_hidden_layers))
+        self.model = DecoderStack(config, layers, dtype)
+        self.init_lm_head()
         inv_freq, scaling = rope_parameters(config, config.qk_rope_head_dim)
         self.rotary = RotaryEmbedding(inv_freq, scaling, max_positions)
         self.num_mtp_layers = getattr(config, "num_nextn_predict_layers", 0) or 0
 
-    def tied_params(self) -> dict[str, str]:
-        if self.config.tie_word_embeddings:
-            return {"lm_head.weight": "model.embed_tokens.weight"}
-        return {}
-
     def kv_cache_spec(self) -> KVCacheSpec:
         return KVCacheSpec(len(self.model.layers), ((self.attention.cache_row_size,),))
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        positions: torch.Tensor,
-        kv_caches: list[LayerCache],
-        meta: AttentionMetadata,
-    ) -> torch.Tensor:
-        h = self.model.embed_tokens(input_ids)
-        cos, sin = self.rotary.lookup(positions, h.dtype)
-        residual = None
-        for layer, cache in zip(self.model.layers, kv_caches, strict=True):
-            h, residual = layer(h, residual, cos, sin, cache, meta)
-        h, _ = self.model.norm.add_forward(h, residual)
-        return h
-
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden).float()
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Load the decoder; the multi-token-prediction layers after it are skipped."""
