@@ -231,3 +231,26 @@ def test_r1_thinking_text_reaches_the_output_unchanged(tmp_path: Path) -> None:
     detok = IncrementalDetokenizer(tokenizer, make_request(prompt=tokenizer.encode("Hello")))
     detok.add_tokens(tokenizer.encode(text))
     assert detok.text == text
+
+
+def test_config_json_as_released_reads_the_same(deepseek_v3_dir: Path, tmp_path: Path) -> None:
+    # DeepSeek's own config.json files use the older rope_scaling/"type" keys, name scoring_func and
+    # topk_method, and carry remote-code and training fields; they must give the same model.
+    model_dir = tmp_path / "released-format"
+    shutil.copytree(deepseek_v3_dir, model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    rope = config.pop("rope_parameters")
+    config["rope_theta"] = rope.pop("rope_theta")
+    config["rope_scaling"] = {"type": rope.pop("rope_type"), **rope}
+    config.update(
+        scoring_func="sigmoid",
+        topk_method="noaux_tc",
+        moe_layer_freq=1,
+        aux_loss_alpha=0.001,
+        seq_aux=True,
+        ep_size=1,
+        auto_map={"AutoModelForCausalLM": "modeling_deepseek.DeepseekV3ForCausalLM"},
+    )
+    (model_dir / "config.json").write_text(json.dumps(config))
+    ids = PROMPTS[2]
+    torch.testing.assert_close(prefill_logits(model_dir, ids), prefill_logits(deepseek_v3_dir, ids))
