@@ -93,6 +93,29 @@ def _start_server() -> tuple[subprocess.Popen[str], str]:
     return server, line.split()[-1]
 
 
+def _print_table(rows: list[Row], args: argparse.Namespace, load: float) -> None:
+    print(
+        f"{args.num_requests} requests per run, {args.output_tokens} tokens each; {os.cpu_count()} CPUs, "
+        f"load average {load:.2f} (the fake server runs in its own process)"
+    )
+    header = (
+        "load",
+        "completed",
+        "failed",
+        "req/s",
+        "output tok/s",
+        "client CPU µs/req",
+        "CPU ceiling req/s",
+    )
+    print("| " + " | ".join((*header, "send lag p99 ms")) + " |\n" + "|---" * (len(header) + 1) + "|")
+    for r in rows:
+        lag = "-" if r.send_lag_p99_ms is None else f"{r.send_lag_p99_ms:.1f}"
+        print(
+            f"| {r.load} | {r.completed} | {r.failed} | {r.achieved_rps:,.0f} | {r.output_tok_s:,.0f} | "
+            f"{r.client_cpu_us_per_request:,.0f} | {r.cpu_ceiling_rps:,.0f} | {lag} |"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--num-requests", type=int, default=20_000, help="requests per run")
@@ -120,26 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         if server.stdout is not None:
             server.stdout.close()
     load = os.getloadavg()
-    print(
-        f"{args.num_requests} requests per run, {args.output_tokens} tokens each; {os.cpu_count()} CPUs, "
-        f"load average {load[0]:.2f} (the fake server runs in its own process)"
-    )
-    header = (
-        "load",
-        "completed",
-        "failed",
-        "req/s",
-        "output tok/s",
-        "client CPU µs/req",
-        "CPU ceiling req/s",
-    )
-    print("| " + " | ".join((*header, "send lag p99 ms")) + " |\n" + "|---" * (len(header) + 1) + "|")
-    for r in rows:
-        lag = "-" if r.send_lag_p99_ms is None else f"{r.send_lag_p99_ms:.1f}"
-        print(
-            f"| {r.load} | {r.completed} | {r.failed} | {r.achieved_rps:,.0f} | {r.output_tok_s:,.0f} | "
-            f"{r.client_cpu_us_per_request:,.0f} | {r.cpu_ceiling_rps:,.0f} | {lag} |"
-        )
+    _print_table(rows, args, load[0])
     if args.json:
         out: dict[str, Any] = {"args": vars(args), "cpus": os.cpu_count(), "loadavg": load}
         out["rows"] = [{**r.__dict__, "cpu_ceiling_rps": r.cpu_ceiling_rps} for r in rows]

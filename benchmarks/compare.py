@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -33,7 +34,15 @@ from seekserve.errors import SeekserveError
 SEEKSERVE = (
     "{python} -m seekserve serve --model {seekserve_model} --host 127.0.0.1 --port {port} {seekserve_args}"
 )
-ANCHOR = "bash {anchors}/serve.sh {engine} {port}"
+VLLM = "bash {anchors}/serve.sh vllm {port}"
+# serve.sh's llama.cpp line plus --interrupt_requests False: by default llama-cpp-python's server
+# aborts the running request whenever a new one arrives, which leaves nothing to measure at
+# concurrency above 1 (requests still run one at a time, queued, as its users would see).
+LLAMACPP = (
+    "{anchors_dir}/llama/bin/python -m llama_cpp.server --model {anchors_dir}/models/gemma-3-270m-q4_k_m.gguf"
+    " --host 127.0.0.1 --port {port} --n_threads 2 --n_ctx 4096 --model_alias gemma3-270m"
+    " --interrupt_requests False"
+)
 NUM_DECODERS = 8
 
 
@@ -151,8 +160,8 @@ def peers(args: argparse.Namespace) -> Scenario:
         "seekserve vs vLLM (CPU, bf16) vs llama.cpp's server (Q4_K_M) on Gemma 3 270M, through HTTP",
         (
             ServerSpec("seekserve", SEEKSERVE),
-            ServerSpec("vllm", ANCHOR.replace("{engine}", "vllm"), ready_timeout_s=600),
-            ServerSpec("llamacpp", ANCHOR.replace("{engine}", "llamacpp")),
+            ServerSpec("vllm", VLLM, ready_timeout_s=600),
+            ServerSpec("llamacpp", LLAMACPP),
         ),
         workloads,
         (
@@ -183,14 +192,20 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="NAME=COMMAND",
-        help="replace a server's command template ({port}, {python}, {seekserve_model}, {anchors})",
+        help="replace a server's command template ({port}, {python}, {seekserve_model}, {seekserve_args}, "
+        "{anchors}, {anchors_dir})",
     )
     p.add_argument("--drop", action="append", default=[], metavar="NAME", help="leave a server out")
     p.add_argument(
-        "--seekserve-model", default="/tmp/anchors/models/gemma3-270m-bf16", help="{seekserve_model}"
+        "--seekserve-model", help="{seekserve_model} (default: the Gemma 3 270M bf16 dir under --anchors-dir)"
     )
     p.add_argument("--seekserve-args", default="", help="extra flags for seekserve serve ({seekserve_args})")
     p.add_argument("--anchors", default="/work/shared/anchors", help="directory of serve.sh ({anchors})")
+    p.add_argument(
+        "--anchors-dir",
+        default=os.environ.get("ANCHORS_DIR", "/tmp/anchors"),
+        help="where setup.sh put the peer engines and models ({anchors_dir}; $ANCHORS_DIR)",
+    )
     p.add_argument("--tokenizer", help="tokenizer.json for exact prompt lengths (default: the model's)")
     p.add_argument("--num-requests", type=int, help="requests per run (scenario default otherwise)")
     p.add_argument(
@@ -204,7 +219,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--long-prompt-at", type=float, default=2.0, help="stall: when the long prompt arrives (s)"
     )
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.seekserve_model = args.seekserve_model or f"{args.anchors_dir}/models/gemma3-270m-bf16"
+    return args
 
 
 def _apply_overrides(scenario: Scenario, args: argparse.Namespace) -> Scenario:
@@ -231,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             "seekserve_model": args.seekserve_model,
             "seekserve_args": args.seekserve_args,
             "anchors": args.anchors,
+            "anchors_dir": args.anchors_dir,
         }
         print(f"{scenario.name}: {scenario.description}")
         result = run_scenario(scenario, args.out, values, repeats=args.repeats, isolate=not args.all_up)

@@ -4,8 +4,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-from conftest import Served
 from factories import subprocess_env
 from seekserve.bench.servers import free_port
 
@@ -20,7 +20,7 @@ def bench_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_a_short_run_prints_the_table_and_writes_json_and_a_figure(served: Served, tmp_path: Path) -> None:
+def test_a_short_run_prints_the_table_and_writes_json_and_a_figure(served: Any, tmp_path: Path) -> None:
     out, fig = tmp_path / "result.json", tmp_path / "plot.png"
     result = bench_cli(
         "--base-url", served.base_url, "--model", served.model, "--num-requests", "16",

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -46,8 +47,9 @@ def test_a_stream_is_timed_token_by_token(with_fake_server: WithServer, endpoint
     assert r.ok and r.error is None
     assert len(r.token_times_s) == 12 and r.output_tokens == 12 and r.usage_reported
     assert r.prompt_tokens == 3 and r.expected_output_tokens == 12
-    assert r.ttft_s is not None and 0.05 <= r.ttft_s < 0.5
-    assert all(0.009 <= g < 0.2 for g in r.itls_s)
+    assert r.ttft_s is not None and 0.05 <= r.ttft_s < 1.0
+    # 11 gaps of 10 ms; a busy client may read two events at once (a 0 gap), never shorten the total
+    assert r.token_times_s[-1] - r.token_times_s[0] >= 0.105 and statistics.median(r.itls_s) >= 0.009
     assert r.start_s < r.token_times_s[0] <= r.end_s
     assert server.last_body is not None
     key = "messages" if endpoint == "chat" else "prompt"

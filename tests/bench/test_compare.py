@@ -76,14 +76,14 @@ def test_the_stall_scenario_runs_interleaved_and_tabulates(tmp_path: Path) -> No
     data = compare(
         tmp_path, "stall", "--repeats", "2", "--decode-tokens", "30", "--long-prompt-tokens", "200",
         "--long-prompt-at", "0.05",
-        "--server", f"unchunked={FAKE} --stall-at-token 15 --stall-s 0.3",
+        "--server", f"unchunked={FAKE} --stall-at-token 15 --stall-s 0.5",
         "--server", f"chunked={FAKE} --stall-at-token 15 --stall-s 0.02",
     )  # fmt: skip
     assert [(r["server"], r["repeat"]) for r in data["runs"]] == [
         ("unchunked", 0), ("chunked", 0), ("unchunked", 1), ("chunked", 1)
     ]  # fmt: skip
     worst = data["medians"]["8 decoding + 1 long prompt"]["longest gap, worst stream (ms)"]
-    assert worst["unchunked"] >= 300 and 20 <= worst["chunked"] < 150
+    assert worst["unchunked"] >= 500 and 20 <= worst["chunked"] < 250
     assert data["ratios"]["8 decoding + 1 long prompt"]["longest gap, worst stream (ms)"]["chunked"] < 0.5
     trace = [json.loads(line) for line in (tmp_path / "stall-trace.jsonl").read_text().splitlines()]
     assert [t["arrival_s"] for t in trace] == [0.0] * 8 + [0.05]
