@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from seekserve.bench.config import BenchConfig
 from seekserve.bench.fake_server import FakeServer
 from seekserve.bench.metrics import RequestRecord
 from seekserve.bench.runner import BenchRun, run_async
-from seekserve.errors import BenchError
+from seekserve.errors import BenchError, ConfigError
 
 WithServer = Callable[..., Any]
 
@@ -101,3 +102,16 @@ def test_a_failing_warm_up_stops_the_run_with_the_reason(with_fake_server: WithS
 
     with pytest.raises(BenchError, match=r"warm-up request .* failed \(http_404\): model 'not-served'"):
         with_fake_server(test)
+
+
+def test_a_bad_trace_fails_before_anything_is_sent(with_fake_server: WithServer, tmp_path: Path) -> None:
+    lines = [{"prompt": "a", "arrival_s": 1.0}, {"prompt": "b", "arrival_s": 0.5}]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+    async def test(s: FakeServer) -> int:
+        config = BenchConfig(base_url=s.base_url, model="fake-model", dataset=f"jsonl:{tmp_path / 't.jsonl'}")
+        with pytest.raises(ConfigError, match="sort the trace by arrival_s"):
+            await run_async(dataclasses.replace(config, arrival="trace"))
+        return s.num_requests
+
+    assert with_fake_server(test) == 0

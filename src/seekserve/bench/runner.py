@@ -65,12 +65,13 @@ async def run_async(config: BenchConfig, reporter: Reporter | None = None) -> Be
     """Run a benchmark; raises BenchError when the warm-up fails, ConfigError for a bad dataset."""
     dataset = load_dataset(config)
     limit = config.max_requests
-    if config.resolved_arrival == "trace" and config.num_requests is None:
-        limit = dataset.size
-    requests: Iterable[BenchRequest] = dataset.requests(random.Random(config.seed))
-    if limit is not None:
-        requests = list(itertools.islice(requests, limit))
+    if config.resolved_arrival == "trace" and dataset.size is not None:
+        limit = min(config.num_requests or dataset.size, dataset.size)  # a trace runs once through
+    requests = dataset.requests(random.Random(config.seed))
+    schedule: Iterable[tuple[float, BenchRequest]]
     schedule = make_arrival(config).schedule(requests, random.Random(config.seed + 1))
+    if limit is not None:  # prompts and send times are made before the clock starts (bad traces fail now)
+        schedule = list(itertools.islice(schedule, limit))
     async with OpenAIClient(config) as client:
         await _warm_up(client, config)
         if reporter is not None:
@@ -127,6 +128,8 @@ async def _send_all(
             reporter.request_done(record)
 
     for index, (offset, request) in enumerate(schedule):
+        if t0 + offset >= deadline:
+            break
         delay = t0 + offset - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)

@@ -27,7 +27,7 @@ def _option(name: str, *decls: str, **kwargs: Any) -> Any:
 _POSITIVE = click.IntRange(min=1)
 
 
-@click.command(context_settings={"show_default": False})
+@click.command(short_help="Load an OpenAI-compatible server; report TTFT, stalls, goodput.")
 @_option("base_url", required=True)
 @_option("model", required=True)
 @_option("endpoint", type=click.Choice(["chat", "completions"]))
