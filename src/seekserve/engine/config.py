@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from seekserve.errors import ConfigError
+from seekserve.quant.config import QuantConfig
 
 __all__ = [
     "CacheConfig",
@@ -52,7 +53,20 @@ class ModelConfig:
     """Longest sequence (prompt plus output) in tokens; None takes the model's context length."""
 
     quantization: Quantization = "none"
-    """Weight quantization applied while loading."""
+    """Weight quantization applied while loading: fp8 (float8 with 128×128 block scales), int8
+    (per-channel) or int4 (group-wise); see docs/quantization.md for memory, speed and accuracy."""
+
+    quantization_group_size: int | None = None
+    """int4: weights per scale along the input (32, 64 or 128; default 64); fp8: block edge
+    (default 128), 0 for per-channel scales; int8 takes none."""
+
+    quantize_lm_head: bool = True
+    """Quantize the LM head too (int8 when quantization=int4); a tied embedding then reads its rows
+    from the quantized head."""
+
+    max_quantized_kernel_rows: int | None = None
+    """Steps of at most this many tokens use the low-bit kernels, larger ones the large-batch path;
+    None takes the default measured on CPU for the mode."""
 
     seed: int = 0
     """Seed for requests that sample without a seed of their own."""
@@ -62,7 +76,18 @@ class ModelConfig:
             raise ConfigError("model is empty: pass a model directory, e.g. model='/models/qwen2-0.5b'")
         _check_choice("dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
         _check_choice("quantization", self.quantization, ("none", "fp8", "int8", "int4"))
+        self.quant_config()
         _check_positive("max_model_len", self.max_model_len, "leave it unset to use the model's context")
+
+
+    def quant_config(self) -> QuantConfig:
+        """The quantization options as the quant package takes them (validated there)."""
+        return QuantConfig(
+            mode=self.quantization,
+            group_size=self.quantization_group_size,
+            quantize_lm_head=self.quantize_lm_head,
+            max_kernel_rows=self.max_quantized_kernel_rows,
+        )
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from torch import nn
 
 from seekserve.engine.attention import AttentionMetadata
 from seekserve.errors import ModelLoadError
+from seekserve.models.fp8_checkpoint import Fp8BlockTensor, as_dense
 from seekserve.models.layers import Embedding, Linear, RMSNorm, RotaryEmbedding
 
 __all__ = ["CausalLM", "DecoderLM", "DecoderLayer", "DecoderStack", "KVCacheSpec", "LayerCache"]
@@ -81,40 +82,58 @@ class CausalLM(nn.Module, abc.ABC):
         """Parameter name -> the parameter it shares storage with (not loaded on its own)."""
         return {}
 
-    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor | Fp8BlockTensor]]) -> None:
         """Fill every parameter from (checkpoint name, tensor) pairs; a missing one is an error."""
-        params = dict(self.named_parameters(remove_duplicate=False))
+        expected = self.checkpoint_parts()
         parts: dict[str, set[int]] = {}
         ignored = [re.compile(p) for p in self.ignored_weights]
         for name, tensor in weights:
             if not any(p.search(name) for p in ignored):
-                param_name, index = self._load_one(name, tensor, params)
+                param_name, index = self._load_one(name, tensor)
                 parts.setdefault(param_name, set()).add(index)
-        loaded = {name for name, got in parts.items() if len(got) == self._num_parts(name)}
-        missing = sorted(set(params) - loaded - set(self.tied_params()))
+        loaded = {name for name, got in parts.items() if len(got) == expected.get(name)}
+        missing = sorted(set(expected) - loaded - set(self.tied_params()))
         if missing:
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             raise ModelLoadError(f"the checkpoint lacks weights for {shown}")
 
-    def _num_parts(self, param_name: str) -> int:
-        module = self.get_submodule(param_name.rpartition(".")[0])
-        return len(module.output_sizes) if isinstance(module, Linear) else 1
+    def checkpoint_parts(self) -> dict[str, int]:
+        """Checkpoint parameter name -> number of checkpoint tensors that fill it.
 
-    def _load_one(self, name: str, tensor: torch.Tensor, params: dict[str, nn.Parameter]) -> tuple[str, int]:
+        A module with `checkpoint_params()` (fused and stacked layers, and their quantized forms) names
+        its own; any other module's parameters take one tensor each.
+        """
+        expected: dict[str, int] = {}
+        owned: list[str] = []
+        for module_name, module in self.named_modules():
+            if any(module_name.startswith(o + ".") for o in owned):
+                continue
+            prefix = f"{module_name}." if module_name else ""
+            declared = getattr(module, "checkpoint_params", None)
+            if declared is not None:
+                owned.append(module_name)
+                expected.update({prefix + k: n for k, n in declared().items()})
+            else:
+                expected.update({prefix + k: 1 for k, _ in module.named_parameters(recurse=False)})
+        return expected
+
+    def _load_one(self, name: str, tensor: torch.Tensor | Fp8BlockTensor) -> tuple[str, int]:
         """Copy one checkpoint tensor into its parameter; return the parameter's name and part."""
         module_name, _, kind = name.rpartition(".")
         parent, _, leaf = module_name.rpartition(".")
+        index = 0
         if leaf in self.stacked_params:
             fused, index = self.stacked_params[leaf]
-            fused_name = f"{parent}.{fused}" if parent else fused
-            target = self.get_submodule(fused_name)
-            assert isinstance(target, Linear), f"{fused_name} is not a fused linear layer"
+            module_name = f"{parent}.{fused}" if parent else fused
+        target = _submodule(self, module_name)
+        if hasattr(target, "load_part"):
             try:
                 target.load_part(index, tensor, is_bias=kind == "bias")
             except ValueError as e:
                 raise ModelLoadError(f"checkpoint tensor {name}: {e}") from None
-            return f"{fused_name}.{kind}", index
-        param = params.get(name)
+            return f"{module_name}.{kind}", index
+        assert index == 0, f"{module_name} is not a fused linear layer"
+        param = None if target is None else target._parameters.get(kind)
         if param is None:
             raise ModelLoadError(f"the checkpoint has a tensor {name} that this model does not use")
         if param.shape != tensor.shape:
@@ -122,8 +141,15 @@ class CausalLM(nn.Module, abc.ABC):
                 f"checkpoint tensor {name} has shape {tuple(tensor.shape)}, the model expects "
                 f"{tuple(param.shape)}: the checkpoint does not match its config.json"
             )
-        param.data.copy_(tensor)
+        param.data.copy_(as_dense(tensor, param.dtype))
         return name, 0
+
+
+def _submodule(model: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None
 
 
 class DecoderLayer(nn.Module):

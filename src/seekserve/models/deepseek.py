@@ -28,7 +28,8 @@ from seekserve.models.base import DecoderLayer, DecoderLM, DecoderStack, KVCache
 from seekserve.models.layers import RotaryEmbedding
 from seekserve.models.llama import GatedMLP
 from seekserve.models.mla import MLAConfig, MLAttention
-from seekserve.models.moe import DeepseekMoE, FusedExperts, RouterConfig
+from seekserve.models.fp8_checkpoint import Fp8BlockTensor
+from seekserve.models.moe import DeepseekMoE, RouterConfig
 from seekserve.models.rope import rope_parameters
 
 __all__ = ["DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM", "is_moe_layer"]
@@ -111,28 +112,21 @@ class DeepseekV2ForCausalLM(DecoderLM):
         if num_skipped:
             log.info("skipped %d tensors of the multi-token-prediction layer(s)", num_skipped)
 
-    def _load_one(self, name: str, tensor: torch.Tensor, params: dict[str, nn.Parameter]) -> tuple[str, int]:
+    def _load_one(self, name: str, tensor: torch.Tensor | Fp8BlockTensor) -> tuple[str, int]:
         match = _EXPERT_WEIGHT.match(name)
         if match is None:
-            return super()._load_one(name, tensor, params)
+            return super()._load_one(name, tensor)
         try:
             module = self.get_submodule(match["module"])
         except AttributeError:
             module = None
-        if not isinstance(module, FusedExperts):
+        if not hasattr(module, "load_expert"):
             raise ModelLoadError(f"the checkpoint has a tensor {name} that this model does not use")
         try:
             param, part = module.load_expert(int(match["expert"]), f"{match['proj']}_proj", tensor)
         except ValueError as e:
             raise ModelLoadError(f"checkpoint tensor {name}: {e}") from None
         return f"{match['module']}.{param}", part
-
-    def _num_parts(self, param_name: str) -> int:
-        module_name, _, leaf = param_name.rpartition(".")
-        module = self.get_submodule(module_name)
-        if isinstance(module, FusedExperts):
-            return module.num_parts(leaf)
-        return super()._num_parts(param_name)
 
 
 class DeepseekV3ForCausalLM(DeepseekV2ForCausalLM):

@@ -6,20 +6,73 @@ device; `load_weights` of each model fills them from checkpoint tensors.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Embedding", "Linear", "RMSNorm", "RotaryEmbedding", "apply_rotary", "empty_param"]
+from seekserve.models.fp8_checkpoint import Fp8BlockTensor, as_dense
+
+__all__ = [
+    "Embedding",
+    "FusedParts",
+    "Linear",
+    "RMSNorm",
+    "RotaryEmbedding",
+    "apply_rotary",
+    "deferred_weights",
+    "empty_param",
+]
+
+_DEFERRED = contextvars.ContextVar("seekserve_deferred_weights", default=False)
+
+
+@contextlib.contextmanager
+def deferred_weights(enabled: bool = True) -> Iterator[None]:
+    """Within it, `empty_param` makes parameters on the meta device (no memory): a model built so
+    can have layers swapped (e.g. for quantized ones) before its remaining weights are allocated."""
+    token = _DEFERRED.set(enabled)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)
 
 
 def empty_param(*shape: int, dtype: torch.dtype) -> nn.Parameter:
-    return nn.Parameter(torch.empty(*shape, dtype=dtype), requires_grad=False)
+    device = "meta" if _DEFERRED.get() else None
+    return nn.Parameter(torch.empty(*shape, dtype=dtype, device=device), requires_grad=False)
 
 
-class Linear(nn.Module):
+class FusedParts:
+    """Output rows made of several checkpoint tensors (parts, e.g. q, k, v): where each part lies,
+    and how the checkpoint loader counts them. Shared by `Linear` and the quantized linear layer."""
+
+    output_sizes: tuple[int, ...]
+    bias: nn.Parameter | None
+
+    def part_slice(self, index: int) -> slice:
+        start = sum(self.output_sizes[:index])
+        return slice(start, start + self.output_sizes[index])
+
+    def split(self, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return y.split(self.output_sizes, dim=-1)
+
+    def checkpoint_params(self) -> dict[str, int]:
+        """Checkpoint parameter name (relative to this module) -> number of parts that make it."""
+        parts = {"weight": len(self.output_sizes)}
+        if self.bias is not None:
+            parts["bias"] = len(self.output_sizes)
+        return parts
+
+    def load_bias_part(self, index: int, tensor: torch.Tensor) -> None:
+        assert self.bias is not None, "checkpoint has a bias this layer was built without"
+        _copy_checked(self.bias.data[self.part_slice(index)], tensor)
+
+
+class Linear(FusedParts, nn.Module):
     """y = x W^T + b, with W possibly the row-wise concatenation of several checkpoint tensors.
 
     `output_sizes` lists the parts (e.g. q, k, v) so that `load_part(i, w)` can fill part i;
@@ -37,23 +90,24 @@ class Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight, self.bias)
 
-    def part_slice(self, index: int) -> slice:
-        start = sum(self.output_sizes[:index])
-        return slice(start, start + self.output_sizes[index])
+    def load_part(self, index: int, tensor: torch.Tensor | Fp8BlockTensor, is_bias: bool = False) -> None:
+        if is_bias:
+            self.load_bias_part(index, as_dense(tensor, self.weight.dtype))
+        else:
+            _copy_checked(self.weight.data[self.part_slice(index)], as_dense(tensor, self.weight.dtype))
 
-    def load_part(self, index: int, tensor: torch.Tensor, is_bias: bool = False) -> None:
-        target = self.bias if is_bias else self.weight
-        assert target is not None, "checkpoint has a bias this layer was built without"
-        rows = target.data[self.part_slice(index)]
-        if rows.shape != tensor.shape:
-            raise ValueError(f"shape {tuple(tensor.shape)} does not fit {tuple(rows.shape)}")
-        rows.copy_(tensor)
-
-    def split(self, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return y.split(self.output_sizes, dim=-1)
+    def dense_weight(self) -> torch.Tensor:
+        """The weight as a float matrix [out, in] (quantized layers dequantize it)."""
+        return self.weight
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.output_sizes}, bias={self.bias is not None}"
+
+
+def _copy_checked(target: torch.Tensor, tensor: torch.Tensor) -> None:
+    if target.shape != tensor.shape:
+        raise ValueError(f"shape {tuple(tensor.shape)} does not fit {tuple(target.shape)}")
+    target.copy_(tensor)
 
 
 class Embedding(nn.Module):

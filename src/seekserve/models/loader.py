@@ -2,6 +2,8 @@
 
 Weights are read shard by shard from memory-mapped safetensors files and copied into
 parameters that were allocated empty, so peak memory stays near the model plus one tensor.
+With quantization, the model is built on the meta device and its layers are swapped for quantized
+ones before anything is allocated; each tensor is quantized as it streams in (seekserve.quant.apply).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import torch
 from seekserve.engine.config import ModelConfig
 from seekserve.errors import ConfigError, ModelLoadError
 from seekserve.models import CausalLM, model_class
-from seekserve.models.fp8_checkpoint import FP8_DTYPES, fp8_block_format, iter_dequantized
+from seekserve.models.fp8_checkpoint import FP8_DTYPES, Fp8BlockTensor, fp8_block_format, iter_dequantized
+from seekserve.models.layers import deferred_weights
+from seekserve.quant.apply import QuantReport, Quantizer, param_bytes
 
 __all__ = [
     "LoadedModel",
@@ -43,6 +47,9 @@ class LoadedModel:
     max_model_len: int
     eos_token_ids: frozenset[int]
     weight_bytes: int
+    """Bytes of all weights as held (after quantization)."""
+    quantization: QuantReport | None = None
+    """What quantization did (None when the model runs unquantized)."""
 
 
 def load_hf_config(path: Path) -> Any:
@@ -99,12 +106,15 @@ def iter_safetensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
                 yield name, tensor
 
 
-def checkpoint_weights(path: Path, hf_config: Any, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
-    """The directory's weights, FP8 block-quantized ones dequantized to `dtype` as they stream."""
+def checkpoint_weights(
+    path: Path, hf_config: Any, dtype: torch.dtype, keep_fp8: bool = False
+) -> Iterator[tuple[str, torch.Tensor | Fp8BlockTensor]]:
+    """The directory's weights, FP8 block-quantized ones dequantized to `dtype` as they stream
+    (or, with `keep_fp8`, passed on with their scales for quantized layers to take as they are)."""
     fmt = fp8_block_format(hf_config)
     if fmt is None:
         return iter_safetensors(path)
-    return iter_dequantized(safetensors_shards(path), fmt, dtype)
+    return iter_dequantized(safetensors_shards(path), fmt, dtype, keep_fp8)
 
 
 def context_length(config: Any) -> int:
@@ -164,12 +174,17 @@ def load_model(config: ModelConfig, device: torch.device) -> LoadedModel:
     cls = model_class(architectures[0])
     dtype = resolve_dtype(config.dtype, hf_config, device)
     max_model_len = resolve_max_model_len(config.max_model_len, hf_config)
-    with torch.device(device):
+    quant = config.quant_config()
+    quantizer = Quantizer(quant, device) if quant.enabled else None
+    with torch.device(device), deferred_weights(quantizer is not None):
         model = cls(hf_config, dtype, max_model_len)
-    model.load_weights(checkpoint_weights(path, hf_config, dtype))
+    if quantizer is not None:
+        quantizer.prepare(model)
+    model.load_weights(checkpoint_weights(path, hf_config, dtype, keep_fp8=quantizer is not None))
+    report = quantizer.finish(model) if quantizer is not None else None
     model.eval()
     tokenizer = load_tokenizer(Path(config.tokenizer).expanduser() if config.tokenizer else path)
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    weight_bytes = param_bytes(model)
     log.info("loaded %s (%s, %.1f MB of weights)", architectures[0], dtype, weight_bytes / 1e6)
     return LoadedModel(
         model=model,
@@ -178,4 +193,5 @@ def load_model(config: ModelConfig, device: torch.device) -> LoadedModel:
         max_model_len=max_model_len,
         eos_token_ids=eos_token_ids(path, hf_config, tokenizer),
         weight_bytes=weight_bytes,
+        quantization=report,
     )

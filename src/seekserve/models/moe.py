@@ -17,6 +17,7 @@ expert that received tokens runs one gate/up matmul and one down matmul over all
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -24,10 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from seekserve.errors import ModelLoadError
+from seekserve.models.fp8_checkpoint import Fp8BlockTensor, as_dense
 from seekserve.models.layers import empty_param
 from seekserve.models.llama import GatedMLP
 
-__all__ = ["DeepseekMoE", "FusedExperts", "RouterConfig", "Routing", "TopKRouter"]
+__all__ = ["DeepseekMoE", "FusedExperts", "RouterConfig", "Routing", "TopKRouter", "expert_part", "run_grouped"]
 
 ScoringFunc = Literal["softmax", "sigmoid"]
 TopKMethod = Literal["greedy", "group_limited_greedy", "noaux_tc"]
@@ -165,43 +167,59 @@ class FusedExperts(nn.Module):
 
     def forward(self, x: torch.Tensor, routing: Routing) -> torch.Tensor:
         """x: [num_tokens, hidden] -> Σ_k weight_k · expert_k(x), [num_tokens, hidden]."""
-        top_k = routing.expert_ids.shape[1]
-        flat_ids = routing.expert_ids.flatten()  # [num_tokens * top_k], pair i is token i // top_k
-        order = torch.argsort(flat_ids, stable=True)
-        tokens = order // top_k
-        counts = torch.bincount(flat_ids, minlength=self.num_experts).tolist()
-        xs = x.index_select(0, tokens)  # [pairs, hidden], grouped by expert
-        ys = torch.empty_like(xs)
-        start = 0
-        for expert, count in enumerate(counts):
-            if count:
-                end = start + count
-                gate, up = F.linear(xs[start:end], self.gate_up_proj[expert]).chunk(2, dim=-1)
-                ys[start:end] = F.linear(F.silu(gate) * up, self.down_proj[expert])
-                start = end
-        weighted = ys.float() * routing.weights.flatten()[order, None]
-        out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
-        return out.index_add_(0, tokens, weighted).to(x.dtype)
+        return run_grouped(x, routing, self.num_experts, self._expert)
 
-    def load_expert(self, expert: int, proj: str, tensor: torch.Tensor) -> tuple[str, int]:
+    def _expert(self, expert: int, xs: torch.Tensor) -> torch.Tensor:
+        gate, up = F.linear(xs, self.gate_up_proj[expert]).chunk(2, dim=-1)
+        return F.linear(F.silu(gate) * up, self.down_proj[expert])
+
+    def load_expert(self, expert: int, proj: str, tensor: torch.Tensor | Fp8BlockTensor) -> tuple[str, int]:
         """Copy one expert's gate_proj, up_proj or down_proj weight; return (parameter, part index)."""
-        if not 0 <= expert < self.num_experts:
-            raise ValueError(f"expert {expert} is outside the config's n_routed_experts={self.num_experts}")
-        inter = self.intermediate_size
-        if proj == "down_proj":
-            target, name, part = self.down_proj.data[expert], "down_proj", expert
-        else:
-            is_up = proj == "up_proj"
-            rows = slice(inter, 2 * inter) if is_up else slice(0, inter)
-            target, name, part = self.gate_up_proj.data[expert, rows], "gate_up_proj", 2 * expert + is_up
-        if target.shape != tensor.shape:
-            raise ValueError(f"shape {tuple(tensor.shape)} does not fit {tuple(target.shape)}")
-        target.copy_(tensor)
+        name, part, rows = expert_part(self.num_experts, self.intermediate_size, expert, proj)
+        target = getattr(self, name).data[expert, rows]
+        dense = as_dense(tensor, target.dtype)
+        if target.shape != dense.shape:
+            raise ValueError(f"shape {tuple(dense.shape)} does not fit {tuple(target.shape)}")
+        target.copy_(dense)
         return name, part
 
-    def num_parts(self, param: str) -> int:
-        """Checkpoint tensors that make up a stacked parameter."""
-        return 2 * self.num_experts if param == "gate_up_proj" else self.num_experts
+    def checkpoint_params(self) -> dict[str, int]:
+        """Checkpoint tensors that make up each stacked parameter."""
+        return {"gate_up_proj": 2 * self.num_experts, "down_proj": self.num_experts}
+
+
+def expert_part(num_experts: int, intermediate: int, expert: int, proj: str) -> tuple[str, int, slice]:
+    """Where one expert's checkpoint tensor goes: (stacked parameter, part index, its rows there)."""
+    if not 0 <= expert < num_experts:
+        raise ValueError(f"expert {expert} is outside the config's n_routed_experts={num_experts}")
+    if proj == "down_proj":
+        return "down_proj", expert, slice(None)
+    is_up = proj == "up_proj"
+    rows = slice(intermediate, 2 * intermediate) if is_up else slice(0, intermediate)
+    return "gate_up_proj", 2 * expert + is_up, rows
+
+
+def run_grouped(
+    x: torch.Tensor, routing: Routing, num_experts: int, expert_fn: Callable[[int, torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """Σ_k weight_k · expert_k(x) with each expert run once over all its tokens: the (token, expert)
+    pairs are sorted by expert and `expert_fn(expert, xs [count, hidden])` maps each group."""
+    top_k = routing.expert_ids.shape[1]
+    flat_ids = routing.expert_ids.flatten()  # [num_tokens * top_k], pair i is token i // top_k
+    order = torch.argsort(flat_ids, stable=True)
+    tokens = order // top_k
+    counts = torch.bincount(flat_ids, minlength=num_experts).tolist()
+    xs = x.index_select(0, tokens)  # [pairs, hidden], grouped by expert
+    ys = torch.empty_like(xs)
+    start = 0
+    for expert, count in enumerate(counts):
+        if count:
+            end = start + count
+            ys[start:end] = expert_fn(expert, xs[start:end])
+            start = end
+    weighted = ys.float() * routing.weights.flatten()[order, None]
+    out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+    return out.index_add_(0, tokens, weighted).to(x.dtype)
 
 
 class DeepseekMoE(nn.Module):

@@ -1,0 +1,135 @@
+"""int4 weights: asymmetric, one scale and one zero per group of G weights along the input dimension.
+
+    W[n, k] ≈ (q[n, k] - 8) · scale[n, g] + zero[n, g]       q ∈ [0, 15], g = k // G
+    scale = (max - min) / 15 over the group,  zero = min + 8 · scale
+
+This is the convention of torch's int4 kernels (scale and zero interleaved as [K / G, N, 2]). On
+CPU the weights are packed into torch._weight_int4pack_mm_for_cpu's layout, two values a byte in
+row blocks that depend on the CPU (see `int4_layout.py`); elsewhere they are kept two a byte in
+row order and dequantized per call (quant/cuda.py).
+
+Per call on CPU, by the number of token rows M: M ≤ max_kernel_rows runs the packed kernel (reads
+an eighth of a float32 matmul's bytes); larger M dequantizes the layer and runs a float matmul,
+which wins once the kernel's per-row cost outgrows the unpacking (docs/quantization.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from seekserve.quant import cuda
+from seekserve.quant.base import Index, QuantizedWeight, storage_param
+from seekserve.quant.config import INT4_GROUP_SIZES
+from seekserve.quant.int4_layout import cpu_block_layout, dequantize_with_kernel, pack_cpu, unpack_cpu
+from seekserve.quant.int8 import storage_scale
+
+__all__ = ["Int4Shape", "Int4Weight", "int4_shape", "quantize_int4"]
+
+_FLAT_GROUP_STEP = 2.0**-12
+"""A group whose values are all equal gets a grid this fine relative to them, so it stays exact."""
+
+
+class Int4Shape(NamedTuple):
+    """Storage shape of an int4 matrix: rows padded for the kernel's row blocks, columns for groups."""
+
+    rows: int
+    cols: int
+    group: int
+
+
+def int4_shape(out_features: int, in_features: int, group: int) -> Int4Shape:
+    """Rows padded to a multiple of 16 (the packing's smallest row block); the group is the largest
+    supported size up to `group` that divides the input width, or 32 with the width padded to it."""
+    fits = [g for g in INT4_GROUP_SIZES if g <= group and in_features % g == 0]
+    group = max(fits) if fits else INT4_GROUP_SIZES[0]
+    return Int4Shape(-(-out_features // 16) * 16, -(-in_features // group) * group, group)
+
+
+def quantize_int4(
+    w: torch.Tensor, group: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows w [n, K] (K a multiple of `group`) -> (q uint8 [n, K] in [0, 15], scale, zero [n, K / group])."""
+    n, k = w.shape
+    g = w.float().view(n, k // group, group)
+    lo, hi = g.amin(dim=-1), g.amax(dim=-1)
+    span = torch.maximum(hi - lo, torch.maximum(hi.abs(), lo.abs()) * _FLAT_GROUP_STEP)
+    scale = storage_scale(span.clamp(min=torch.finfo(torch.float32).tiny) / 15, dtype)
+    zero = (lo + 8 * scale.float()).to(dtype)
+    q = torch.round((g - zero.float()[..., None]) / scale.float()[..., None]).add_(8).clamp_(0, 15)
+    return q.view(n, k).to(torch.uint8), scale, zero
+
+
+class Int4Weight(QuantizedWeight):
+    """Packed values [*lead, Np, Kp / 2] uint8 and scales_zeros [*lead, Kp / G, Np, 2] (compute dtype)."""
+
+    def __init__(
+        self,
+        lead: tuple[int, ...],
+        out_features: int,
+        in_features: int,
+        part_sizes: Sequence[int],
+        dtype: torch.dtype,
+        max_kernel_rows: int,
+        group: int,
+    ):
+        super().__init__(lead, out_features, in_features, part_sizes, dtype, max_kernel_rows)
+        self.shape = int4_shape(out_features, in_features, group)
+        rows, cols, group = self.shape
+        self.packed = storage_param(*lead, rows, cols // 2, dtype=torch.uint8)
+        self.scales_zeros = storage_param(*lead, cols // group, rows, 2, dtype=dtype)
+        self.on_cpu = self.packed.device.type == "cpu"
+        self._pending: dict[Index, torch.Tensor] = {}
+
+    def load_rows(self, index: Index, start: int, rows: torch.Tensor) -> None:
+        n, k = rows.shape
+        rows = rows.to(self.packed.device)
+        if k < self.shape.cols:
+            rows = F.pad(rows.float(), (0, self.shape.cols - k))
+        q, scale, zero = quantize_int4(rows, self.shape.group, self.dtype)
+        pending = self._pending.get(index)
+        if pending is None:
+            pending = torch.zeros(self.shape.rows, self.shape.cols, dtype=torch.uint8, device=q.device)
+            self._pending[index] = pending
+        pending[start : start + n] = q
+        sz = self.scales_zeros.data[index]  # [groups, Np, 2]
+        sz[:, start : start + n, 0] = scale.t()
+        sz[:, start : start + n, 1] = zero.t()
+
+    def finish(self, index: Index) -> None:
+        q = self._pending.pop(index)
+        self.scales_zeros.data[index][:, self.out_features :] = 0  # padding rows dequantize to 0
+        if self.on_cpu:
+            self.packed.data[index].copy_(pack_cpu(q))
+        else:
+            self.packed.data[index].copy_(q[:, 0::2] | (q[:, 1::2] << 4))
+
+    def matmul(self, x: torch.Tensor, index: Index = ()) -> torch.Tensor:
+        if not self.on_cpu:
+            return cuda.dense_matmul(x, self.dequantize(index))
+        if x.shape[0] > self.max_kernel_rows and cpu_block_layout() is not None:
+            return F.linear(x, self.dequantize(index))
+        if x.shape[1] < self.shape.cols:
+            x = F.pad(x, (0, self.shape.cols - x.shape[1]))
+        y = torch._weight_int4pack_mm_for_cpu(
+            x.contiguous(), self.packed[index], self.shape.group, self.scales_zeros[index]
+        )
+        return y[:, : self.out_features]
+
+    def dequantize(self, index: Index = ()) -> torch.Tensor:
+        rows, cols, group = self.shape
+        packed, sz = self.packed[index], self.scales_zeros[index]
+        if self.on_cpu and cpu_block_layout() is None:
+            w = dequantize_with_kernel(packed, group, sz).to(self.dtype)
+        else:
+            q = unpack_cpu(packed) if self.on_cpu else torch.stack((packed & 15, packed >> 4), -1).view(rows, cols)
+            # in the compute dtype: (q - 8) is exact, and this runs per call on the large-batch path
+            scale, zero = sz[..., 0].t()[..., None], sz[..., 1].t()[..., None]  # [Np, groups, 1]
+            w = ((q.view(rows, cols // group, group).to(self.dtype) - 8) * scale + zero).view(rows, cols)
+        return w[: self.out_features, : self.in_features]
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, group={self.shape.group}"
