@@ -10,6 +10,7 @@ from seekserve.models.base import CausalLM, KVCacheSpec
 __all__ = ["ARCHITECTURES", "CausalLM", "KVCacheSpec", "model_class"]
 
 ARCHITECTURES: dict[str, str] = {
+    "Gemma3ForCausalLM": "seekserve.models.gemma3:Gemma3ForCausalLM",
     "LlamaForCausalLM": "seekserve.models.llama:LlamaForCausalLM",
     "MistralForCausalLM": "seekserve.models.llama:LlamaForCausalLM",
     "Qwen2ForCausalLM": "seekserve.models.llama:Qwen2ForCausalLM",
