@@ -1,14 +1,16 @@
-"""Load a model, its tokenizer and its limits from a Hugging Face directory.
+"""Load a model, its tokenizer and its limits from a Hugging Face directory or a GGUF file.
 
-Weights are read shard by shard from memory-mapped safetensors files and copied into
-parameters that were allocated empty, so peak memory stays near the model plus one tensor.
+`source.resolve` first turns the `model` option into files (the default model, a hub download,
+a local directory or GGUF file). Weights are then streamed one tensor at a time (memory-mapped
+safetensors shards, or GGUF tensors dequantized one by one) and copied into parameters that were
+allocated empty, so peak memory stays near the model plus one tensor.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,12 @@ from typing import Any
 import torch
 
 from seekserve.engine.config import ModelConfig
+from seekserve.env import Environment
 from seekserve.errors import ConfigError, ModelLoadError
 from seekserve.models import CausalLM, model_class
+from seekserve.models.chat_template import ensure_chat_template
+from seekserve.models.gguf import GGUFCheckpoint
+from seekserve.models.source import ModelSource, SourceKind, resolve
 
 __all__ = ["LoadedModel", "iter_safetensors", "load_hf_config", "load_model", "resolve_dtype"]
 
@@ -35,6 +41,10 @@ class LoadedModel:
     max_model_len: int
     eos_token_ids: frozenset[int]
     weight_bytes: int
+    source: ModelSource
+    """Where the model came from; `source.name` is the name to serve it under."""
+    uses_default_chat_template: bool
+    """The model has no chat template of its own; chats use `chat_template.DEFAULT_CHAT_TEMPLATE`."""
 
 
 def load_hf_config(path: Path) -> Any:
@@ -130,26 +140,53 @@ def load_tokenizer(path: Path) -> Any:
 
 def load_model(config: ModelConfig, device: torch.device) -> LoadedModel:
     """Build the model of `config.model` on `device` and fill its weights."""
-    path = Path(config.model).expanduser()
-    hf_config = load_hf_config(path)
-    architectures = getattr(hf_config, "architectures", None) or []
-    if not architectures:
-        raise ModelLoadError(f"{path / 'config.json'} names no architectures; cannot tell which model it is")
-    cls = model_class(architectures[0])
-    dtype = resolve_dtype(config.dtype, hf_config, device)
-    max_model_len = resolve_max_model_len(config.max_model_len, hf_config)
-    with torch.device(device):
-        model = cls(hf_config, dtype, max_model_len)
-    model.load_weights(iter_safetensors(path))
-    model.eval()
-    tokenizer = load_tokenizer(Path(config.tokenizer).expanduser() if config.tokenizer else path)
+    source = resolve(config.model)
+    if source.kind is SourceKind.GGUF_FILE:
+        checkpoint = GGUFCheckpoint(source.path)
+        hf_config = checkpoint.config
+        model, max_model_len = _build(
+            config, hf_config, device, lambda dtype: checkpoint.weights(dtype, device)
+        )
+        tokenizer = _override_tokenizer(config) or checkpoint.tokenizer(Environment.read().tokenizers_dir)
+        eos = checkpoint.eos_token_ids or frozenset([tokenizer.eos_token_id]) - {None}
+    else:
+        hf_config = load_hf_config(source.path)
+        model, max_model_len = _build(config, hf_config, device, lambda _: iter_safetensors(source.path))
+        tokenizer = _override_tokenizer(config) or load_tokenizer(source.path)
+        eos = eos_token_ids(source.path, hf_config, tokenizer)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    log.info("loaded %s (%s, %.1f MB of weights)", architectures[0], dtype, weight_bytes / 1e6)
+    log.info("loaded %s (%s, %.1f MB of weights)", source.path, model.dtype, weight_bytes / 1e6)
     return LoadedModel(
         model=model,
         hf_config=hf_config,
         tokenizer=tokenizer,
         max_model_len=max_model_len,
-        eos_token_ids=eos_token_ids(path, hf_config, tokenizer),
+        eos_token_ids=eos,
         weight_bytes=weight_bytes,
+        source=source,
+        uses_default_chat_template=ensure_chat_template(tokenizer),
     )
+
+
+def _build(
+    config: ModelConfig,
+    hf_config: Any,
+    device: torch.device,
+    weights: Callable[[torch.dtype], Iterator[tuple[str, torch.Tensor]]],
+) -> tuple[CausalLM, int]:
+    """The model for `hf_config`, filled from `weights(dtype)`, and its max_model_len."""
+    architectures = getattr(hf_config, "architectures", None) or []
+    if not architectures:
+        raise ModelLoadError("the model's config names no architectures; cannot tell which model it is")
+    cls = model_class(architectures[0])
+    dtype = resolve_dtype(config.dtype, hf_config, device)
+    max_model_len = resolve_max_model_len(config.max_model_len, hf_config)
+    with torch.device(device):
+        model = cls(hf_config, dtype, max_model_len)
+    model.load_weights(weights(dtype))
+    model.eval()
+    return model, max_model_len
+
+
+def _override_tokenizer(config: ModelConfig) -> Any:
+    return load_tokenizer(Path(config.tokenizer).expanduser()) if config.tokenizer else None
