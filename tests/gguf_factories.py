@@ -34,11 +34,18 @@ class Storage:
 
 
 def write_gguf(
-    path: Path, model_dir: Path, arch: str, storage: Storage, **metadata: Any
+    path: Path,
+    model_dir: Path,
+    arch: str,
+    storage: Storage,
+    split_kv_b: bool = False,
+    chat_template: bool = True,
+    **metadata: Any,
 ) -> dict[str, torch.Tensor]:
     """Write the model saved in `model_dir` to the GGUF file `path`; return its dequantized weights.
 
-    `metadata` adds or overrides `<arch>.<key>` values (e.g. sliding_window_pattern).
+    `split_kv_b` (deepseek2) writes kv_b as per-head k_b and v_b, as llama.cpp does for MLA;
+    `chat_template=False` leaves the template out (a base model); `metadata` adds `<arch>.<key>` values.
     """
     from safetensors.torch import load_file
     from transformers import AutoConfig
@@ -46,8 +53,10 @@ def write_gguf(
     config = AutoConfig.from_pretrained(model_dir)
     state = load_file(str(model_dir / "model.safetensors"))
     writer = gguf.GGUFWriter(str(path), arch)
-    _write_hparams(writer, arch, config, metadata)
-    _write_tokenizer(writer, model_dir)
+    _write_hparams(writer, arch, config, split_kv_b)
+    for key, value in metadata.items():
+        writer.add_key_value(f"{arch}.{key}", value, _value_type(value))
+    _write_tokenizer(writer, model_dir, chat_template)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], config.num_hidden_layers)
     reference: dict[str, torch.Tensor] = {}
     experts: dict[str, list[np.ndarray]] = {}
@@ -56,6 +65,10 @@ def write_gguf(
         raw, ref, qtype = _encode(name, tensor.float().numpy(), arch, config, storage)
         reference[name] = torch.from_numpy(ref)
         gguf_name = _gguf_name(names, name)
+        if split_kv_b and name.endswith("kv_b_proj.weight"):
+            for part, data in zip(("attn_k_b", "attn_v_b"), _split_kv_b(raw, config), strict=True):
+                writer.add_tensor(gguf_name.replace("attn_kv_b", part), data, raw_dtype=qtype)
+            continue
         if ".experts." in name:  # llama.cpp stacks experts into one tensor per projection
             experts.setdefault(gguf_name, []).append(raw)
             expert_types[gguf_name] = qtype
@@ -72,7 +85,7 @@ def write_gguf(
 
 def _gguf_name(names: Any, hf_name: str) -> str:
     base, _, suffix = hf_name.rpartition(".")
-    if base.endswith("e_score_correction_bias"):
+    if hf_name.endswith("e_score_correction_bias"):
         base, suffix = hf_name.removesuffix("_bias"), "bias"
     if ".experts." in base:  # model.layers.0.mlp.experts.3.gate_proj -> ...experts.gate_proj
         head, _, tail = base.partition(".experts.")
@@ -98,6 +111,16 @@ def _encode(
         heads = config.num_attention_heads if "q_proj" in name else config.num_key_value_heads
         raw = _permute_rows(raw, heads)  # rows hold whole blocks, so quantized rows permute alike
     return raw, np.ascontiguousarray(ref, dtype=np.float32), qtype
+
+
+def _split_kv_b(kv_b: np.ndarray, config: Any) -> tuple[np.ndarray, np.ndarray]:
+    """llama.cpp's MLA split of kv_b [heads * (nope + v), rank] into k_b [heads, rank, nope]
+    and v_b [heads, v, rank]."""
+    assert kv_b.dtype == np.float32, "split kv_b is written unquantized here"
+    heads, nope, v = config.num_attention_heads, config.qk_nope_head_dim, config.v_head_dim
+    per_head = kv_b.reshape(heads, nope + v, -1)
+    k_b = np.ascontiguousarray(per_head[:, :nope].transpose(0, 2, 1))
+    return k_b, np.ascontiguousarray(per_head[:, nope:])
 
 
 def _permute_rows(raw: np.ndarray, heads: int) -> np.ndarray:
@@ -137,7 +160,7 @@ def k_quant_blocks(qtype: GGMLQuantizationType, shape: tuple[int, ...], seed: in
     return blocks.reshape(rows, -1)
 
 
-def _write_hparams(writer: Any, arch: str, config: Any, extra: dict[str, Any]) -> None:
+def _write_hparams(writer: Any, arch: str, config: Any, split_kv_b: bool) -> None:
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
     writer.add_block_count(config.num_hidden_layers)
@@ -155,8 +178,38 @@ def _write_hparams(writer: Any, arch: str, config: Any, extra: dict[str, Any]) -
         writer.add_rope_freq_base_swa(rope["sliding_attention"]["rope_theta"])
     else:
         writer.add_rope_freq_base(rope["rope_theta"])
-    for key, value in extra.items():
-        writer.add_key_value(f"{arch}.{key}", value, _value_type(value))
+    if arch == "deepseek2":
+        _write_deepseek_hparams(writer, config, split_kv_b)
+
+
+def _write_deepseek_hparams(writer: Any, config: Any, split_kv_b: bool) -> None:
+    """As llama.cpp's DeepseekV2 converter writes them (the MLA layout when kv_b is split)."""
+    key_length = config.qk_nope_head_dim + config.qk_rope_head_dim
+    if split_kv_b:
+        writer.add_head_count_kv(1)
+        writer.add_key_length(config.kv_lora_rank + config.qk_rope_head_dim)
+        writer.add_value_length(config.kv_lora_rank)
+        writer.add_key_length_mla(key_length)
+        writer.add_value_length_mla(config.v_head_dim)
+    else:
+        writer.add_key_length(key_length)
+        writer.add_value_length(config.v_head_dim)
+    if config.q_lora_rank:
+        writer.add_q_lora_rank(config.q_lora_rank)
+    writer.add_kv_lora_rank(config.kv_lora_rank)
+    writer.add_rope_dimension_count(config.qk_rope_head_dim)
+    writer.add_leading_dense_block_count(config.first_k_dense_replace)
+    writer.add_expert_feed_forward_length(config.moe_intermediate_size)
+    writer.add_expert_count(config.n_routed_experts)
+    writer.add_expert_shared_count(config.n_shared_experts)
+    writer.add_expert_used_count(config.num_experts_per_tok)
+    writer.add_expert_weights_scale(config.routed_scaling_factor)
+    writer.add_expert_weights_norm(bool(config.norm_topk_prob))
+    gating = gguf.ExpertGatingFuncType
+    writer.add_expert_gating_func(gating.SIGMOID if config.model_type == "deepseek_v3" else gating.SOFTMAX)
+    if config.n_group:
+        writer.add_expert_group_count(config.n_group)
+        writer.add_expert_group_used_count(config.topk_group)
 
 
 def _value_type(value: Any) -> gguf.GGUFValueType:
@@ -169,7 +222,7 @@ def _value_type(value: Any) -> gguf.GGUFValueType:
     return gguf.GGUFValueType.STRING
 
 
-def _write_tokenizer(writer: Any, model_dir: Path) -> None:
+def _write_tokenizer(writer: Any, model_dir: Path, chat_template: bool) -> None:
     """The byte-level BPE tokenizer of `factories.make_tokenizer`, as llama.cpp stores a "gpt2" one."""
     spec = json.loads((model_dir / "tokenizer.json").read_text())
     config = json.loads((model_dir / "tokenizer_config.json").read_text())
@@ -188,7 +241,8 @@ def _write_tokenizer(writer: Any, model_dir: Path) -> None:
     writer.add_eos_token_id(vocab[config["eos_token"]])
     writer.add_pad_token_id(vocab[config["pad_token"]])
     template = model_dir / "chat_template.jinja"
-    writer.add_chat_template(template.read_text() if template.is_file() else config["chat_template"])
+    if chat_template:
+        writer.add_chat_template(template.read_text() if template.is_file() else config["chat_template"])
 
 
 def save_reference(model_dir: Path, weights: dict[str, torch.Tensor], target: Path) -> Path:

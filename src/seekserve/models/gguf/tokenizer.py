@@ -24,13 +24,18 @@ log = logging.getLogger(__name__)
 
 
 def load_gguf_tokenizer(gguf: GGUFFile, model_type: str, cache_root: Path) -> Any:
-    """The file's tokenizer, from the cache when it was converted before."""
-    from transformers import AutoTokenizer
+    """The file's tokenizer, from the cache when it was converted before.
+
+    The cache is read back with the generic fast tokenizer class: some model-specific classes
+    (Qwen2Tokenizer, GemmaTokenizer) rebuild their pre-tokenizer on load, which would undo what the
+    conversion took from the file; tokenizer.json already holds the complete pipeline.
+    """
+    from transformers import PreTrainedTokenizerFast
 
     cached = cache_root / gguf.header_digest()[:32]
     if (cached / "tokenizer_config.json").is_file():
         try:
-            return AutoTokenizer.from_pretrained(str(cached), local_files_only=True)
+            return PreTrainedTokenizerFast.from_pretrained(str(cached), local_files_only=True)
         except (OSError, ValueError) as e:
             log.warning("cached tokenizer %s is unreadable (%s); converting it again", cached, e)
             shutil.rmtree(cached, ignore_errors=True)
@@ -62,12 +67,19 @@ def _convert(gguf: GGUFFile, model_type: str) -> Any:
 
 def _save(tokenizer: Any, target: Path) -> None:
     """Save atomically: a reader never sees a half-written folder, and a lost race keeps the winner's."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    except OSError as e:
+        log.warning(
+            "cannot cache the converted tokenizer in %s (%s); it is converted again next time", target, e
+        )
+        return
     try:
         tokenizer.save_pretrained(str(staging))
         os.replace(staging, target)
     except OSError as e:
-        log.warning("could not cache the converted tokenizer in %s: %s", target, e)
+        if not target.is_dir():  # else another process cached it first
+            log.warning("cannot cache the converted tokenizer in %s (%s)", target, e)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,146 @@
+"""GGUF tensors become the checkpoint tensors the models load: names, layouts, values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from factories import gemma3_config, llama_config, make_model_dir, qwen2_config
+from gguf_factories import Q, Storage, write_gguf
+from seekserve.errors import ModelLoadError
+from seekserve.models.gguf import GGUFCheckpoint
+
+CPU = torch.device("cpu")
+CONFIGS = {"llama": llama_config, "qwen2": qwen2_config, "gemma3": gemma3_config}
+
+
+def deepseek_config(version: int, **overrides: object) -> object:
+    """Tiny DeepSeek: MLA (q and kv low-rank), one dense layer then MoE with shared experts."""
+    from transformers import DeepseekV2Config, DeepseekV3Config
+
+    values: dict[str, object] = dict(
+        vocab_size=384,
+        hidden_size=64,
+        intermediate_size=128,
+        moe_intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        n_shared_experts=1,
+        n_routed_experts=4,
+        num_experts_per_tok=2,
+        n_group=2,
+        topk_group=1,
+        first_k_dense_replace=1,
+        kv_lora_rank=32,
+        q_lora_rank=64,
+        qk_rope_head_dim=8,
+        v_head_dim=16,
+        qk_nope_head_dim=16,
+        max_position_embeddings=512,
+        routed_scaling_factor=2.5,
+    )
+    values.update(overrides)
+    if version == 2:
+        return DeepseekV2Config(topk_method="group_limited_greedy", **values)
+    return DeepseekV3Config(norm_topk_prob=True, **values)
+
+
+def streamed(path: Path) -> dict[str, torch.Tensor]:
+    checkpoint = GGUFCheckpoint(path)
+    return dict(checkpoint.weights(torch.float32, CPU))
+
+
+@pytest.mark.parametrize("arch", list(CONFIGS))
+def test_tensors_equal_transformers_gguf_loader(tmp_path: Path, arch: str) -> None:
+    """transformers' own GGUF loader (independent name table, q/k un-permutation, norm offset)."""
+    from transformers import AutoModelForCausalLM
+
+    model_dir = make_model_dir(tmp_path / "hf", CONFIGS[arch](tie_word_embeddings=False))
+    path = tmp_path / "model.gguf"
+    write_gguf(path, model_dir, arch, Storage(Q.Q8_0))
+    reference = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=path.name, dtype=torch.float32)
+    expected = reference.state_dict()
+    got = streamed(path)
+    assert sorted(got) == sorted(expected)
+    for name, tensor in got.items():
+        assert torch.equal(tensor, expected[name]), name
+
+
+@pytest.mark.parametrize(
+    ("version", "storage", "split_kv_b"),
+    [(3, Q.F32, False), (3, Q.Q8_0, False), (3, Q.F32, True), (2, Q.Q8_0, False)],
+    ids=["v3-f32", "v3-q8_0", "v3-mla-split", "v2-q8_0"],
+)
+def test_deepseek2_config_and_tensors(tmp_path: Path, version: int, storage: Q, split_kv_b: bool) -> None:
+    config = deepseek_config(version)
+    model_dir = make_model_dir(tmp_path / "hf", config)
+    path = tmp_path / "model.gguf"
+    expected = write_gguf(path, model_dir, "deepseek2", Storage(storage), split_kv_b=split_kv_b)
+    checkpoint = GGUFCheckpoint(path)
+    got_config = checkpoint.config
+    assert got_config.architectures == [f"DeepseekV{version}ForCausalLM"]
+    fields = [
+        "hidden_size",
+        "intermediate_size",
+        "moe_intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "n_shared_experts",
+        "n_routed_experts",
+        "num_experts_per_tok",
+        "first_k_dense_replace",
+        "kv_lora_rank",
+        "q_lora_rank",
+        "qk_rope_head_dim",
+        "v_head_dim",
+        "qk_nope_head_dim",
+        "routed_scaling_factor",
+        "n_group",
+        "topk_group",
+        "norm_topk_prob",
+        "vocab_size",
+        "tie_word_embeddings",
+    ]
+    for field in fields:
+        assert getattr(got_config, field) == getattr(config, field), field
+    got = dict(checkpoint.weights(torch.float32, CPU))
+    assert sorted(got) == sorted(expected)
+    for name, tensor in got.items():
+        assert torch.equal(tensor, expected[name]), name
+
+
+def test_deepseek2_yarn_rope(tmp_path: Path) -> None:
+    yarn = {
+        "rope_type": "yarn",
+        "rope_theta": 10000.0,
+        "factor": 40.0,
+        "original_max_position_embeddings": 64,
+        "beta_fast": 32.0,
+        "beta_slow": 1.0,
+        "mscale": 0.707,
+        "mscale_all_dim": 0.707,
+    }
+    model_dir = make_model_dir(tmp_path / "hf", deepseek_config(3, rope_parameters=yarn))
+    path = tmp_path / "model.gguf"
+    metadata = {
+        "rope.scaling.type": "yarn",
+        "rope.scaling.factor": 40.0,
+        "rope.scaling.original_context_length": 64,
+        "rope.scaling.yarn_log_multiplier": 0.0707,
+    }
+    write_gguf(path, model_dir, "deepseek2", Storage(Q.F32), **metadata)
+    rope = GGUFCheckpoint(path).config.rope_parameters
+    assert rope == pytest.approx(yarn)
+
+
+def test_unknown_tensor_is_named(tmp_path: Path) -> None:
+    model_dir = make_model_dir(tmp_path / "hf", llama_config())
+    path = tmp_path / "model.gguf"
+    write_gguf(path, model_dir, "llama", Storage(Q.F32))
+    checkpoint = GGUFCheckpoint(path)
+    with pytest.raises(ModelLoadError, match=r"blk\.0\.attn_sinks\.weight has no counterpart"):
+        checkpoint.tensor_map.checkpoint_name("blk.0.attn_sinks.weight")
