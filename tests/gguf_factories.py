@@ -76,11 +76,24 @@ def write_gguf(
         writer.add_tensor(gguf_name, raw, raw_dtype=qtype)
     for gguf_name, parts in experts.items():
         writer.add_tensor(gguf_name, np.stack(parts), raw_dtype=expert_types[gguf_name])
+    if getattr(config, "rope_parameters", {}).get("rope_type") == "llama3":
+        writer.add_tensor("rope_freqs.weight", _llama3_rope_factors(config))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
     return reference
+
+
+def _llama3_rope_factors(config: Any) -> np.ndarray:
+    """What llama.cpp stores for Llama 3.1 rope scaling: the divisor of each rotary frequency."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    head_dim = config.hidden_size // config.num_attention_heads
+    base = config.rope_parameters["rope_theta"]
+    plain = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    scaled, _ = ROPE_INIT_FUNCTIONS["llama3"](config, torch.device("cpu"))
+    return (plain / scaled).numpy().astype(np.float32)
 
 
 def _gguf_name(names: Any, hf_name: str) -> str:

@@ -45,3 +45,19 @@ def test_greedy_tokens_match_dequantized_reference(tmp_path: Path, arch: str, st
     # transformers' reference suppresses end-of-sequence until min_new_tokens; so does min_tokens.
     outs = llm.generate(PROMPTS, SamplingParams(temperature=0.0, max_tokens=12, min_tokens=12))
     assert [o.outputs[0].token_ids for o in outs] == hf_greedy(reference, PROMPTS, 12)
+
+
+def test_llama3_rope_scaling_from_rope_freqs(tmp_path: Path) -> None:
+    """Llama 3.1 GGUFs carry their rope scaling as a rope_freqs tensor, not as metadata."""
+    rope = {
+        "rope_type": "llama3",
+        "rope_theta": 10000.0,
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16,
+    }
+    gguf_path, reference = make_gguf(tmp_path, "llama", "f32", rope_parameters=rope)
+    llm = LLM(str(gguf_path), dtype="float32", num_kv_blocks=40, max_num_batched_tokens=256, max_num_seqs=4)
+    outs = llm.generate(PROMPTS, SamplingParams(temperature=0.0, max_tokens=12, min_tokens=12))
+    assert [o.outputs[0].token_ids for o in outs] == hf_greedy(reference, PROMPTS, 12)

@@ -141,18 +141,24 @@ def load_tokenizer(path: Path) -> Any:
 def load_model(config: ModelConfig, device: torch.device) -> LoadedModel:
     """Build the model of `config.model` on `device` and fill its weights."""
     source = resolve(config.model)
+    tokenizer_dir = Path(config.tokenizer).expanduser() if config.tokenizer else None
     if source.kind is SourceKind.GGUF_FILE:
         checkpoint = GGUFCheckpoint(source.path)
         hf_config = checkpoint.config
         model, max_model_len = _build(
-            config, hf_config, device, lambda dtype: checkpoint.weights(dtype, device)
+            config, source, hf_config, lambda dtype: checkpoint.weights(dtype, device), device
         )
-        tokenizer = _override_tokenizer(config) or checkpoint.tokenizer(Environment.read().tokenizers_dir)
+        if tokenizer_dir is None:
+            tokenizer = checkpoint.tokenizer(Environment.read().tokenizers_dir)
+        else:
+            tokenizer = load_tokenizer(tokenizer_dir)
         eos = checkpoint.eos_token_ids or frozenset([tokenizer.eos_token_id]) - {None}
     else:
         hf_config = load_hf_config(source.path)
-        model, max_model_len = _build(config, hf_config, device, lambda _: iter_safetensors(source.path))
-        tokenizer = _override_tokenizer(config) or load_tokenizer(source.path)
+        model, max_model_len = _build(
+            config, source, hf_config, lambda _: iter_safetensors(source.path), device
+        )
+        tokenizer = load_tokenizer(tokenizer_dir or source.path)
         eos = eos_token_ids(source.path, hf_config, tokenizer)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     log.info("loaded %s (%s, %.1f MB of weights)", source.path, model.dtype, weight_bytes / 1e6)
@@ -170,14 +176,17 @@ def load_model(config: ModelConfig, device: torch.device) -> LoadedModel:
 
 def _build(
     config: ModelConfig,
+    source: ModelSource,
     hf_config: Any,
-    device: torch.device,
     weights: Callable[[torch.dtype], Iterator[tuple[str, torch.Tensor]]],
+    device: torch.device,
 ) -> tuple[CausalLM, int]:
     """The model for `hf_config`, filled from `weights(dtype)`, and its max_model_len."""
     architectures = getattr(hf_config, "architectures", None) or []
     if not architectures:
-        raise ModelLoadError("the model's config names no architectures; cannot tell which model it is")
+        raise ModelLoadError(
+            f"the config of {source.path} names no architectures; cannot tell which model it is"
+        )
     cls = model_class(architectures[0])
     dtype = resolve_dtype(config.dtype, hf_config, device)
     max_model_len = resolve_max_model_len(config.max_model_len, hf_config)
@@ -186,7 +195,3 @@ def _build(
     model.load_weights(weights(dtype))
     model.eval()
     return model, max_model_len
-
-
-def _override_tokenizer(config: ModelConfig) -> Any:
-    return load_tokenizer(Path(config.tokenizer).expanduser()) if config.tokenizer else None
