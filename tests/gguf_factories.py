@@ -179,7 +179,8 @@ def _write_hparams(writer: Any, arch: str, config: Any, split_kv_b: bool) -> Non
     writer.add_block_count(config.num_hidden_layers)
     writer.add_feed_forward_length(config.intermediate_size)
     writer.add_head_count(config.num_attention_heads)
-    writer.add_head_count_kv(config.num_key_value_heads)
+    if not split_kv_b:  # the MLA layout stores one shared K/V head (see _write_deepseek_hparams)
+        writer.add_head_count_kv(config.num_key_value_heads)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     rope = config.rope_parameters
     if arch == "gemma3":

@@ -40,7 +40,10 @@ def make_gguf(tmp_path: Path, arch: str, storage_name: str, **overrides: Any) ->
 @pytest.mark.parametrize("storage_name", list(STORAGES))
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_greedy_tokens_match_dequantized_reference(tmp_path: Path, arch: str, storage_name: str) -> None:
-    gguf_path, reference = make_gguf(tmp_path, arch, storage_name)
+    assert_matches_reference(*make_gguf(tmp_path, arch, storage_name))
+
+
+def assert_matches_reference(gguf_path: Path, reference: Path) -> None:
     llm = LLM(str(gguf_path), dtype="float32", num_kv_blocks=40, max_num_batched_tokens=256, max_num_seqs=4)
     # transformers' reference suppresses end-of-sequence until min_new_tokens; so does min_tokens.
     outs = llm.generate(PROMPTS, SamplingParams(temperature=0.0, max_tokens=12, min_tokens=12))
@@ -57,7 +60,4 @@ def test_llama3_rope_scaling_from_rope_freqs(tmp_path: Path) -> None:
         "high_freq_factor": 4.0,
         "original_max_position_embeddings": 16,
     }
-    gguf_path, reference = make_gguf(tmp_path, "llama", "f32", rope_parameters=rope)
-    llm = LLM(str(gguf_path), dtype="float32", num_kv_blocks=40, max_num_batched_tokens=256, max_num_seqs=4)
-    outs = llm.generate(PROMPTS, SamplingParams(temperature=0.0, max_tokens=12, min_tokens=12))
-    assert [o.outputs[0].token_ids for o in outs] == hf_greedy(reference, PROMPTS, 12)
+    assert_matches_reference(*make_gguf(tmp_path, "llama", "f32", rope_parameters=rope))

@@ -9,7 +9,7 @@ The KV cache holds K and V of every layer for every position, sliding layers inc
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +17,8 @@ from torch import nn
 
 from seekserve.engine.attention import AttentionMetadata
 from seekserve.errors import UnsupportedModelError
-from seekserve.models.base import CausalLM, KVCacheSpec, LayerCache
-from seekserve.models.layers import Embedding, Linear, RMSNorm, RotaryEmbedding
+from seekserve.models.base import LayerCache
+from seekserve.models.layers import Embedding, RMSNorm, RotaryEmbedding
 from seekserve.models.llama import GatedMLP, LlamaAttention, LlamaForCausalLM
 from seekserve.models.rope import rope_parameters
 
@@ -81,36 +81,26 @@ class Gemma3Model(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, unit_offset=True)
 
 
-class Gemma3ForCausalLM(CausalLM):
+class Gemma3ForCausalLM(LlamaForCausalLM):
     """Gemma 3 text models (270M, 1B; the language part of 4B/12B/27B), e.g. the default model."""
 
-    stacked_params: ClassVar[dict[str, tuple[str, int]]] = LlamaForCausalLM.stacked_params
-
     def __init__(self, config: Any, dtype: torch.dtype, max_positions: int):
-        super().__init__(config, dtype, max_positions)
         _check_supported(config)
-        self.model = Gemma3Model(config, dtype)
-        self.lm_head = Linear(config.hidden_size, [config.vocab_size], bias=False, dtype=dtype)
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
-        self.num_kv_heads = config.num_key_value_heads
-        self.head_dim = config.head_dim
+        super().__init__(config, dtype, max_positions)
         # transformers multiplies by sqrt(hidden) rounded to the model dtype; so do we.
         self.embed_scale = float(torch.tensor(config.hidden_size**0.5, dtype=dtype))
-        self.rotary = nn.ModuleDict()
-        for layer_type in sorted(set(config.layer_types)):
-            inv_freq, scaling = rope_parameters(config, self.head_dim, layer_type)
-            self.rotary[layer_type] = RotaryEmbedding(inv_freq, scaling, max_positions)
         self.softcap: float | None = config.final_logit_softcapping
 
-    def tied_params(self) -> dict[str, str]:
-        if self.config.tie_word_embeddings:
-            return {"lm_head.weight": "model.embed_tokens.weight"}
-        return {}
+    def build_model(self, config: Any, dtype: torch.dtype) -> Any:
+        return Gemma3Model(config, dtype)
 
-    def kv_cache_spec(self) -> KVCacheSpec:
-        shape = (self.num_kv_heads, self.head_dim)
-        return KVCacheSpec(len(self.model.layers), (shape, shape))
+    def build_rotary(self, config: Any, max_positions: int) -> nn.Module:
+        """One table per layer type: sliding and global layers have their own rope base."""
+        tables = nn.ModuleDict()
+        for layer_type in sorted(set(config.layer_types)):
+            inv_freq, scaling = rope_parameters(config, self.head_dim, layer_type)
+            tables[layer_type] = RotaryEmbedding(inv_freq, scaling, max_positions)
+        return tables
 
     def forward(
         self,
@@ -131,6 +121,7 @@ class Gemma3ForCausalLM(CausalLM):
         self, positions: torch.Tensor, dtype: torch.dtype
     ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """cos and sin of each position, per layer type (its own rope base)."""
+        assert isinstance(self.rotary, nn.ModuleDict), "Gemma 3 keeps one rotary table per layer type"
         tables = {}
         for layer_type, rotary in self.rotary.items():
             assert isinstance(rotary, RotaryEmbedding), "rotary holds RotaryEmbedding modules only"

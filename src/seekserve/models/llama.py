@@ -132,14 +132,21 @@ class LlamaForCausalLM(CausalLM):
 
     def __init__(self, config: Any, dtype: torch.dtype, max_positions: int):
         super().__init__(config, dtype, max_positions)
-        self.model = LlamaModel(config, dtype, *self.attention_biases(config))
+        self.model = self.build_model(config, dtype)
         self.lm_head = Linear(config.hidden_size, [config.vocab_size], bias=False, dtype=dtype)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.rotary = self.build_rotary(config, max_positions)
+
+    def build_model(self, config: Any, dtype: torch.dtype) -> Any:
+        """The embedding, decoder layers and final norm (checkpoint names `model.*`)."""
+        return LlamaModel(config, dtype, *self.attention_biases(config))
+
+    def build_rotary(self, config: Any, max_positions: int) -> nn.Module:
         inv_freq, scaling = rope_parameters(config, self.head_dim)
-        self.rotary = RotaryEmbedding(inv_freq, scaling, max_positions)
+        return RotaryEmbedding(inv_freq, scaling, max_positions)
 
     @staticmethod
     def attention_biases(config: Any) -> tuple[bool, bool]:
@@ -164,6 +171,7 @@ class LlamaForCausalLM(CausalLM):
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         h = self.model.embed_tokens(input_ids)
+        assert isinstance(self.rotary, RotaryEmbedding), "Llama uses one rotary table"
         cos, sin = self.rotary.lookup(positions, h.dtype)
         residual = None
         for layer, cache in zip(self.model.layers, kv_caches, strict=True):
