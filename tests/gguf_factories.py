@@ -40,12 +40,14 @@ def write_gguf(
     storage: Storage,
     split_kv_b: bool = False,
     chat_template: bool = True,
+    extra_tensors: dict[str, np.ndarray] | None = None,
     **metadata: Any,
 ) -> dict[str, torch.Tensor]:
     """Write the model saved in `model_dir` to the GGUF file `path`; return its dequantized weights.
 
     `split_kv_b` (deepseek2) writes kv_b as per-head k_b and v_b, as llama.cpp does for MLA;
-    `chat_template=False` leaves the template out (a base model); `metadata` adds `<arch>.<key>` values.
+    `chat_template=False` leaves the template out (a base model); `extra_tensors` are written as they
+    are; `metadata` adds `<arch>.<key>` values.
     """
     from safetensors.torch import load_file
     from transformers import AutoConfig
@@ -76,6 +78,8 @@ def write_gguf(
         writer.add_tensor(gguf_name, raw, raw_dtype=qtype)
     for gguf_name, parts in experts.items():
         writer.add_tensor(gguf_name, np.stack(parts), raw_dtype=expert_types[gguf_name])
+    for gguf_name, data in (extra_tensors or {}).items():
+        writer.add_tensor(gguf_name, data)
     if getattr(config, "rope_parameters", {}).get("rope_type") == "llama3":
         writer.add_tensor("rope_freqs.weight", _llama3_rope_factors(config))
     writer.write_header_to_file()

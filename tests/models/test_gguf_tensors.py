@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -144,3 +145,16 @@ def test_unknown_tensor_is_named(tmp_path: Path) -> None:
     checkpoint = GGUFCheckpoint(path)
     with pytest.raises(ModelLoadError, match=r"blk\.0\.attn_sinks\.weight has no counterpart"):
         checkpoint.tensor_map.checkpoint_name("blk.0.attn_sinks.weight")
+
+
+def test_gemma3_vision_tensors_are_skipped(tmp_path: Path) -> None:
+    """Multimodal Gemma 3 GGUFs (as Ollama packs them) hold a vision tower seekserve does not run."""
+    model_dir = make_model_dir(tmp_path / "hf", gemma3_config())
+    path = tmp_path / "model.gguf"
+    vision = {
+        "v.blk.0.attn_q.weight": np.zeros((8, 8), dtype=np.float32),
+        "mm.input_projection.weight": np.zeros((8, 64), dtype=np.float32),
+    }
+    expected = write_gguf(path, model_dir, "gemma3", Storage(Q.F32), extra_tensors=vision)
+    got = streamed(path)
+    assert sorted(got) == sorted(expected)

@@ -57,6 +57,8 @@ class TensorMap:
     """GGUF block tensor -> module path under model.layers.N."""
     skipped: ClassVar[frozenset[str]] = frozenset()
     """GGUF tensors without a checkpoint counterpart (their content went into the config)."""
+    skipped_prefixes: ClassVar[tuple[str, ...]] = ()
+    """Prefixes of GGUF tensors that belong to parts seekserve does not run (a vision tower)."""
 
     def __init__(self, config: Any, tensor_names: set[str]):
         self.config = config
@@ -64,7 +66,7 @@ class TensorMap:
 
     def convert(self, name: str, tensor: LazyTensor) -> Iterator[tuple[str, torch.Tensor]]:
         """(checkpoint name, float32 tensor) pairs for one GGUF tensor."""
-        if name not in self.skipped:
+        if name not in self.skipped and not name.startswith(self.skipped_prefixes):
             yield self.checkpoint_name(name), self.transform(name, tensor.load())
 
     def finish(self) -> None:
@@ -117,6 +119,8 @@ class Gemma3Tensors(TensorMap):
         "ffn_norm": "pre_feedforward_layernorm",
         "post_ffw_norm": "post_feedforward_layernorm",
     }
+    # Multimodal Gemma 3 files (as Ollama packs them) carry the vision encoder and its projector.
+    skipped_prefixes = ("v.", "mm.")
 
     def transform(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         return tensor - 1.0 if name.endswith("norm.weight") else tensor
