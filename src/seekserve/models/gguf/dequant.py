@@ -1,8 +1,9 @@
 """Dequantize GGUF tensors with torch, on the device the model runs on.
 
-Each block type is unpacked with whole-tensor bit operations (no Python loop over blocks) in float32,
-in the same order of operations as the reference (`gguf.quants`), so the values are bit-identical to
-it; the result is then cast to the model's dtype. Types without a kernel here fall back to
+Each block type is unpacked with whole-tensor bit operations (no Python loop over blocks); integer
+quants are multiplied by their float32 scales directly (type promotion, no separate float copy), in
+the same order of operations as the reference (`gguf.quants`), so the values are bit-identical to it;
+the result is then cast to the model's dtype. Types without a kernel here fall back to
 `gguf.quants.dequantize` (numpy, on the CPU).
 
 Block layouts (bytes; d, dmin: float16; 256-element "K" super-blocks have 8 or 16 sub-blocks):
@@ -80,12 +81,12 @@ def _bits(packed: torch.Tensor, shifts: list[int], mask: int) -> torch.Tensor:
 
 
 def _q8_0(blocks: torch.Tensor) -> torch.Tensor:
-    return _half(blocks, 0) * blocks[:, 2:].view(torch.int8).float()
+    return _half(blocks, 0) * blocks[:, 2:].view(torch.int8)
 
 
 def _q4_0(blocks: torch.Tensor) -> torch.Tensor:
     q = _nibbles(blocks[:, 2:], 1).reshape(blocks.shape[0], 32)
-    return _half(blocks, 0) * (q.to(torch.int8) - 8).float()
+    return _half(blocks, 0) * (q.to(torch.int8) - 8)
 
 
 def _q5_0(blocks: torch.Tensor) -> torch.Tensor:
@@ -94,7 +95,7 @@ def _q5_0(blocks: torch.Tensor) -> torch.Tensor:
     high = (qh >> torch.arange(32, dtype=torch.int32, device=blocks.device)) & 1
     low = _nibbles(blocks[:, 6:], 1).reshape(n, 32)
     q = (low | (high.to(torch.uint8) << 4)).to(torch.int8) - 16
-    return _half(blocks, 0) * q.float()
+    return _half(blocks, 0) * q
 
 
 def _k_scales(scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,7 +111,7 @@ def _k_scales(scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _k_affine(blocks: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """d*sc * q - dmin*m per 32-element sub-block; q is [n, 8, 32] float32."""
+    """d*sc * q - dmin*m per 32-element sub-block; q is [n, 8, 32] uint8."""
     n = blocks.shape[0]
     sc, mins = _k_scales(blocks[:, 4:16])
     d = (_half(blocks, 0) * sc).view(n, 8, 1)
@@ -120,23 +121,22 @@ def _k_affine(blocks: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 def _q4_k(blocks: torch.Tensor) -> torch.Tensor:
     q = _nibbles(blocks[:, 16:144], 4).reshape(blocks.shape[0], 8, 32)
-    return _k_affine(blocks, q.float())
+    return _k_affine(blocks, q)
 
 
 def _q5_k(blocks: torch.Tensor) -> torch.Tensor:
     n = blocks.shape[0]
     low = _nibbles(blocks[:, 48:176], 4).reshape(n, 8, 32)
     high = _bits(blocks[:, 16:48].reshape(n, 1, 32), list(range(8)), 0x01).reshape(n, 8, 32)
-    return _k_affine(blocks, (low | (high << 4)).float())
+    return _k_affine(blocks, low | (high << 4))
 
 
 def _q6_k(blocks: torch.Tensor) -> torch.Tensor:
     n = blocks.shape[0]
     low = _nibbles(blocks[:, :128], 2).reshape(n, 8, 32)
     high = _bits(blocks[:, 128:192].reshape(n, 2, 32), [0, 2, 4, 6], 0x03).reshape(n, 8, 32)
-    q = ((low | (high << 4)).to(torch.int8) - 32).view(n, 16, 16).float()
-    scales = blocks[:, 192:208].view(torch.int8).float()
-    d = (_half(blocks, 208) * scales).view(n, 16, 1)
+    q = ((low | (high << 4)).to(torch.int8) - 32).view(n, 16, 16)
+    d = (_half(blocks, 208) * blocks[:, 192:208].view(torch.int8)).view(n, 16, 1)
     return (d * q).view(n, 256)
 
 
