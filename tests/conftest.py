@@ -6,7 +6,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from factories import llama_config, make_model_dir, qwen2_config
+from factories import (
+    deepseek_v2_config,
+    deepseek_v3_config,
+    llama_config,
+    make_model_dir,
+    qwen2_config,
+    rewrite_weights,
+)
 
 torch.set_num_threads(2)
 
@@ -30,3 +37,24 @@ def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def qwen2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny random Qwen2: attention bias, GQA, tied embeddings."""
     return make_model_dir(tmp_path_factory.mktemp("qwen2"), qwen2_config())
+
+
+@pytest.fixture(scope="session")
+def deepseek_v3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny random DeepSeek-V3 (see factories.deepseek_v3_config) with a non-zero routing bias."""
+    path = make_model_dir(tmp_path_factory.mktemp("deepseek_v3"), deepseek_v3_config())
+    gen = torch.Generator().manual_seed(1)
+
+    def randomise_bias(tensors: dict[str, torch.Tensor]) -> None:
+        for name, t in tensors.items():
+            if name.endswith("e_score_correction_bias"):
+                t.normal_(0.0, 0.3, generator=gen)
+
+    rewrite_weights(path, randomise_bias)
+    return path
+
+
+@pytest.fixture(scope="session")
+def deepseek_v2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny random DeepSeek-V2-Lite (see factories.deepseek_v2_config)."""
+    return make_model_dir(tmp_path_factory.mktemp("deepseek_v2"), deepseek_v2_config())

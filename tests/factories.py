@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,16 @@ def make_model_dir(path: Path, config: Any, seed: int = 0, init_std: float = 0.1
     return path
 
 
+def rewrite_weights(model_dir: Path, update: Callable[[dict[str, torch.Tensor]], None]) -> None:
+    """Let `update` change the tensors of a single-file checkpoint in place, then save them back."""
+    from safetensors.torch import load_file, save_file
+
+    file = model_dir / "model.safetensors"
+    tensors = load_file(str(file))
+    update(tensors)
+    save_file(tensors, str(file), metadata={"format": "pt"})
+
+
 def llama_config(**overrides: Any) -> Any:
     from transformers import LlamaConfig
 
@@ -130,12 +141,87 @@ def gemma3_config(**overrides: Any) -> Any:
     return Gemma3TextConfig(**values)
 
 
+def deepseek_v3_config(**overrides: Any) -> Any:
+    """Tiny DeepSeek-V3: low-rank query, grouped sigmoid routing with bias, a dense first layer, YaRN."""
+    from transformers import DeepseekV3Config
+
+    values: dict[str, Any] = dict(
+        vocab_size=384,
+        hidden_size=64,
+        intermediate_size=96,
+        moe_intermediate_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        q_lora_rank=48,
+        kv_lora_rank=32,
+        qk_nope_head_dim=16,
+        qk_rope_head_dim=8,
+        v_head_dim=24,
+        n_routed_experts=8,
+        n_shared_experts=1,
+        num_experts_per_tok=2,
+        n_group=4,
+        topk_group=2,
+        first_k_dense_replace=1,
+        routed_scaling_factor=2.5,
+        max_position_embeddings=512,
+        rope_parameters={
+            "rope_type": "yarn",
+            "rope_theta": 10000.0,
+            "factor": 4.0,
+            "original_max_position_embeddings": 128,
+            "beta_fast": 32.0,
+            "beta_slow": 1.0,
+            "mscale": 1.0,
+            "mscale_all_dim": 0.8,
+        },
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+    )
+    values.update(overrides)
+    return DeepseekV3Config(**values)
+
+
+def deepseek_v2_config(**overrides: Any) -> Any:
+    """Tiny DeepSeek-V2-Lite: plain query projection, softmax greedy routing, two shared experts."""
+    from transformers import DeepseekV2Config
+
+    values: dict[str, Any] = dict(
+        vocab_size=384,
+        hidden_size=64,
+        intermediate_size=96,
+        moe_intermediate_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        q_lora_rank=None,
+        kv_lora_rank=32,
+        qk_nope_head_dim=16,
+        qk_rope_head_dim=8,
+        v_head_dim=16,
+        n_routed_experts=6,
+        n_shared_experts=2,
+        num_experts_per_tok=2,
+        first_k_dense_replace=1,
+        topk_method="greedy",
+        max_position_embeddings=512,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+    )
+    values.update(overrides)
+    return DeepseekV2Config(**values)
+
+
 def hf_greedy(model_dir: Path, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
     """transformers' greedy `generate` for each prompt alone (float32, end-of-sequence ignored)."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     model.eval()
+    # No end-of-sequence token: generation runs to max_new_tokens and the end-of-sequence token stays
+    # selectable, as with ignore_eos (min_new_tokens would mask it out of the logits instead).
+    model.generation_config.eos_token_id = None
     outputs = []
     with torch.no_grad():
         for prompt in prompts:
@@ -144,12 +230,43 @@ def hf_greedy(model_dir: Path, prompts: list[list[int]], max_new_tokens: int) ->
                 ids,
                 attention_mask=torch.ones_like(ids),
                 max_new_tokens=max_new_tokens,
-                min_new_tokens=max_new_tokens,
                 do_sample=False,
                 pad_token_id=0,
             )
             outputs.append(out[0, len(prompt) :].tolist())
     return outputs
+
+
+def hf_logits(model_dir: Path, ids: list[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """transformers' logits [len(ids), vocab] (as float32) for one sequence, computed in `dtype`."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
+    with torch.no_grad():
+        return model.eval()(torch.tensor([ids])).logits[0].float()
+
+
+def prefill_logits(model_dir: Path, ids: list[int], dtype: str = "float32") -> torch.Tensor:
+    """seekserve's logits [len(ids), vocab] for one sequence prefilled in a single step."""
+    from seekserve.engine.attention import AttentionMetadata, PrefillChunk
+    from seekserve.engine.config import ModelConfig
+    from seekserve.models.loader import load_model
+
+    cpu = torch.device("cpu")
+    model = load_model(ModelConfig(model=str(model_dir), dtype=dtype), cpu).model  # type: ignore[arg-type]
+    n, block_size = len(ids), 16
+    num_blocks = -(-n // block_size)
+    caches = model.kv_cache_spec().allocate(num_blocks * block_size, model.dtype, cpu)
+    meta = AttentionMetadata(
+        slot_mapping=torch.arange(n),
+        num_decodes=0,
+        decode_seq_lens=[],
+        decode_block_tables=torch.zeros(0, 0, dtype=torch.int64),
+        prefills=[PrefillChunk(0, n, 0, torch.arange(num_blocks))],
+        block_size=block_size,
+    )
+    with torch.inference_mode():
+        return model.compute_logits(model(torch.tensor(ids), torch.arange(n), caches, meta))
 
 
 def random_prompts(

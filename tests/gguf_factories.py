@@ -223,6 +223,12 @@ def _write_deepseek_hparams(writer: Any, config: Any, split_kv_b: bool) -> None:
     writer.add_expert_used_count(config.num_experts_per_tok)
     writer.add_expert_weights_scale(config.routed_scaling_factor)
     writer.add_expert_weights_norm(bool(config.norm_topk_prob))
+    rope = config.rope_parameters
+    if rope.get("rope_type") == "yarn":  # llama.cpp keeps only mscale_all_dim, as 0.1 * it
+        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        writer.add_rope_scaling_factor(rope["factor"])
+        writer.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
+        writer.add_rope_scaling_yarn_log_mul(0.1 * rope["mscale_all_dim"])
     gating = gguf.ExpertGatingFuncType
     writer.add_expert_gating_func(gating.SIGMOID if config.model_type == "deepseek_v3" else gating.SOFTMAX)
     if config.n_group:

@@ -8,7 +8,8 @@
      │    └── UnsupportedModelError          its architecture is not one seekserve runs
      ├── EngineOverloadedError               the waiting queue is full; retry later
      ├── RequestAbortedError                 the request was aborted before it finished
-     └── EngineDeadError                     the engine loop died; nothing more is served
+     ├── EngineDeadError                     the engine loop died; nothing more is served
+     └── BenchError                          a load-generator run cannot go on (server unreachable)
 
 Messages name the value, the limit and the fix. HTTP statuses and OpenAI-style error bodies
 are attached at the server's edge, never here.
@@ -17,6 +18,7 @@ are attached at the server's edge, never here.
 from __future__ import annotations
 
 __all__ = [
+    "BenchError",
     "ConfigError",
     "EngineDeadError",
     "EngineOverloadedError",
@@ -87,3 +89,7 @@ class RequestAbortedError(SeekserveError):
 
 class EngineDeadError(SeekserveError):
     """The engine loop stopped after a fatal error; the process must be restarted."""
+
+
+class BenchError(SeekserveError):
+    """A benchmark run cannot go on: the server is unreachable or rejects the warm-up request."""

@@ -97,3 +97,22 @@ def test_continuous_scheduling_admits_while_others_run() -> None:
 def finish(s: Scheduler, r: Request) -> None:
     s.remove(r)
     r.status = RequestStatus.FINISHED
+
+
+def test_static_batch_is_formed_from_the_queue_even_when_admitted_over_several_steps() -> None:
+    s = make_scheduler(budget=4, max_num_seqs=2, scheduling="static")
+    reqs = [make_request(f"r{i}", prompt=[1, 2, 3, 4]) for i in range(3)]
+    for r in reqs:
+        s.add(r)
+    out = s.schedule()
+    assert shape(out) == ([], [("r0", 4)])  # the budget admits one prompt per step
+    run(s, out)
+    out = s.schedule()
+    assert shape(out) == ([("r0", 1)], [("r1", 3)])  # r1 belongs to the batch: admitted later
+    run(s, out)
+    out = s.schedule()
+    assert shape(out) == ([("r0", 1), ("r1", 1)], [])  # r2 waits for the next batch
+    run(s, out)
+    finish(s, reqs[0])
+    finish(s, reqs[1])
+    assert shape(s.schedule()) == ([], [("r2", 4)])

@@ -8,9 +8,19 @@ from typing import Any
 
 import pytest
 
-from factories import gemma3_config, hf_greedy, llama_config, make_model_dir, qwen2_config, random_prompts
+from factories import (
+    deepseek_v2_config,
+    deepseek_v3_config,
+    gemma3_config,
+    greedy,
+    hf_greedy,
+    llama_config,
+    make_model_dir,
+    qwen2_config,
+    random_prompts,
+)
 from gguf_factories import Q, Storage, save_reference, write_gguf
-from seekserve import LLM, SamplingParams
+from seekserve import LLM
 
 PROMPTS = random_prompts(3, lengths=[4, 21, 37], seed=5)
 STORAGES = {
@@ -45,8 +55,7 @@ def test_greedy_tokens_match_dequantized_reference(tmp_path: Path, arch: str, st
 
 def assert_matches_reference(gguf_path: Path, reference: Path) -> None:
     llm = LLM(str(gguf_path), dtype="float32", num_kv_blocks=40, max_num_batched_tokens=256, max_num_seqs=4)
-    # transformers' reference suppresses end-of-sequence until min_new_tokens; so does min_tokens.
-    outs = llm.generate(PROMPTS, SamplingParams(temperature=0.0, max_tokens=12, min_tokens=12))
+    outs = llm.generate(PROMPTS, greedy(12))
     assert [o.outputs[0].token_ids for o in outs] == hf_greedy(reference, PROMPTS, 12)
 
 
@@ -61,3 +70,24 @@ def test_llama3_rope_scaling_from_rope_freqs(tmp_path: Path) -> None:
         "original_max_position_embeddings": 16,
     }
     assert_matches_reference(*make_gguf(tmp_path, "llama", "f32", rope_parameters=rope))
+
+
+# GGUF keeps YaRN's mscale_all_dim only (llama.cpp assumes mscale equals it), and Q8_0 blocks need
+# in-features that are multiples of 32.
+V3_YARN = {**deepseek_v3_config().rope_parameters, "mscale": 0.8, "mscale_all_dim": 0.8}
+DEEPSEEK = {
+    "v3": lambda: deepseek_v3_config(q_lora_rank=64, moe_intermediate_size=32, rope_parameters=V3_YARN),
+    "v2-lite": lambda: deepseek_v2_config(moe_intermediate_size=32),
+}
+
+
+@pytest.mark.parametrize(
+    ("version", "storage_name", "split_kv_b"),
+    [("v3", "f32", False), ("v3", "q8_0", False), ("v3", "f32", True), ("v2-lite", "q8_0", False)],
+    ids=["v3-f32", "v3-q8_0", "v3-mla-split-kv_b", "v2-lite-q8_0"],
+)
+def test_deepseek2(tmp_path: Path, version: str, storage_name: str, split_kv_b: bool) -> None:
+    model_dir = make_model_dir(tmp_path / "hf", DEEPSEEK[version]())
+    gguf_path = tmp_path / "deepseek.gguf"
+    weights = write_gguf(gguf_path, model_dir, "deepseek2", STORAGES[storage_name], split_kv_b=split_kv_b)
+    assert_matches_reference(gguf_path, save_reference(model_dir, weights, tmp_path / "reference"))

@@ -8,45 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from factories import gemma3_config, llama_config, make_model_dir, qwen2_config
+from factories import (
+    deepseek_v2_config,
+    deepseek_v3_config,
+    gemma3_config,
+    llama_config,
+    make_model_dir,
+    qwen2_config,
+)
 from gguf_factories import Q, Storage, write_gguf
 from seekserve.errors import ModelLoadError
 from seekserve.models.gguf import GGUFCheckpoint
 
 CPU = torch.device("cpu")
 CONFIGS = {"llama": llama_config, "qwen2": qwen2_config, "gemma3": gemma3_config}
-
-
-def deepseek_config(version: int, **overrides: object) -> object:
-    """Tiny DeepSeek: MLA (q and kv low-rank), one dense layer then MoE with shared experts."""
-    from transformers import DeepseekV2Config, DeepseekV3Config
-
-    values: dict[str, object] = dict(
-        vocab_size=384,
-        hidden_size=64,
-        intermediate_size=128,
-        moe_intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        n_shared_experts=1,
-        n_routed_experts=4,
-        num_experts_per_tok=2,
-        n_group=2,
-        topk_group=1,
-        first_k_dense_replace=1,
-        kv_lora_rank=32,
-        q_lora_rank=64,
-        qk_rope_head_dim=8,
-        v_head_dim=16,
-        qk_nope_head_dim=16,
-        max_position_embeddings=512,
-        routed_scaling_factor=2.5,
-    )
-    values.update(overrides)
-    if version == 2:
-        return DeepseekV2Config(topk_method="group_limited_greedy", **values)
-    return DeepseekV3Config(norm_topk_prob=True, **values)
 
 
 def streamed(path: Path) -> dict[str, torch.Tensor]:
@@ -76,7 +51,11 @@ def test_tensors_equal_transformers_gguf_loader(tmp_path: Path, arch: str) -> No
     ids=["v3-f32", "v3-q8_0", "v3-mla-split", "v2-q8_0"],
 )
 def test_deepseek2_config_and_tensors(tmp_path: Path, version: int, storage: Q, split_kv_b: bool) -> None:
-    config = deepseek_config(version)
+    # Q8_0 blocks hold 32 values: in-features must be multiples of 32.
+    if version == 3:
+        config = deepseek_v3_config(q_lora_rank=64, moe_intermediate_size=32)
+    else:
+        config = deepseek_v2_config(moe_intermediate_size=32)
     model_dir = make_model_dir(tmp_path / "hf", config)
     path = tmp_path / "model.gguf"
     expected = write_gguf(path, model_dir, "deepseek2", Storage(storage), split_kv_b=split_kv_b)
@@ -115,6 +94,7 @@ def test_deepseek2_config_and_tensors(tmp_path: Path, version: int, storage: Q, 
 
 
 def test_deepseek2_yarn_rope(tmp_path: Path) -> None:
+    """llama.cpp keeps YaRN's factor, original context and mscale_all_dim (and assumes mscale equal to it)."""
     yarn = {
         "rope_type": "yarn",
         "rope_theta": 10000.0,
@@ -125,17 +105,10 @@ def test_deepseek2_yarn_rope(tmp_path: Path) -> None:
         "mscale": 0.707,
         "mscale_all_dim": 0.707,
     }
-    model_dir = make_model_dir(tmp_path / "hf", deepseek_config(3, rope_parameters=yarn))
+    model_dir = make_model_dir(tmp_path / "hf", deepseek_v3_config(rope_parameters=yarn))
     path = tmp_path / "model.gguf"
-    metadata = {
-        "rope.scaling.type": "yarn",
-        "rope.scaling.factor": 40.0,
-        "rope.scaling.original_context_length": 64,
-        "rope.scaling.yarn_log_multiplier": 0.0707,
-    }
-    write_gguf(path, model_dir, "deepseek2", Storage(Q.F32), **metadata)
-    rope = GGUFCheckpoint(path).config.rope_parameters
-    assert rope == pytest.approx(yarn)
+    write_gguf(path, model_dir, "deepseek2", Storage(Q.F32))
+    assert GGUFCheckpoint(path).config.rope_parameters == pytest.approx(yarn)
 
 
 def test_unknown_tensor_is_named(tmp_path: Path) -> None:

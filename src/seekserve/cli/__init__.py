@@ -22,8 +22,10 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from seekserve.cli.bench import bench
     from seekserve.cli.generate import generate
 
+    cli.add_command(bench)
     cli.add_command(generate)
 
 

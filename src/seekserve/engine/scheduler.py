@@ -15,6 +15,7 @@ running, so new requests wait until the whole batch has finished.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -70,6 +71,7 @@ class Scheduler:
         self.running: list[Request] = []
         self.num_preemptions = 0
         self._static_batch: set[str] = set()
+        """Static scheduling: ids of the batch in flight (members leave as they finish)."""
 
     @property
     def num_unfinished(self) -> int:
@@ -104,10 +106,15 @@ class Scheduler:
 
     def _admit(self, out: SchedulerOutput) -> None:
         static = self.config.scheduling == "static"
+        if static and not self._static_batch:
+            # The previous batch is done: the next one is the head of the queue, up to max_num_seqs.
+            self._static_batch = {
+                r.request_id for r in itertools.islice(self.waiting, self.config.max_num_seqs)
+            }
         while self.waiting and len(self.running) < self.config.max_num_seqs:
             request = self.waiting[0]
-            if static and self.running and request.request_id not in self._static_batch:
-                break  # a static batch is in flight: only its preempted members may come back
+            if static and request.request_id not in self._static_batch:
+                break  # a static batch is in flight: nothing new until all of it has finished
             budget = self.max_num_batched_tokens - out.num_batched_tokens
             hit = self.block_manager.lookup_prefix(request)
             num_new = self._chunk(request.num_tokens - hit.num_tokens, budget)
@@ -116,8 +123,6 @@ class Scheduler:
             self.waiting.popleft()
             request.status = RequestStatus.RUNNING
             self.running.append(request)
-            if static:
-                self._static_batch.add(request.request_id)
             out.prefills.append(ScheduledRequest(request, num_new))
 
     def _chunk(self, num_left: int, budget: int) -> int:

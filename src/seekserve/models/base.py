@@ -13,9 +13,9 @@ from torch import nn
 
 from seekserve.engine.attention import AttentionMetadata
 from seekserve.errors import ModelLoadError
-from seekserve.models.layers import Linear
+from seekserve.models.layers import Embedding, Linear, RMSNorm, RotaryEmbedding
 
-__all__ = ["CausalLM", "KVCacheSpec", "LayerCache"]
+__all__ = ["CausalLM", "DecoderLM", "DecoderLayer", "DecoderStack", "KVCacheSpec", "LayerCache"]
 
 LayerCache = tuple[torch.Tensor, ...]
 """One layer's cache tensors, each [num_slots, *per_token_shape] (e.g. K and V)."""
@@ -124,3 +124,87 @@ class CausalLM(nn.Module, abc.ABC):
             )
         param.data.copy_(tensor)
         return name, 0
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm decoder layer: h + attn(norm(h)), then + mlp(norm(.)), with transformers' module names.
+
+    `self_attn` is called as self_attn(h, cos, sin, cache, meta); `mlp` as mlp(h). The residual
+    add is fused into the next norm (RMSNorm.add_forward), so the layer returns (h, residual).
+    """
+
+    def __init__(
+        self, self_attn: nn.Module, mlp: nn.Module, hidden_size: int, eps: float, dtype: torch.dtype
+    ):
+        super().__init__()
+        self.self_attn = self_attn
+        self.mlp = mlp
+        self.input_layernorm = RMSNorm(hidden_size, eps, dtype)
+        self.post_attention_layernorm = RMSNorm(hidden_size, eps, dtype)
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        residual: torch.Tensor | None,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: LayerCache,
+        meta: AttentionMetadata,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        h, residual = self.input_layernorm.add_forward(h, residual)
+        h = self.self_attn(h, cos, sin, cache, meta)
+        h, residual = self.post_attention_layernorm.add_forward(h, residual)
+        return self.mlp(h), residual
+
+
+class DecoderStack(nn.Module):
+    """embed_tokens -> layers -> norm, with transformers' module names (`model.*` in checkpoints).
+
+    Each layer is called as layer(h, residual, cos, sin, cache, meta) -> (h, residual), adding the
+    residual inside its first norm, so the final norm adds the last one.
+    """
+
+    def __init__(self, config: Any, layers: Iterable[nn.Module], dtype: torch.dtype):
+        super().__init__()
+        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, dtype)
+        self.layers = nn.ModuleList(layers)
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+
+
+class DecoderLM(CausalLM):
+    """A CausalLM made of a `DecoderStack` (`model`), an LM head and one rotary table for all layers.
+
+    Subclasses set `model` and `rotary` in their constructor and call `init_lm_head()`.
+    """
+
+    model: DecoderStack
+    rotary: RotaryEmbedding
+
+    def init_lm_head(self) -> None:
+        config = self.config
+        self.lm_head = Linear(config.hidden_size, [config.vocab_size], bias=False, dtype=self.dtype)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def tied_params(self) -> dict[str, str]:
+        if self.config.tie_word_embeddings:
+            return {"lm_head.weight": "model.embed_tokens.weight"}
+        return {}
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv_caches: list[LayerCache],
+        meta: AttentionMetadata,
+    ) -> torch.Tensor:
+        h = self.model.embed_tokens(input_ids)
+        cos, sin = self.rotary.lookup(positions, h.dtype)
+        residual = None
+        for layer, cache in zip(self.model.layers, kv_caches, strict=True):
+            h, residual = layer(h, residual, cos, sin, cache, meta)
+        h, _ = self.model.norm.add_forward(h, residual)
+        return h
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden).float()

@@ -9,7 +9,7 @@ The KV cache holds K and V of every layer for every position, sliding layers inc
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +17,8 @@ from torch import nn
 
 from seekserve.engine.attention import AttentionMetadata
 from seekserve.errors import UnsupportedModelError
-from seekserve.models.base import LayerCache
-from seekserve.models.layers import Embedding, RMSNorm, RotaryEmbedding
+from seekserve.models.base import DecoderLM, DecoderStack, KVCacheSpec, LayerCache
+from seekserve.models.layers import RMSNorm, RotaryEmbedding
 from seekserve.models.llama import GatedMLP, LlamaAttention, LlamaForCausalLM
 from seekserve.models.rope import rope_parameters
 
@@ -71,36 +71,32 @@ class Gemma3DecoderLayer(nn.Module):
         return h + self.post_feedforward_layernorm(mlp)
 
 
-class Gemma3Model(nn.Module):
-    def __init__(self, config: Any, dtype: torch.dtype):
-        super().__init__()
-        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, dtype)
-        self.layers = nn.ModuleList(
-            Gemma3DecoderLayer(config, i, dtype) for i in range(config.num_hidden_layers)
-        )
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, unit_offset=True)
-
-
-class Gemma3ForCausalLM(LlamaForCausalLM):
+class Gemma3ForCausalLM(DecoderLM):
     """Gemma 3 text models (270M, 1B; the language part of 4B/12B/27B), e.g. the default model."""
+
+    stacked_params: ClassVar[dict[str, tuple[str, int]]] = LlamaForCausalLM.stacked_params
 
     def __init__(self, config: Any, dtype: torch.dtype, max_positions: int):
         _check_supported(config)
         super().__init__(config, dtype, max_positions)
+        layers = (Gemma3DecoderLayer(config, i, dtype) for i in range(config.num_hidden_layers))
+        self.model = DecoderStack(config, layers, dtype)
+        self.model.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, unit_offset=True)
+        self.init_lm_head()
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        # One rope table per layer type: sliding and global layers have their own base.
+        self.rope_tables = nn.ModuleDict()
+        for layer_type in sorted(set(config.layer_types)):
+            inv_freq, scaling = rope_parameters(config, self.head_dim, layer_type)
+            self.rope_tables[layer_type] = RotaryEmbedding(inv_freq, scaling, max_positions)
         # transformers multiplies by sqrt(hidden) rounded to the model dtype; so do we.
         self.embed_scale = float(torch.tensor(config.hidden_size**0.5, dtype=dtype))
         self.softcap: float | None = config.final_logit_softcapping
 
-    def build_model(self, config: Any, dtype: torch.dtype) -> Any:
-        return Gemma3Model(config, dtype)
-
-    def build_rotary(self, config: Any, max_positions: int) -> nn.Module:
-        """One table per layer type: sliding and global layers have their own rope base."""
-        tables = nn.ModuleDict()
-        for layer_type in sorted(set(config.layer_types)):
-            inv_freq, scaling = rope_parameters(config, self.head_dim, layer_type)
-            tables[layer_type] = RotaryEmbedding(inv_freq, scaling, max_positions)
-        return tables
+    def kv_cache_spec(self) -> KVCacheSpec:
+        shape = (self.num_kv_heads, self.head_dim)
+        return KVCacheSpec(len(self.model.layers), (shape, shape))
 
     def forward(
         self,
@@ -114,16 +110,14 @@ class Gemma3ForCausalLM(LlamaForCausalLM):
         layers = zip(self.config.layer_types, self.model.layers, kv_caches, strict=True)
         for layer_type, layer, cache in layers:
             h = layer(h, *tables[layer_type], cache, meta)
-        normed: torch.Tensor = self.model.norm(h)
-        return normed
+        return self.model.norm(h)
 
     def _rope_tables(
         self, positions: torch.Tensor, dtype: torch.dtype
     ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """cos and sin of each position, per layer type (its own rope base)."""
-        assert isinstance(self.rotary, nn.ModuleDict), "Gemma 3 keeps one rotary table per layer type"
         tables = {}
-        for layer_type, rotary in self.rotary.items():
+        for layer_type, rotary in self.rope_tables.items():
             assert isinstance(rotary, RotaryEmbedding), "rotary holds RotaryEmbedding modules only"
             tables[layer_type] = rotary.lookup(positions, dtype)
         return tables

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from seekserve.engine.attention import AttentionMetadata, TorchPagedAttention
-from seekserve.models.base import CausalLM, KVCacheSpec, LayerCache
-from seekserve.models.layers import Embedding, Linear, RMSNorm, RotaryEmbedding, apply_rotary
+from seekserve.models.base import DecoderLayer, DecoderLM, DecoderStack, KVCacheSpec, LayerCache
+from seekserve.models.layers import Linear, RotaryEmbedding, apply_rotary
 from seekserve.models.rope import rope_parameters
 
 __all__ = ["LlamaForCausalLM", "Qwen2ForCausalLM"]
@@ -83,43 +83,17 @@ class GatedMLP(nn.Module):
         return self.down_proj(self.act(gate) * up)
 
 
-class LlamaDecoderLayer(nn.Module):
-    def __init__(self, config: Any, layer_idx: int, dtype: torch.dtype, qkv_bias: bool, o_bias: bool):
-        super().__init__()
-        eps = config.rms_norm_eps
-        self.self_attn = LlamaAttention(config, layer_idx, dtype, qkv_bias, o_bias)
-        self.mlp = GatedMLP(
-            config.hidden_size, config.intermediate_size, dtype, bias=getattr(config, "mlp_bias", False)
-        )
-        self.input_layernorm = RMSNorm(config.hidden_size, eps, dtype)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, eps, dtype)
-
-    def forward(
-        self,
-        h: torch.Tensor,
-        residual: torch.Tensor | None,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        cache: LayerCache,
-        meta: AttentionMetadata,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        h, residual = self.input_layernorm.add_forward(h, residual)
-        h = self.self_attn(h, cos, sin, cache, meta)
-        h, residual = self.post_attention_layernorm.add_forward(h, residual)
-        return self.mlp(h), residual
+def llama_decoder_layer(
+    config: Any, layer_idx: int, dtype: torch.dtype, qkv_bias: bool, o_bias: bool
+) -> DecoderLayer:
+    attn = LlamaAttention(config, layer_idx, dtype, qkv_bias, o_bias)
+    mlp = GatedMLP(
+        config.hidden_size, config.intermediate_size, dtype, bias=getattr(config, "mlp_bias", False)
+    )
+    return DecoderLayer(attn, mlp, config.hidden_size, config.rms_norm_eps, dtype)
 
 
-class LlamaModel(nn.Module):
-    def __init__(self, config: Any, dtype: torch.dtype, qkv_bias: bool, o_bias: bool):
-        super().__init__()
-        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, dtype)
-        self.layers = nn.ModuleList(
-            LlamaDecoderLayer(config, i, dtype, qkv_bias, o_bias) for i in range(config.num_hidden_layers)
-        )
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
-
-
-class LlamaForCausalLM(CausalLM):
+class LlamaForCausalLM(DecoderLM):
     """Llama 2/3/3.1 and Mistral; DeepSeek-R1-Distill-Llama-8B/70B."""
 
     stacked_params: ClassVar[dict[str, tuple[str, int]]] = {
@@ -132,21 +106,16 @@ class LlamaForCausalLM(CausalLM):
 
     def __init__(self, config: Any, dtype: torch.dtype, max_positions: int):
         super().__init__(config, dtype, max_positions)
-        self.model = self.build_model(config, dtype)
-        self.lm_head = Linear(config.hidden_size, [config.vocab_size], bias=False, dtype=dtype)
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
+        qkv_bias, o_bias = self.attention_biases(config)
+        layers = (
+            llama_decoder_layer(config, i, dtype, qkv_bias, o_bias) for i in range(config.num_hidden_layers)
+        )
+        self.model = DecoderStack(config, layers, dtype)
+        self.init_lm_head()
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        self.rotary = self.build_rotary(config, max_positions)
-
-    def build_model(self, config: Any, dtype: torch.dtype) -> Any:
-        """The embedding, decoder layers and final norm (checkpoint names `model.*`)."""
-        return LlamaModel(config, dtype, *self.attention_biases(config))
-
-    def build_rotary(self, config: Any, max_positions: int) -> nn.Module:
         inv_freq, scaling = rope_parameters(config, self.head_dim)
-        return RotaryEmbedding(inv_freq, scaling, max_positions)
+        self.rotary = RotaryEmbedding(inv_freq, scaling, max_positions)
 
     @staticmethod
     def attention_biases(config: Any) -> tuple[bool, bool]:
@@ -154,33 +123,9 @@ class LlamaForCausalLM(CausalLM):
         bias = bool(getattr(config, "attention_bias", False))
         return bias, bias
 
-    def tied_params(self) -> dict[str, str]:
-        if self.config.tie_word_embeddings:
-            return {"lm_head.weight": "model.embed_tokens.weight"}
-        return {}
-
     def kv_cache_spec(self) -> KVCacheSpec:
         shape = (self.num_kv_heads, self.head_dim)
         return KVCacheSpec(len(self.model.layers), (shape, shape))
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        positions: torch.Tensor,
-        kv_caches: list[LayerCache],
-        meta: AttentionMetadata,
-    ) -> torch.Tensor:
-        h = self.model.embed_tokens(input_ids)
-        assert isinstance(self.rotary, RotaryEmbedding), "Llama uses one rotary table"
-        cos, sin = self.rotary.lookup(positions, h.dtype)
-        residual = None
-        for layer, cache in zip(self.model.layers, kv_caches, strict=True):
-            h, residual = layer(h, residual, cos, sin, cache, meta)
-        h, _ = self.model.norm.add_forward(h, residual)
-        return h
-
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden).float()
 
 
 class Qwen2ForCausalLM(LlamaForCausalLM):

@@ -22,10 +22,18 @@ from seekserve.env import Environment
 from seekserve.errors import ConfigError, ModelLoadError
 from seekserve.models import CausalLM, model_class
 from seekserve.models.chat_template import ensure_chat_template
+from seekserve.models.fp8_checkpoint import FP8_DTYPES, fp8_block_format, iter_dequantized
 from seekserve.models.gguf import GGUFCheckpoint
 from seekserve.models.source import ModelSource, SourceKind, resolve
 
-__all__ = ["LoadedModel", "iter_safetensors", "load_hf_config", "load_model", "resolve_dtype"]
+__all__ = [
+    "LoadedModel",
+    "checkpoint_weights",
+    "iter_safetensors",
+    "load_hf_config",
+    "load_model",
+    "resolve_dtype",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,20 +83,38 @@ def resolve_dtype(requested: str, config: Any, device: torch.device) -> torch.dt
     return stored
 
 
-def iter_safetensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) of every tensor in the directory's safetensors shards, one shard at a time."""
-    from safetensors import safe_open
-
+def safetensors_shards(path: Path) -> list[Path]:
     shards = sorted(path.glob("*.safetensors"))
     if not shards:
         raise ModelLoadError(
             f"{path} has no *.safetensors weights; convert the checkpoint with "
             f"transformers' save_pretrained(..., safe_serialization=True)"
         )
-    for shard in shards:
+    return shards
+
+
+def iter_safetensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) of every tensor in the directory's safetensors shards, one shard at a time."""
+    from safetensors import safe_open
+
+    for shard in safetensors_shards(path):
         with safe_open(str(shard), framework="pt", device="cpu") as f:
             for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
-                yield name, f.get_tensor(name)
+                tensor = f.get_tensor(name)
+                if tensor.dtype in FP8_DTYPES:
+                    raise ModelLoadError(
+                        f"checkpoint tensor {name} is {tensor.dtype} but {path / 'config.json'} declares "
+                        f"no quantization_config (quant_method fp8, weight_block_size) to dequantize it with"
+                    )
+                yield name, tensor
+
+
+def checkpoint_weights(path: Path, hf_config: Any, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+    """The directory's weights, FP8 block-quantized ones dequantized to `dtype` as they stream."""
+    fmt = fp8_block_format(hf_config)
+    if fmt is None:
+        return iter_safetensors(path)
+    return iter_dequantized(safetensors_shards(path), fmt, dtype)
 
 
 def context_length(config: Any) -> int:
@@ -156,7 +182,7 @@ def load_model(config: ModelConfig, device: torch.device) -> LoadedModel:
     else:
         hf_config = load_hf_config(source.path)
         model, max_model_len = _build(
-            config, source, hf_config, lambda _: iter_safetensors(source.path), device
+            config, source, hf_config, lambda dtype: checkpoint_weights(source.path, hf_config, dtype), device
         )
         tokenizer = load_tokenizer(tokenizer_dir or source.path)
         eos = eos_token_ids(source.path, hf_config, tokenizer)

@@ -154,7 +154,6 @@ def _deepseek2(meta: _Meta) -> tuple[str, dict[str, Any]]:
     is_v3 = meta.get("expert_gating_func", 1) == 2 or any(
         t.name.endswith("exp_probs_b.bias") for t in meta.gguf.tensors
     )
-    n_group = int(meta.get("expert_group_count", 1))
     values.update(
         num_key_value_heads=heads,
         q_lora_rank=int(meta.get("attention.q_lora_rank", 0)) or None,
@@ -169,13 +168,17 @@ def _deepseek2(meta: _Meta) -> tuple[str, dict[str, Any]]:
         num_experts_per_tok=int(meta.get("expert_used_count")),
         routed_scaling_factor=float(meta.get("expert_weights_scale", 1.0)),
         norm_topk_prob=bool(meta.get("expert_weights_norm", False)),
-        n_group=n_group,
-        topk_group=int(meta.get("expert_group_used_count", 1)),
         rope_parameters=_deepseek_rope(meta),
     )
+    # Group-limited routing: without the keys (older files) llama.cpp routes over all experts at once.
+    groups, used = meta.get("expert_group_count", None), meta.get("expert_group_used_count", None)
     if is_v3:
+        values.update(n_group=int(groups or 1), topk_group=int(used or 1))
         return "DeepseekV3ForCausalLM", values
-    values["topk_method"] = "group_limited_greedy" if n_group > 1 else "greedy"
+    if groups and int(groups) > 1:
+        values.update(n_group=int(groups), topk_group=int(used), topk_method="group_limited_greedy")
+    else:
+        values.update(n_group=None, topk_group=None, topk_method="greedy")
     return "DeepseekV2ForCausalLM", values
 
 
