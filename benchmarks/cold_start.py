@@ -17,7 +17,6 @@ packages' files in memory. Prints a table and writes JSON (--output).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import signal
@@ -28,6 +27,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from common import machine, print_table, write_json
 
 DEFAULT_COMMAND = f"{shlex.quote(sys.executable)} -m seekserve generate --max-tokens 1 Hello"
 
@@ -98,19 +99,17 @@ def main(argv: list[str] | None = None) -> None:
         seconds = time_run(command, env, args.ready_url, args.timeout)
         results.append({"run": run, "cache": label, "seconds": round(seconds, 3)})
         print(f"run {run} ({label}): {seconds:.2f} s", file=sys.stderr)
-    print("| run | cache | seconds to ready |\n|---|---|---|")
-    for r in results:
-        print(f"| {r['run']} | {r['cache']} | {r['seconds']:.2f} |")
+    rows = [(r["run"], r["cache"], r["seconds"]) for r in results]
+    print_table(f"cold start: {args.command}", ("run", "cache", "seconds to ready"), rows)
     record = {
         "benchmark": "cold_start",
         "command": args.command,
         "ready": args.ready_url or "exit",
         "seekserve_home": str(home),
-        "cpu_count": os.cpu_count(),
+        "machine": machine(),
         "runs": results,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(args.output, record)
 
 
 if __name__ == "__main__":
