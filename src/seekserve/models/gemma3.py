@@ -81,6 +81,7 @@ class Gemma3ForCausalLM(DecoderLM):
         super().__init__(config, dtype, max_positions)
         layers = (Gemma3DecoderLayer(config, i, dtype) for i in range(config.num_hidden_layers))
         self.model = DecoderStack(config, layers, dtype)
+        # Gemma's final norm, like all its norms, scales by (1 + weight).
         self.model.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, unit_offset=True)
         self.init_lm_head()
         self.num_kv_heads = config.num_key_value_heads
