@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,15 @@ from factories import (
 )
 
 torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def seekserve_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A private SEEKSERVE_HOME for the test session: caches never touch the user's."""
+    home = tmp_path_factory.mktemp("seekserve-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEEKSERVE_HOME", str(home))
+        yield home
 
 
 @pytest.fixture(scope="session")

@@ -115,6 +115,32 @@ def qwen2_config(**overrides: Any) -> Any:
     return Qwen2Config(**values)
 
 
+def gemma3_config(**overrides: Any) -> Any:
+    """Tiny Gemma 3: sliding (window 8) and global layers alternate, distinct rope bases, GQA."""
+    from transformers import Gemma3TextConfig
+
+    values: dict[str, Any] = dict(
+        vocab_size=384,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        sliding_window=8,
+        sliding_window_pattern=2,
+        query_pre_attn_scalar=24,
+        rope_parameters={
+            "full_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
+        },
+        max_position_embeddings=512,
+        rms_norm_eps=1e-6,
+    )
+    values.update(overrides)
+    return Gemma3TextConfig(**values)
+
+
 def deepseek_v3_config(**overrides: Any) -> Any:
     """Tiny DeepSeek-V3: low-rank query, grouped sigmoid routing with bias, a dense first layer, YaRN."""
     from transformers import DeepseekV3Config

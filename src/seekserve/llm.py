@@ -24,11 +24,12 @@ class LLM:
         out = llm.generate(["Hello"], SamplingParams(temperature=0, max_tokens=32))
         print(out[0].outputs[0].text)
 
-    Engine options (`dtype`, `device`, `max_num_seqs`, `block_size`, ...) are those of
-    `EngineConfig`; an unknown option is an error.
+    `model` is a Hugging Face directory, a GGUF file, a hub id (org/name), or None for the default
+    model (Gemma 3 270M). Engine options (`dtype`, `device`, `max_num_seqs`, `block_size`, ...) are
+    those of `EngineConfig`; an unknown option is an error.
     """
 
-    def __init__(self, model: str, **engine_options: Any) -> None:
+    def __init__(self, model: str | None = None, **engine_options: Any) -> None:
         self.engine = LLMEngine.from_options(model=model, **engine_options)
         self._ids = itertools.count()
 

@@ -16,7 +16,8 @@ def cli() -> None:
 
     \b
     Quick start:
-      seekserve generate --model DIR "The capital of France is"
+      seekserve generate "The capital of France is"              (the default model)
+      seekserve generate --model DIR|FILE.gguf|org/name "..."
     """
 
 

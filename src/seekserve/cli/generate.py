@@ -12,7 +12,12 @@ from seekserve.errors import SeekserveError
 
 
 @click.command()
-@click.option("--model", "model", required=True, help="Model directory (Hugging Face layout).")
+@click.option(
+    "--model",
+    "model",
+    default=None,
+    help="Hugging Face directory, GGUF file, or hub id (org/name[:TAG]); default: Gemma 3 270M.",
+)
 @click.option(
     "--max-tokens", type=click.IntRange(min=1), default=64, show_default=True, help="Most tokens to generate."
 )
@@ -30,7 +35,7 @@ from seekserve.errors import SeekserveError
 @click.argument("prompt")
 def generate(
     prompt: str,
-    model: str,
+    model: str | None,
     max_tokens: int,
     temperature: float,
     top_p: float,

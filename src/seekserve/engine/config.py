@@ -40,8 +40,9 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 class ModelConfig:
     """Which model to run and in what precision."""
 
-    model: str
-    """A Hugging Face model directory (config.json, *.safetensors, tokenizer files)."""
+    model: str | None = None
+    """A Hugging Face directory, a GGUF file, or a hub id (org/name[:TAG]); None runs the default
+    model (Gemma 3 270M, from the `default-model` extra)."""
 
     tokenizer: str | None = None
     """Tokenizer directory, when it differs from `model`."""
@@ -72,8 +73,11 @@ class ModelConfig:
     """Seed for requests that sample without a seed of their own."""
 
     def __post_init__(self) -> None:
-        if not self.model:
-            raise ConfigError("model is empty: pass a model directory, e.g. model='/models/qwen2-0.5b'")
+        if self.model is not None and not self.model:
+            raise ConfigError(
+                "model is empty: pass a model directory, GGUF file or hub id, or leave it unset for the "
+                "default model"
+            )
         _check_choice("dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
         _check_choice("quantization", self.quantization, ("none", "fp8", "int8", "int4"))
         self.quant_config()
@@ -192,8 +196,6 @@ class EngineConfig:
     @classmethod
     def from_options(cls, **options: Any) -> EngineConfig:
         """Build a config from flat options such as `model=..., max_num_seqs=8, block_size=16`."""
-        if "model" not in options:
-            raise ConfigError("the option model is required: pass a model directory")
         parts = cls._split(options)
         return cls(**{attr: sub(**parts.get(attr, {})) for attr, sub in SUBCONFIGS.items()})
 

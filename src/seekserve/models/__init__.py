@@ -12,6 +12,7 @@ __all__ = ["ARCHITECTURES", "CausalLM", "KVCacheSpec", "model_class"]
 ARCHITECTURES: dict[str, str] = {
     "DeepseekV2ForCausalLM": "seekserve.models.deepseek:DeepseekV2ForCausalLM",
     "DeepseekV3ForCausalLM": "seekserve.models.deepseek:DeepseekV3ForCausalLM",
+    "Gemma3ForCausalLM": "seekserve.models.gemma3:Gemma3ForCausalLM",
     "LlamaForCausalLM": "seekserve.models.llama:LlamaForCausalLM",
     "MistralForCausalLM": "seekserve.models.llama:LlamaForCausalLM",
     "Qwen2ForCausalLM": "seekserve.models.llama:Qwen2ForCausalLM",

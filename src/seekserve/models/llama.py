@@ -41,6 +41,10 @@ class LlamaAttention(nn.Module):
         self.scale = self.head_dim**-0.5
         self.window = layer_window(config, layer_idx)
 
+    def normalize_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-head transform of queries and keys before rotary; none here (Gemma 3 norms them)."""
+        return q, k
+
     def forward(
         self,
         h: torch.Tensor,
@@ -51,8 +55,10 @@ class LlamaAttention(nn.Module):
     ) -> torch.Tensor:
         n = h.shape[0]
         q, k, v = self.qkv_proj.split(self.qkv_proj(h))
-        q = apply_rotary(q.view(n, self.num_heads, self.head_dim), cos, sin)
-        k = apply_rotary(k.view(n, self.num_kv_heads, self.head_dim), cos, sin)
+        q = q.view(n, self.num_heads, self.head_dim)
+        q, k = self.normalize_qk(q, k.view(n, self.num_kv_heads, self.head_dim))
+        q = apply_rotary(q, cos, sin)
+        k = apply_rotary(k, cos, sin)
         v = v.view(n, self.num_kv_heads, self.head_dim)
         k_cache, v_cache = cache
         TorchPagedAttention.write(k_cache, meta.slot_mapping, k)

@@ -1,7 +1,9 @@
-"""Load a model, its tokenizer and its limits from a Hugging Face directory.
+"""Load a model, its tokenizer and its limits from a Hugging Face directory or a GGUF file.
 
-Weights are read shard by shard from memory-mapped safetensors files and copied into
-parameters that were allocated empty, so peak memory stays near the model plus one tensor.
+`source.resolve` first turns the `model` option into files (the default model, a hub download,
+a local directory or GGUF file). Weights are then streamed one tensor at a time (memory-mapped
+safetensors shards, or GGUF tensors dequantized one by one) and copied into parameters that were
+allocated empty, so peak memory stays near the model plus one tensor.
 With quantization, the model is built on the meta device and its layers are swapped for quantized
 ones before anything is allocated; each tensor is quantized as it streams in (seekserve.quant.apply).
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +20,14 @@ from typing import Any
 import torch
 
 from seekserve.engine.config import ModelConfig
+from seekserve.env import Environment
 from seekserve.errors import ConfigError, ModelLoadError
 from seekserve.models import CausalLM, model_class
+from seekserve.models.chat_template import ensure_chat_template
 from seekserve.models.fp8_checkpoint import FP8_DTYPES, Fp8BlockTensor, fp8_block_format, iter_dequantized
+from seekserve.models.gguf import GGUFCheckpoint
 from seekserve.models.layers import deferred_weights
+from seekserve.models.source import ModelSource, SourceKind, resolve
 from seekserve.quant.apply import QuantReport, Quantizer, param_bytes
 
 __all__ = [
@@ -47,9 +53,12 @@ class LoadedModel:
     max_model_len: int
     eos_token_ids: frozenset[int]
     weight_bytes: int
-    """Bytes of all weights as held (after quantization)."""
+    source: ModelSource
+    """Where the model came from; `source.name` is the name to serve it under."""
+    uses_default_chat_template: bool
+    """The model has no chat template of its own; chats use `chat_template.DEFAULT_CHAT_TEMPLATE`."""
     quantization: QuantReport | None = None
-    """What quantization did (None when the model runs unquantized)."""
+    """What quantization did (None when the model runs unquantized); `weight_bytes` is after it."""
 
 
 def load_hf_config(path: Path) -> Any:
@@ -166,11 +175,61 @@ def load_tokenizer(path: Path) -> Any:
 
 def load_model(config: ModelConfig, device: torch.device) -> LoadedModel:
     """Build the model of `config.model` on `device` and fill its weights."""
-    path = Path(config.model).expanduser()
-    hf_config = load_hf_config(path)
+    source = resolve(config.model)
+    tokenizer_dir = Path(config.tokenizer).expanduser() if config.tokenizer else None
+    if source.kind is SourceKind.GGUF_FILE:
+        checkpoint = GGUFCheckpoint(source.path)
+        hf_config = checkpoint.config
+        model, max_model_len, report = _build(
+            config, source, hf_config, lambda dtype: checkpoint.weights(dtype, device), device
+        )
+        if tokenizer_dir is None:
+            tokenizer = checkpoint.tokenizer(Environment.read().tokenizers_dir)
+        else:
+            tokenizer = load_tokenizer(tokenizer_dir)
+        eos = checkpoint.eos_token_ids or frozenset([tokenizer.eos_token_id]) - {None}
+    else:
+        hf_config = load_hf_config(source.path)
+        keep_fp8 = config.quant_config().enabled
+        model, max_model_len, report = _build(
+            config,
+            source,
+            hf_config,
+            lambda dtype: checkpoint_weights(source.path, hf_config, dtype, keep_fp8),
+            device,
+        )
+        tokenizer = load_tokenizer(tokenizer_dir or source.path)
+        eos = eos_token_ids(source.path, hf_config, tokenizer)
+    weight_bytes = param_bytes(model)
+    log.info("loaded %s (%s, %.1f MB of weights)", source.path, model.dtype, weight_bytes / 1e6)
+    return LoadedModel(
+        model=model,
+        hf_config=hf_config,
+        tokenizer=tokenizer,
+        max_model_len=max_model_len,
+        eos_token_ids=eos,
+        weight_bytes=weight_bytes,
+        source=source,
+        uses_default_chat_template=ensure_chat_template(tokenizer),
+        quantization=report,
+    )
+
+
+def _build(
+    config: ModelConfig,
+    source: ModelSource,
+    hf_config: Any,
+    weights: Callable[[torch.dtype], Iterator[tuple[str, torch.Tensor | Fp8BlockTensor]]],
+    device: torch.device,
+) -> tuple[CausalLM, int, QuantReport | None]:
+    """The model for `hf_config` filled from `weights(dtype)`, its max_model_len and what quantization
+    did. A quantized model takes its weights in float32 (quantized from there, not from the compute
+    dtype) and may keep FP8 checkpoint tensors as they are."""
     architectures = getattr(hf_config, "architectures", None) or []
     if not architectures:
-        raise ModelLoadError(f"{path / 'config.json'} names no architectures; cannot tell which model it is")
+        raise ModelLoadError(
+            f"the config of {source.path} names no architectures; cannot tell which model it is"
+        )
     cls = model_class(architectures[0])
     dtype = resolve_dtype(config.dtype, hf_config, device)
     max_model_len = resolve_max_model_len(config.max_model_len, hf_config)
@@ -178,20 +237,12 @@ def load_model(config: ModelConfig, device: torch.device) -> LoadedModel:
     quantizer = Quantizer(quant, device) if quant.enabled else None
     with torch.device(device), deferred_weights(quantizer is not None):
         model = cls(hf_config, dtype, max_model_len)
-    if quantizer is not None:
+    if quantizer is None:
+        model.load_weights(weights(dtype))
+        report = None
+    else:
         quantizer.prepare(model)
-    model.load_weights(checkpoint_weights(path, hf_config, dtype, keep_fp8=quantizer is not None))
-    report = quantizer.finish(model) if quantizer is not None else None
+        model.load_weights(weights(torch.float32))
+        report = quantizer.finish(model)
     model.eval()
-    tokenizer = load_tokenizer(Path(config.tokenizer).expanduser() if config.tokenizer else path)
-    weight_bytes = param_bytes(model)
-    log.info("loaded %s (%s, %.1f MB of weights)", architectures[0], dtype, weight_bytes / 1e6)
-    return LoadedModel(
-        model=model,
-        hf_config=hf_config,
-        tokenizer=tokenizer,
-        max_model_len=max_model_len,
-        eos_token_ids=eos_token_ids(path, hf_config, tokenizer),
-        weight_bytes=weight_bytes,
-        quantization=report,
-    )
+    return model, max_model_len, report

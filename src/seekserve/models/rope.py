@@ -24,6 +24,9 @@ def rope_parameters(config: Any, head_dim: int, layer_type: str | None = None) -
         dim = int(head_dim * params.get("partial_rotary_factor", 1.0))
         base = float(params["rope_theta"])
         inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+        factors = getattr(config, "rope_freq_factors", None)
+        if factors is not None:  # from GGUF files: Llama 3.1 scaling as one divisor per frequency
+            inv_freq = inv_freq / torch.tensor(factors, dtype=torch.float)
         return inv_freq, 1.0
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
