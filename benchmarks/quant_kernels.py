@@ -8,6 +8,7 @@ x [M, K] @ W^T through:
 
     float          F.linear on bf16 weights (the unquantized model)
     int8-kernel    torch._weight_int8pack_mm (bf16 activations, int8 weights)
+    int8-dequant   the int8 layer dequantized to bf16, then F.linear
     int8-dynamic   int8 × int8 torch._int_mm with per-token activation scales
     int4-kernel    torch._weight_int4pack_mm_for_cpu (group --group)
     int4-dequant   unpack the int4 layer to bf16, then F.linear
@@ -39,7 +40,7 @@ from seekserve.quant.int8 import Int8Weight
 
 GEMMA_270M_SHAPES = "1536x640,640x1024,4096x640,640x2048,262144x640"
 """q/k/v fused, o_proj, gate/up fused, down_proj, LM head (vocabulary × hidden)."""
-PATHS = ("float", "int8-kernel", "int8-dynamic", "int4-kernel", "int4-dequant", "fp8-dequant")
+PATHS = ("float", "int8-kernel", "int8-dequant", "int8-dynamic", "int4-kernel", "int4-dequant", "fp8-dequant")
 MAX_ROWS = 1 << 30
 
 
@@ -48,7 +49,8 @@ def weights(n: int, k: int, group: int) -> dict[str, QuantizedWeight]:
     w = torch.randn(n, k) * 0.02
     made: dict[str, QuantizedWeight] = {
         "int8-kernel": Int8Weight((), n, k, (n,), torch.bfloat16, MAX_ROWS),
-        "int8-dynamic": Int8Weight((), n, k, (n,), torch.bfloat16, 0),
+        "int8-dequant": Int8Weight((), n, k, (n,), torch.bfloat16, 0),
+        "int8-dynamic": Int8Weight((), n, k, (n,), torch.bfloat16, 0, dynamic_activations=True),
         "int4-kernel": Int4Weight((), n, k, (n,), torch.bfloat16, MAX_ROWS, group),
         "int4-dequant": Int4Weight((), n, k, (n,), torch.bfloat16, 0, group),
         "fp8-dequant": Fp8Weight((), n, k, (n,), torch.bfloat16, 0, 128, keep_fp8=True),
@@ -103,11 +105,14 @@ def crossovers(rows: list[dict[str, object]]) -> list[list[object]]:
     for shape in dict.fromkeys(r["shape"] for r in rows):
         ms = {(r["m"], r["path"]): float(r["median_ms"]) for r in rows if r["shape"] == shape}  # type: ignore[arg-type]
         sizes = sorted({m for m, _ in ms})
-        for mode, large in (("int8", "int8-dynamic"), ("int4", "int4-dequant")):
-            kernel = f"{mode}-kernel"
+        for kernel, large in (
+            ("int8-kernel", "int8-dequant"),
+            ("int8-kernel", "int8-dynamic"),
+            ("int4-kernel", "int4-dequant"),
+        ):
             wins_large = [m for m in sizes if (m, kernel) in ms and ms[m, kernel] <= ms[m, large]]
             wins_float = [m for m in sizes if (m, kernel) in ms and ms[m, kernel] <= ms[m, "float"]]
-            table.append([shape, mode, max(wins_large, default=0), max(wins_float, default=0)])
+            table.append([shape, large, max(wins_large, default=0), max(wins_float, default=0)])
     return table
 
 
@@ -115,7 +120,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", default=GEMMA_270M_SHAPES, help="comma-separated NxK weight shapes")
     parser.add_argument("--batch-sizes", default="1,2,4,8,12,16,24,32,64,128,512", help="token rows per call")
-    parser.add_argument("--group", type=int, default=64, help="int4 group size")
+    parser.add_argument("--group", type=int, default=32, help="int4 group size")
     parser.add_argument("--rounds", type=int, default=7, help="timing rounds (median and minimum reported)")
     parser.add_argument("--budget-s", type=float, default=0.02, help="seconds each timing fills")
     parser.add_argument("--max-kernel-batch", type=int, default=128, help="largest M timed on the low-bit kernels")
@@ -134,7 +139,9 @@ def main() -> None:
     ]
     print_table("median ms per matmul", header, table)
     cross = crossovers(rows)
-    print_table("largest M where the low-bit kernel wins", ["shape", "mode", "vs large-batch path", "vs float"], cross)
+    print_table(
+        "largest M where the low-bit kernel wins", ["shape", "large-batch path", "kernel beats it", "kernel beats float"], cross
+    )
     write_json(args.json, {"machine": machine(), "args": vars(args) | {"json": str(args.json)}, "rows": rows, "crossovers": cross})
 
 

@@ -246,14 +246,16 @@ def hf_logits(model_dir: Path, ids: list[int], dtype: torch.dtype = torch.float3
         return model.eval()(torch.tensor([ids])).logits[0].float()
 
 
-def prefill_logits(model_dir: Path, ids: list[int], dtype: str = "float32") -> torch.Tensor:
-    """seekserve's logits [len(ids), vocab] for one sequence prefilled in a single step."""
+def prefill_logits(model_dir: Path, ids: list[int], dtype: str = "float32", **options: Any) -> torch.Tensor:
+    """seekserve's logits [len(ids), vocab] for one sequence prefilled in a single step
+    (`options`: more ModelConfig fields, e.g. quantization="int8")."""
     from seekserve.engine.attention import AttentionMetadata, PrefillChunk
     from seekserve.engine.config import ModelConfig
     from seekserve.models.loader import load_model
 
     cpu = torch.device("cpu")
-    model = load_model(ModelConfig(model=str(model_dir), dtype=dtype), cpu).model  # type: ignore[arg-type]
+    config = ModelConfig(model=str(model_dir), dtype=dtype, **options)  # type: ignore[arg-type]
+    model = load_model(config, cpu).model
     n, block_size = len(ids), 16
     num_blocks = -(-n // block_size)
     caches = model.kv_cache_spec().allocate(num_blocks * block_size, model.dtype, cpu)
@@ -299,3 +301,72 @@ def subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+FP8_MAX = torch.finfo(torch.float8_e4m3fn).max
+
+
+def fp8_block_quantize(w: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """W -> (float8_e4m3fn W, float32 scale_inv per block), the way DeepSeek-V3's weights were made."""
+    rows, cols = w.shape
+    nr, nc = -(-rows // block), -(-cols // block)
+    padded = torch.zeros(nr * block, nc * block)
+    padded[:rows, :cols] = w
+    blocks = padded.view(nr, block, nc, block)
+    scale = (blocks.abs().amax(dim=(1, 3)) / FP8_MAX).clamp(min=1e-12)  # [nr, nc]
+    q = (blocks / scale[:, None, :, None]).view(nr * block, nc * block)[:rows, :cols]
+    return q.to(torch.float8_e4m3fn), scale
+
+
+def fp8_block_dequantize(q: torch.Tensor, scale: torch.Tensor, block: int) -> torch.Tensor:
+    rows, cols = q.shape
+    full = scale.repeat_interleave(block, 0)[:rows].repeat_interleave(block, 1)[:, :cols]
+    return q.float() * full
+
+
+def make_fp8_checkpoint(model_dir: Path, fp8_dir: Path, block: int) -> dict[str, torch.Tensor]:
+    """Copy a float32 model as DeepSeek-V3 ships its FP8 release: linear weights (`*_proj.weight`)
+    in float8_e4m3fn with `weight_scale_inv` per block×block block, in two shards with every scale in
+    the second (a weight and its scale may be split in a release). Returns the dequantized tensors."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(model_dir, fp8_dir, dirs_exist_ok=True)
+    fp8: dict[str, torch.Tensor] = {}
+    dequantized: dict[str, torch.Tensor] = {}
+    for name, t in load_file(str(model_dir / "model.safetensors")).items():
+        if t.dim() == 2 and name.endswith("_proj.weight"):
+            q, scale = fp8_block_quantize(t, block)
+            fp8[name], fp8[name + "_scale_inv"] = q, scale
+            dequantized[name] = fp8_block_dequantize(q, scale, block)
+        else:
+            fp8[name] = dequantized[name] = t
+    names = sorted(n for n in fp8 if not n.endswith("_scale_inv"))
+    save_file({n: fp8[n] for n in names}, str(fp8_dir / "model-00001-of-00002.safetensors"))
+    save_file({n: t for n, t in fp8.items() if n not in names}, str(fp8_dir / "model-00002-of-00002.safetensors"))
+    (fp8_dir / "model.safetensors").unlink()
+    config = json.loads((fp8_dir / "config.json").read_text())
+    config["quantization_config"] = {
+        "activation_scheme": "dynamic",
+        "fmt": "e4m3",
+        "quant_method": "fp8",
+        "weight_block_size": [block, block],
+    }
+    (fp8_dir / "config.json").write_text(json.dumps(config))
+    return dequantized
+
+
+def fill_weight(qweight: Any, w: torch.Tensor, index: tuple[int, ...] = ()) -> Any:
+    """Load a float matrix [N, K] into a quantized weight part by part (its `part_sizes`), then finish."""
+    start = 0
+    for size in qweight.part_sizes:
+        qweight.load_rows(index, start, w[start : start + size])
+        start += size
+    qweight.finish(index)
+    return qweight
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """‖got - want‖ / ‖want‖ in float32."""
+    return float((got.float() - want.float()).norm() / want.float().norm())

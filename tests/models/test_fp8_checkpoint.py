@@ -10,7 +10,17 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from factories import greedy, hf_greedy, hf_logits, prefill_logits, random_prompts
+from factories import (
+    FP8_MAX,
+    fp8_block_dequantize,
+    fp8_block_quantize,
+    greedy,
+    hf_greedy,
+    hf_logits,
+    make_fp8_checkpoint,
+    prefill_logits,
+    random_prompts,
+)
 from seekserve import LLM
 from seekserve.engine.config import ModelConfig
 from seekserve.errors import ModelLoadError, UnsupportedModelError
@@ -18,65 +28,24 @@ from seekserve.models.fp8_checkpoint import Fp8BlockFormat, dequantize_fp8, fp8_
 from seekserve.models.loader import load_model
 
 BLOCK = 16
-FP8_MAX = torch.finfo(torch.float8_e4m3fn).max
 PROMPT = random_prompts(1, lengths=[30], seed=3)[0]
 
 
 def quantize(w: torch.Tensor, block: int = BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
-    """W -> (float8_e4m3fn W, float32 scale_inv per block), the way DeepSeek-V3's weights were made."""
-    rows, cols = w.shape
-    nr, nc = -(-rows // block), -(-cols // block)
-    padded = torch.zeros(nr * block, nc * block)
-    padded[:rows, :cols] = w
-    blocks = padded.view(nr, block, nc, block)
-    scale = (blocks.abs().amax(dim=(1, 3)) / FP8_MAX).clamp(min=1e-12)  # [nr, nc]
-    q = (blocks / scale[:, None, :, None]).view(nr * block, nc * block)[:rows, :cols]
-    return q.to(torch.float8_e4m3fn), scale
+    return fp8_block_quantize(w, block)
 
 
 def reference_dequantize(q: torch.Tensor, scale: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
-    rows, cols = q.shape
-    full = scale.repeat_interleave(block, 0)[:rows].repeat_interleave(block, 1)[:, :cols]
-    return q.float() * full
-
-
-def _is_quantized(name: str, t: torch.Tensor) -> bool:
-    """Linear weights, as DeepSeek-V3 ships them in FP8; embeddings, norms, router and head are kept."""
-    return t.dim() == 2 and name.endswith("_proj.weight")
+    return fp8_block_dequantize(q, scale, block)
 
 
 @pytest.fixture(scope="module")
 def fp8_dirs(deepseek_v3_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(FP8 checkpoint of the tiny V3, the same model with the dequantized weights in float32)."""
     fp8_dir, dequantized_dir = tmp_path_factory.mktemp("fp8"), tmp_path_factory.mktemp("dequantized")
-    for d in (fp8_dir, dequantized_dir):
-        shutil.copytree(deepseek_v3_dir, d, dirs_exist_ok=True)
-    tensors = load_file(str(deepseek_v3_dir / "model.safetensors"))
-    fp8: dict[str, torch.Tensor] = {}
-    dequantized: dict[str, torch.Tensor] = {}
-    for name, t in tensors.items():
-        if _is_quantized(name, t):
-            q, scale = quantize(t)
-            fp8[name], fp8[name + "_scale_inv"] = q, scale
-            dequantized[name] = reference_dequantize(q, scale)
-        else:
-            fp8[name] = dequantized[name] = t
-    # Two shards with every scale in the second, as a weight and its scale may be split in a release.
-    names = sorted(n for n in fp8 if not n.endswith("_scale_inv"))
-    save_file({n: fp8[n] for n in names}, str(fp8_dir / "model-00001-of-00002.safetensors"))
-    save_file(
-        {n: t for n, t in fp8.items() if n not in names}, str(fp8_dir / "model-00002-of-00002.safetensors")
-    )
-    (fp8_dir / "model.safetensors").unlink()
+    shutil.copytree(deepseek_v3_dir, dequantized_dir, dirs_exist_ok=True)
+    dequantized = make_fp8_checkpoint(deepseek_v3_dir, fp8_dir, BLOCK)
     save_file(dequantized, str(dequantized_dir / "model.safetensors"), metadata={"format": "pt"})
-    config = json.loads((fp8_dir / "config.json").read_text())
-    config["quantization_config"] = {
-        "activation_scheme": "dynamic",
-        "fmt": "e4m3",
-        "quant_method": "fp8",
-        "weight_block_size": [BLOCK, BLOCK],
-    }
-    (fp8_dir / "config.json").write_text(json.dumps(config))
     return fp8_dir, dequantized_dir
 
 

@@ -58,7 +58,7 @@ class ModelConfig:
     (per-channel) or int4 (group-wise); see docs/quantization.md for memory, speed and accuracy."""
 
     quantization_group_size: int | None = None
-    """int4: weights per scale along the input (32, 64 or 128; default 64); fp8: block edge
+    """int4: weights per scale along the input (32, 64 or 128; default 32); fp8: block edge
     (default 128), 0 for per-channel scales; int8 takes none."""
 
     quantize_lm_head: bool = True
@@ -66,8 +66,12 @@ class ModelConfig:
     from the quantized head."""
 
     max_quantized_kernel_rows: int | None = None
-    """Steps of at most this many tokens use the low-bit kernels, larger ones the large-batch path;
-    None takes the default measured on CPU for the mode."""
+    """Steps of at most this many tokens use the low-bit kernels, larger ones dequantize each layer
+    for a float matmul; None takes the default measured on CPU for the mode."""
+
+    quantize_activations: bool = False
+    """int8 only: steps above max_quantized_kernel_rows also quantize activations (per token) and run
+    int8×int8 matmuls: faster than bf16 at large batch on CPU, less accurate."""
 
     seed: int = 0
     """Seed for requests that sample without a seed of their own."""
@@ -91,6 +95,7 @@ class ModelConfig:
             group_size=self.quantization_group_size,
             quantize_lm_head=self.quantize_lm_head,
             max_kernel_rows=self.max_quantized_kernel_rows,
+            dynamic_activations=self.quantize_activations,
         )
 
 

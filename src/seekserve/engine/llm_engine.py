@@ -102,6 +102,8 @@ class LLMEngine:
         self.max_model_len = loaded.max_model_len
         self.eos_token_ids = loaded.eos_token_ids
         self.weight_bytes = loaded.weight_bytes
+        self.weight_bytes_saved = loaded.quantization.saved_bytes if loaded.quantization else 0
+        """Weight bytes quantization saved against the unquantized model (the KV budget gets them)."""
         self.model_name = loaded.source.name
         self.uses_default_chat_template = loaded.uses_default_chat_template
         spec = self.model.kv_cache_spec()
@@ -135,7 +137,7 @@ class LLMEngine:
     def _blocks_from_memory(self) -> int:
         budget = self.config.cache.kv_cache_memory_bytes
         if budget is None:
-            budget = _default_kv_budget(self.device, self.config)
+            budget = _default_kv_budget(self.device, self.config, self.weight_bytes_saved)
         return max(1, budget // (self.kv_bytes_per_token * self.config.cache.block_size))
 
     def _max_num_batched_tokens(self) -> int:
@@ -313,11 +315,21 @@ def _resolve_device(name: str) -> torch.device:
     return device
 
 
-def _default_kv_budget(device: torch.device, config: EngineConfig) -> int:
-    """KV cache bytes when none are given: what the device can spare after the weights."""
+def _default_kv_budget(device: torch.device, config: EngineConfig, weight_bytes_saved: int = 0) -> int:
+    """KV cache bytes when none are given: what the device can spare after the weights.
+
+    Measured after loading, so memory that quantization saved is free to take. On CPU the budget is
+    a share of the available memory, capped at 4 GiB plus what quantization saved: the engine's
+    weights and cache together stay within the footprint the unquantized model would have had.
+    """
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
         allowed = int(total * config.device.gpu_memory_utilization) - (total - free)
         return max(0, int(allowed * 0.9))  # keep a tenth of it for activations
-    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return min(_CPU_KV_CACHE_MAX_BYTES, int(available * config.device.cpu_kv_cache_fraction))
+    share = int(available_memory_bytes() * config.device.cpu_kv_cache_fraction)
+    return min(_CPU_KV_CACHE_MAX_BYTES + max(0, weight_bytes_saved), share)
+
+
+def available_memory_bytes() -> int:
+    """Memory the system can give this process now (free pages)."""
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

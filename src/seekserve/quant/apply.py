@@ -15,7 +15,6 @@ the LM head follows `QuantConfig.quantize_lm_head` (int8 in int4 mode, see docs/
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from functools import partial
 
@@ -127,7 +126,7 @@ class Quantizer:
         cfg = self.config
         rows = cfg.kernel_rows
         if mode == "int8":
-            return Int8Weight(lead, out, inp, parts, dtype, rows)
+            return Int8Weight(lead, out, inp, parts, dtype, rows, cfg.dynamic_activations)
         if mode == "int4":
             return Int4Weight(lead, out, inp, parts, dtype, rows, cfg.int4_group)
         assert mode == "fp8", f"no weight format for mode {mode!r}"
@@ -183,7 +182,9 @@ class Quantizer:
 def _available_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    from seekserve.engine.llm_engine import available_memory_bytes
+
+    return available_memory_bytes()
 
 
 def _tied_head(model: CausalLM) -> tuple[str, str] | None:

@@ -15,9 +15,11 @@ are cut (FP8's 128-row blocks restart at every part, as in a checkpoint that sto
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from seekserve.models.fp8_checkpoint import Fp8BlockTensor
@@ -26,6 +28,13 @@ __all__ = ["Index", "QuantizedWeight", "storage_param"]
 
 Index = tuple[int, ...]
 """Which matrix of the stack: () for an unstacked weight, (expert,) for stacked experts."""
+
+_DEQUANT_BLOCK_ELEMENTS = 1 << 20
+"""Weights dequantized at a time by `dequantized_matmul` (2 MB in bf16: stays in cache)."""
+
+_LOAD_CHUNK_ELEMENTS = 1 << 20
+"""Weights quantized at a time by `load_rows_chunked`: bounds the float32 temporaries of quantizing
+one checkpoint tensor (a 262k × 640 embedding would otherwise need several 0.7 GB copies)."""
 
 
 def storage_param(*shape: int, dtype: torch.dtype, device: torch.device | str | None = None) -> nn.Parameter:
@@ -60,14 +69,24 @@ class QuantizedWeight(nn.Module, abc.ABC):
         self.part_sizes = tuple(part_sizes)
         self.dtype = dtype
         self.max_kernel_rows = max_kernel_rows
+        self.row_alignment = 1
+        """Rows that share scales: chunks of a part given to `load_rows` start a multiple of it apart."""
 
     @abc.abstractmethod
     def load_rows(self, index: Index, start: int, rows: torch.Tensor) -> None:
         """Quantize float rows [n, K] into rows [start, start + n) of matrix `index`."""
 
+    def load_rows_chunked(self, index: Index, start: int, rows: torch.Tensor) -> None:
+        """`load_rows` a few million weights at a time, chunks a whole number of 128-row blocks (and of
+        the format's row blocks) long, so scale blocks never straddle two chunks."""
+        block = math.lcm(128, self.row_alignment)
+        step = max(block, _LOAD_CHUNK_ELEMENTS // max(1, self.in_features) // block * block)
+        for offset in range(0, rows.shape[0], step):
+            self.load_rows(index, start + offset, rows[offset : offset + step])
+
     def load_fp8(self, index: Index, start: int, rows: Fp8BlockTensor) -> None:
         """Rows given as an FP8 checkpoint tensor; formats that keep FP8 override this to copy them."""
-        self.load_rows(index, start, rows.dequantize(torch.float32))
+        self.load_rows_chunked(index, start, rows.dequantize(torch.float32))
 
     def finish(self, index: Index) -> None:  # noqa: B027 - most formats need no finishing step
         """All rows of matrix `index` are in: prepare it for `matmul` (e.g. pack for the kernel)."""
@@ -77,8 +96,26 @@ class QuantizedWeight(nn.Module, abc.ABC):
         """x [M, K] (compute dtype, contiguous rows) @ W[index]^T -> [M, N] in the compute dtype."""
 
     @abc.abstractmethod
+    def dequantize_rows(self, index: Index, start: int, end: int) -> torch.Tensor:
+        """Rows [start, end) of W[index] as a float matrix in the compute dtype; `start` is a multiple of
+        64 (int4's row blocks) and `end` one too, or N."""
+
     def dequantize(self, index: Index = ()) -> torch.Tensor:
         """W[index] as a float matrix [N, K] in the compute dtype."""
+        return self.dequantize_rows(index, 0, self.out_features)
+
+    def dequantized_matmul(self, x: torch.Tensor, index: Index = ()) -> torch.Tensor:
+        """x @ W^T through the dequantized weight, a cache-sized block of rows at a time: dequantizing
+        a 262k-row LM head whole runs at memory speed, about 6× slower than block by block."""
+        n = self.out_features
+        rows = max(64, _DEQUANT_BLOCK_ELEMENTS // self.in_features // 64 * 64)
+        if rows >= n:
+            return F.linear(x, self.dequantize_rows(index, 0, n))
+        y = x.new_empty(x.shape[0], n)
+        for start in range(0, n, rows):
+            end = min(n, start + rows)
+            y[:, start:end] = F.linear(x, self.dequantize_rows(index, start, end))
+        return y
 
     def gather_rows(self, rows: torch.Tensor, index: Index = ()) -> torch.Tensor:
         """Rows `rows` ([M] int64) of the dequantized W[index], [M, K]: embedding lookups of a tied head."""

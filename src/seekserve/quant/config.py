@@ -9,6 +9,7 @@ from seekserve.errors import ConfigError
 
 __all__ = [
     "DEFAULT_FP8_BLOCK",
+    "DYNAMIC_MAX_KERNEL_ROWS",
     "DEFAULT_INT4_GROUP",
     "DEFAULT_MAX_KERNEL_ROWS",
     "INT4_GROUP_SIZES",
@@ -23,17 +24,21 @@ Fp8Storage = Literal["auto", "fp8", "dequantized"]
 INT4_GROUP_SIZES = (32, 64, 128)
 """Group sizes the int4 kernels take (weights per scale and zero along the input dimension)."""
 
-DEFAULT_INT4_GROUP = 64
-"""Default int4 group size: see docs/quantization.md for the accuracy measured at 32, 64 and 128."""
+DEFAULT_INT4_GROUP = 32
+"""Default int4 group size: the most accurate of 32, 64 and 128 on Gemma 3 270M at the same speed
+(docs/quantization.md), for 3 % more memory than 64."""
 
 DEFAULT_FP8_BLOCK = 128
 """Default FP8 block edge: 128×128 tiles, DeepSeek-V3's `weight_block_size`."""
 
-DEFAULT_MAX_KERNEL_ROWS = {"int8": 4, "int4": 128, "fp8": 0}
+DEFAULT_MAX_KERNEL_ROWS = {"int8": 24, "int4": 128, "fp8": 0}
 """Largest step (token rows) that runs the packed low-bit kernel on CPU, measured with
-benchmarks/quant_kernels.py at Gemma-3-270M shapes; larger steps take the large-batch path
-(int8: int8×int8 matmul with per-token activation scales; int4 and fp8: dequantize, then a
-float matmul). See docs/quantization.md."""
+benchmarks/quant_kernels.py at Gemma-3-270M shapes: above it, dequantizing the layer and running a
+float matmul is faster (or, for int8 with `dynamic_activations`, an int8×int8 matmul; its own
+threshold is DYNAMIC_MAX_KERNEL_ROWS). See docs/quantization.md."""
+
+DYNAMIC_MAX_KERNEL_ROWS = 4
+"""int8 with dynamic activations: the int8×int8 matmul beats the packed kernel from 8 rows up."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,10 @@ class QuantConfig:
     """Steps with at most this many token rows use the packed low-bit kernel, larger ones the
     large-batch path; None takes the measured default of the mode (DEFAULT_MAX_KERNEL_ROWS)."""
 
+    dynamic_activations: bool = False
+    """int8 only: steps above max_kernel_rows quantize activations per token and run int8×int8
+    matmuls, faster than bf16 at large batch on CPU but less accurate (docs/quantization.md)."""
+
     fp8_storage: Fp8Storage = "auto"
     """Where no FP8 matmul is available (CPU, GPUs before sm_89): "dequantized" keeps the FP8-rounded
     weights in the compute dtype (no memory saved, float speed), "fp8" keeps FP8 bytes and dequantizes
@@ -73,6 +82,10 @@ class QuantConfig:
                 f"(0 always takes the large-batch path), or unset for the measured default"
             )
         self._check_group_size()
+        if self.dynamic_activations and self.mode != "int8":
+            raise ConfigError(
+                f"quantize_activations is for quantization=int8, not {self.mode!r}: drop the flag or use int8"
+            )
 
     def _check_group_size(self) -> None:
         g = self.group_size
@@ -111,4 +124,6 @@ class QuantConfig:
     def kernel_rows(self) -> int:
         if self.max_kernel_rows is not None:
             return self.max_kernel_rows
+        if self.dynamic_activations:
+            return DYNAMIC_MAX_KERNEL_ROWS
         return DEFAULT_MAX_KERNEL_ROWS.get(self.mode, 0)

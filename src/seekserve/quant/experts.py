@@ -54,7 +54,7 @@ class QuantizedExperts(nn.Module):
         if isinstance(tensor, Fp8BlockTensor):
             weight.load_fp8((expert,), start, tensor)
         else:
-            weight.load_rows((expert,), start, tensor)
+            weight.load_rows_chunked((expert,), start, tensor)
         done = self._parts.setdefault((name, expert), set())
         done.add(part)
         if len(done) == len(weight.part_sizes):

@@ -69,7 +69,7 @@ class Fp8Weight(QuantizedWeight):
     ):
         super().__init__(lead, out_features, in_features, part_sizes, dtype, max_kernel_rows)
         self.keep_fp8 = keep_fp8
-        self.row_block = block or 1
+        self.row_block = self.row_alignment = block or 1
         self.col_block = block or in_features
         self.num_col_blocks = -(-in_features // self.col_block)
         sizes = self._row_block_sizes(self.row_block)
@@ -115,13 +115,13 @@ class Fp8Weight(QuantizedWeight):
             y = cuda.fp8_matmul(x, self.values[index], self.scale_inv[index], self.row_block)
             if y is not None:
                 return y
-        return F.linear(x, self.dequantize(index))
+        return self.dequantized_matmul(x, index)
 
-    def dequantize(self, index: Index = ()) -> torch.Tensor:
+    def dequantize_rows(self, index: Index, start: int, end: int) -> torch.Tensor:
         if not self.keep_fp8:
-            return self.values[index]
-        scales = self.scale_inv[index].index_select(0, self.row_block_of)  # [N, column blocks]
-        return self._expand(fp8_to_float(self.values[index]), scales, per_row=True)
+            return self.values[index][start:end]
+        scales = self.scale_inv[index].index_select(0, self.row_block_of[start:end])  # [n, column blocks]
+        return self._expand(fp8_to_float(self.values[index][start:end]), scales, per_row=True)
 
     def gather_rows(self, rows: torch.Tensor, index: Index = ()) -> torch.Tensor:
         values = self.values[index].index_select(0, rows)

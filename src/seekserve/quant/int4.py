@@ -111,7 +111,7 @@ class Int4Weight(QuantizedWeight):
         if not self.on_cpu:
             return cuda.dense_matmul(x, self.dequantize(index))
         if x.shape[0] > self.max_kernel_rows and cpu_block_layout() is not None:
-            return F.linear(x, self.dequantize(index))
+            return self.dequantized_matmul(x, index)
         if x.shape[1] < self.shape.cols:
             x = F.pad(x, (0, self.shape.cols - x.shape[1]))
         y = torch._weight_int4pack_mm_for_cpu(
@@ -119,17 +119,19 @@ class Int4Weight(QuantizedWeight):
         )
         return y[:, : self.out_features]
 
-    def dequantize(self, index: Index = ()) -> torch.Tensor:
+    def dequantize_rows(self, index: Index, start: int, end: int) -> torch.Tensor:
         rows, cols, group = self.shape
-        packed, sz = self.packed[index], self.scales_zeros[index]
+        stop = rows if end == self.out_features else end  # the padding rows close the last row block
+        packed, sz = self.packed[index][start:stop], self.scales_zeros[index][:, start:stop]
         if self.on_cpu and cpu_block_layout() is None:
             w = dequantize_with_kernel(packed, group, sz).to(self.dtype)
         else:
-            q = unpack_cpu(packed) if self.on_cpu else torch.stack((packed & 15, packed >> 4), -1).view(rows, cols)
+            n = stop - start
+            q = unpack_cpu(packed) if self.on_cpu else torch.stack((packed & 15, packed >> 4), -1).view(n, cols)
             # in the compute dtype: (q - 8) is exact, and this runs per call on the large-batch path
-            scale, zero = sz[..., 0].t()[..., None], sz[..., 1].t()[..., None]  # [Np, groups, 1]
-            w = ((q.view(rows, cols // group, group).to(self.dtype) - 8) * scale + zero).view(rows, cols)
-        return w[: self.out_features, : self.in_features]
+            scale, zero = sz[..., 0].t()[..., None], sz[..., 1].t()[..., None]  # [n, groups, 1]
+            w = ((q.view(n, cols // group, group).to(self.dtype) - 8) * scale + zero).view(n, cols)
+        return w[: end - start, : self.in_features]
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, group={self.shape.group}"

@@ -3,11 +3,14 @@
     W[n, k] ≈ q[n, k] · scale[n]        q ∈ [-127, 127] int8, scale = max_k |W[n, k]| / 127
 
 Per call, by the number of token rows M:
-    M ≤ max_kernel_rows   torch._weight_int8pack_mm: bf16/fp32 activations times int8 weights, which
-                          reads a quarter of the bytes a bf16 matmul does (decode is memory-bound)
-    larger M              int8 × int8 matmul (torch._int_mm, int32 accumulation) with one dynamic
-                          scale per token row: the GEMV kernel above is linear in M and loses to a
-                          float matmul beyond a few rows; this one beats it (docs/quantization.md)
+    M ≤ max_kernel_rows   torch._weight_int8pack_mm: bf16/fp32 activations times int8 weights; it
+                          reads half the bytes of a bf16 matmul (decode is memory-bound), but its cost
+                          grows linearly with M, so it loses to a float matmul beyond a few rows
+    larger M              the layer dequantized to the compute dtype, then a float matmul (same
+                          weights, so the same results up to rounding); or, with `dynamic_activations`,
+                          an int8 × int8 matmul (torch._int_mm, int32 accumulation) with one scale per
+                          token row: faster than bf16 from ~16 rows, but per-token activation scales
+                          cost accuracy on models with activation outliers (docs/quantization.md)
 """
 
 from __future__ import annotations
@@ -59,8 +62,10 @@ class Int8Weight(QuantizedWeight):
         part_sizes: Sequence[int],
         dtype: torch.dtype,
         max_kernel_rows: int,
+        dynamic_activations: bool = False,
     ):
         super().__init__(lead, out_features, in_features, part_sizes, dtype, max_kernel_rows)
+        self.dynamic_activations = dynamic_activations
         self.values = storage_param(*lead, out_features, in_features, dtype=torch.int8)
         self.scales = storage_param(*lead, out_features, dtype=dtype)
 
@@ -72,14 +77,18 @@ class Int8Weight(QuantizedWeight):
 
     def matmul(self, x: torch.Tensor, index: Index = ()) -> torch.Tensor:
         q, scale = self.values[index], self.scales[index]
+        large = x.shape[0] > self.max_kernel_rows
+        if large and self.dynamic_activations and (x.is_cpu or x.shape[0] > 16):  # CUDA's _int_mm: M > 16
+            return int8_dynamic_matmul(x, q, scale)
         if x.is_cuda:
             return cuda.int8_matmul(x, q, scale)
-        if x.shape[0] <= self.max_kernel_rows:
+        if not large:
             return torch._weight_int8pack_mm(x, q, scale)
-        return int8_dynamic_matmul(x, q, scale)
+        return self.dequantized_matmul(x, index)
 
-    def dequantize(self, index: Index = ()) -> torch.Tensor:
-        return (self.values[index].float() * self.scales[index].float()[:, None]).to(self.dtype)
+    def dequantize_rows(self, index: Index, start: int, end: int) -> torch.Tensor:
+        # in the compute dtype: int8 values are exact in bf16, so one rounding, as in the kernel's output
+        return self.values[index][start:end].to(self.dtype) * self.scales[index][start:end, None]
 
     def gather_rows(self, rows: torch.Tensor, index: Index = ()) -> torch.Tensor:
         q = self.values[index].index_select(0, rows).float()

@@ -13,10 +13,6 @@ from seekserve.quant.base import QuantizedWeight
 
 __all__ = ["QuantizedEmbedding", "QuantizedLinear"]
 
-_DENSE_CHUNK_ROWS = 16384
-"""Rows quantized at a time from a float matrix, bounding the float32 temporaries (a 262k-row head)."""
-
-
 class QuantizedLinear(FusedParts, nn.Module):
     """y = x W^T + b with W in a `QuantizedWeight`; loads, splits and reports parts as `Linear` does.
 
@@ -51,7 +47,7 @@ class QuantizedLinear(FusedParts, nn.Module):
         if isinstance(tensor, Fp8BlockTensor):
             self.qweight.load_fp8((), rows.start, tensor)
         else:
-            self.qweight.load_rows((), rows.start, tensor)
+            self.qweight.load_rows_chunked((), rows.start, tensor)
         self._parts_loaded.add(index)
         if len(self._parts_loaded) == len(self.output_sizes):
             self.qweight.finish(())
@@ -59,8 +55,7 @@ class QuantizedLinear(FusedParts, nn.Module):
     def load_dense(self, weight: torch.Tensor) -> None:
         """Quantize a whole float weight [out, in] (a tied head from its embedding), in row chunks."""
         assert len(self.output_sizes) == 1, "load_dense fills an unfused layer"
-        for start in range(0, self.out_features, _DENSE_CHUNK_ROWS):
-            self.qweight.load_rows((), start, weight[start : start + _DENSE_CHUNK_ROWS])
+        self.qweight.load_rows_chunked((), 0, weight)
         self._parts_loaded.add(0)
         self.qweight.finish(())
 

@@ -1,0 +1,107 @@
+"""int4 group-wise weights: error bounds, the CPU packing layout, padding, both batch paths, outliers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from factories import fill_weight, relative_error
+from seekserve.quant.int4 import Int4Weight, int4_shape
+from seekserve.quant.int4_layout import cpu_block_layout, dequantize_with_kernel, pack_cpu, unpack_cpu
+
+# Gaussian weights: groups of 32 span ~4σ in 15 steps, so rounding leaves ~7.5 % relative error
+# (64: ~9 %, 128: ~10 %); outputs of Gaussian activations carry the same relative error.
+BOUND = {32: 0.09, 64: 0.105, 128: 0.12}
+OUTPUT_BOUND = 0.12
+"""Outputs of a few rows are a small sample of that error: allow a third more."""
+DTYPES = [torch.float32, torch.bfloat16]
+
+
+def make(w: torch.Tensor, dtype: torch.dtype, group: int = 32, parts: tuple[int, ...] | None = None) -> Int4Weight:
+    n, k = w.shape
+    return fill_weight(Int4Weight((), n, k, parts or (n,), dtype, max_kernel_rows=4, group=group), w)
+
+
+def step_bound(q: Int4Weight) -> torch.Tensor:
+    """Per element: half a step of its group, plus the compute dtype's rounding of zero and result."""
+    rows, cols, group = q.shape
+    sz = q.scales_zeros.float()  # [groups, Np, 2]
+    scale = sz[..., 0].t().repeat_interleave(group, 1)[: q.out_features, : q.in_features]
+    zero = sz[..., 1].t().repeat_interleave(group, 1)[: q.out_features, : q.in_features]
+    eps = torch.finfo(q.dtype).eps
+    return scale / 2 + (zero.abs() + q.dequantize().float().abs()) * eps + 1e-12
+
+
+def test_the_cpu_packing_layout_is_known_and_round_trips() -> None:
+    assert cpu_block_layout() is not None, "torch's int4 packing changed: update int4_layout.py"
+    for n in (16, 48, 64, 80, 1040):
+        q = torch.randint(0, 16, (n, 96), generator=torch.Generator().manual_seed(n), dtype=torch.uint8)
+        assert torch.equal(unpack_cpu(pack_cpu(q)), q)
+
+
+def test_reading_back_through_the_kernel_matches_unpacking() -> None:
+    q = make(torch.randn(80, 64), torch.float32)
+    through_kernel = dequantize_with_kernel(q.packed, q.shape.group, q.scales_zeros)
+    torch.testing.assert_close(through_kernel[:80], q.dequantize(), rtol=1e-6, atol=1e-6)
+
+
+def test_shapes_pad_rows_to_16_and_pick_a_group_that_divides_the_width() -> None:
+    assert int4_shape(640, 2048, 128) == (640, 2048, 128)
+    assert int4_shape(40, 640, 128) == (48, 640, 128)
+    assert int4_shape(64, 96, 128) == (64, 96, 32)  # 128 and 64 do not divide 96
+    assert int4_shape(64, 48, 64) == (64, 64, 32)  # nothing divides 48: pad it to 64
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("group", [32, 64, 128])
+def test_dequantized_weights_are_within_half_a_step_of_their_group(dtype: torch.dtype, group: int) -> None:
+    w = torch.randn(72, 256, generator=torch.Generator().manual_seed(group))
+    q = make(w, dtype, group, parts=(40, 32))
+    assert q.packed.dtype == torch.uint8 and q.packed.shape == (80, 128)
+    assert (q.dequantize().float() - w).abs().le(step_bound(q)).all()
+    assert relative_error(q.dequantize(), w) < BOUND[group]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(128, 96), (40, 48)])
+@pytest.mark.parametrize("rows", [1, 4, 5, 33])
+def test_matmul_error_is_within_the_bound_on_both_batch_paths(
+    dtype: torch.dtype, shape: tuple[int, int], rows: int
+) -> None:
+    gen = torch.Generator().manual_seed(rows)
+    w, x = torch.randn(*shape, generator=gen), torch.randn(rows, shape[1], generator=gen).to(dtype)
+    q = make(w, dtype)  # kernel up to 4 rows, dequantized matmul above
+    y = q.matmul(x)
+    assert y.shape == (rows, shape[0]) and y.dtype == dtype
+    assert relative_error(y, x.float() @ w.t()) < OUTPUT_BOUND
+    assert relative_error(y, x.float() @ q.dequantize().float().t()) < 4 * torch.finfo(dtype).eps
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_zero_flat_and_outlier_groups(dtype: torch.dtype) -> None:
+    w = torch.randn(16, 128, generator=torch.Generator().manual_seed(4))
+    w[2] = 0.0  # all-zero row
+    w[3] = 0.37  # flat row: every group constant
+    w[4, 70] = 1e4  # one huge value in group 2 of row 4
+    q = make(w, dtype)
+    deq = q.dequantize().float()
+    assert torch.isfinite(deq).all() and torch.isfinite(q.scales_zeros.float()).all()
+    assert torch.equal(deq[2], torch.zeros(128))
+    torch.testing.assert_close(deq[3], torch.full((128,), 0.37), rtol=torch.finfo(dtype).eps, atol=0)
+    assert (deq - w).abs().le(step_bound(q)).all()
+    assert abs(deq[4, 70] - 1e4) <= 1e4 / 15 / 2 * 1.01
+    others = torch.cat((deq[4, :64], deq[4, 96:]))
+    assert relative_error(others, torch.cat((w[4, :64], w[4, 96:]))) < BOUND[32], "only its group pays"
+    for rows in (1, 40):
+        y = q.matmul(torch.randn(rows, 128).to(dtype))
+        assert torch.isfinite(y).all() and torch.equal(y[:, 2], torch.zeros(rows, dtype=dtype))
+
+
+def test_stacked_matrices_are_packed_one_by_one() -> None:
+    ws = torch.randn(2, 48, 64, generator=torch.Generator().manual_seed(5))
+    q = Int4Weight((2,), 48, 64, (24, 24), torch.bfloat16, max_kernel_rows=4, group=32)
+    fill_weight(q, ws[1], (1,))
+    fill_weight(q, ws[0], (0,))
+    x = torch.randn(3, 64, dtype=torch.bfloat16)
+    for e in range(2):
+        assert relative_error(q.matmul(x, (e,)), x.float() @ ws[e].t()) < OUTPUT_BOUND

@@ -1,0 +1,81 @@
+"""Quantized models served through LLM.generate and the CLI: agreement, memory accounting, options."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import FAMILIES, MODES
+from factories import greedy, prefill_logits, random_prompts
+from seekserve import LLM, SamplingParams
+from seekserve.engine import llm_engine
+from seekserve.errors import ConfigError
+from test_apply import AGREEMENT
+from test_cli import run_cli
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("mode", MODES)
+def test_generated_tokens_are_the_float_models_choices(
+    realistic_dirs: Callable[[str], Path], family: str, mode: str
+) -> None:
+    """Generate with the quantized model (batched decode steps, small-batch kernels), then ask the
+    float model for its top-1 token at every generated position of the same sequences."""
+    model_dir = realistic_dirs(family)
+    prompts = random_prompts(4, lengths=[8, 20, 33, 5], seed=4)
+    llm = LLM(str(model_dir), dtype="float32", quantization=mode, num_kv_blocks=64, block_size=8, max_model_len=128)
+    agree = total = 0
+    for prompt, out in zip(prompts, llm.generate(prompts, greedy(24)), strict=True):
+        generated = out.outputs[0].token_ids
+        assert len(generated) == 24
+        sequence = prompt + generated
+        chosen = prefill_logits(model_dir, sequence)[len(prompt) - 1 : -1].argmax(-1)
+        agree += int((chosen == torch.tensor(generated)).sum())
+        total += len(generated)
+    assert agree / total >= AGREEMENT[mode]
+
+
+def test_the_kv_cache_gets_what_quantization_saved(llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CPU the default KV budget is a share of free memory capped at 4 GiB plus the saving: with
+    memory to spare (the cap binds) the int8 engine's cache is larger by exactly what it saved."""
+    monkeypatch.setattr(llm_engine, "_CPU_KV_CACHE_MAX_BYTES", 1 << 20)
+    monkeypatch.setattr(llm_engine, "available_memory_bytes", lambda: 1 << 40)
+    dense = LLM(str(llama_dir), dtype="float32", max_model_len=128).engine
+    quant = LLM(str(llama_dir), dtype="float32", max_model_len=128, quantization="int8").engine
+    assert dense.weight_bytes_saved == 0
+    assert quant.weight_bytes_saved == dense.weight_bytes - quant.weight_bytes > 0
+    block_bytes = dense.kv_bytes_per_token * dense.config.cache.block_size
+    assert dense.num_kv_blocks == (1 << 20) // block_bytes
+    assert quant.num_kv_blocks == ((1 << 20) + quant.weight_bytes_saved) // block_bytes
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"quantization": "int8", "quantization_group_size": 64}, "takes none"),
+        ({"quantization": "int4", "quantization_group_size": 48}, "use 32, 64 or 128"),
+        ({"quantization": "fp8", "quantization_group_size": -1}, "0 for one scale per output channel"),
+        ({"quantization": "int4", "quantize_activations": True}, "quantize_activations is for quantization=int8"),
+        ({"quantization": "int8", "max_quantized_kernel_rows": -1}, "at least 0"),
+        ({"quantization": "int3"}, "choose one of none, fp8, int8, int4"),
+    ],
+)
+def test_bad_quantization_options_are_config_errors(
+    llama_dir: Path, options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        LLM(str(llama_dir), **options)
+
+
+def test_the_cli_serves_a_quantized_model(llama_dir: Path) -> None:
+    assert "--quantization-group-size" in run_cli("generate", "--help").stdout
+    args = ("--max-tokens", "6", "--dtype", "float32", "--max-model-len", "64", "--quantization", "int4")
+    result = run_cli("generate", "--model", str(llama_dir), *args, "The capital of France is")
+    assert result.returncode == 0, result.stderr
+    expected = LLM(str(llama_dir), dtype="float32", max_model_len=64, quantization="int4").generate(
+        "The capital of France is", SamplingParams(temperature=0.0, max_tokens=6)
+    )
+    assert result.stdout == expected[0].outputs[0].text + "\n"
