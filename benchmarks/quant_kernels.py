@@ -84,18 +84,26 @@ def measure(shape: str, batch_sizes: list[int], args: argparse.Namespace) -> lis
     rows = []
     for m in batch_sizes:
         x = torch.randn(m, k, dtype=torch.bfloat16)
-        fns: dict[str, Callable[[], object]] = {"float": lambda: F.linear(x, w)}
+        fns: dict[str, Callable[[], object]] = {"float": lambda x=x: F.linear(x, w)}
         for name, q in quantized.items():
             if name.endswith("kernel") and m > args.max_kernel_batch:
                 continue  # linear in M and far slower than the others there
-            fns[name] = lambda q=q: q.matmul(x)
+            fns[name] = lambda q=q, x=x: q.matmul(x)
         samples: dict[str, list[float]] = {name: [] for name in fns}
         for _ in range(args.rounds):
             for name, t in time_round(fns, args.budget_s).items():
                 samples[name].append(t * 1e3)
         for name, ms in samples.items():
-            rows.append({"shape": shape, "m": m, "path": name, "median_ms": statistics.median(ms), "min_ms": min(ms)})
-        print(f"{shape} M={m}: " + "  ".join(f"{r['path']} {r['median_ms']:.3f}" for r in rows if r["m"] == m and r["shape"] == shape), flush=True)
+            rows.append(
+                {"shape": shape, "m": m, "path": name, "median_ms": statistics.median(ms), "min_ms": min(ms)}
+            )
+        print(
+            f"{shape} M={m}: "
+            + "  ".join(
+                f"{r['path']} {r['median_ms']:.3f}" for r in rows if r["m"] == m and r["shape"] == shape
+            ),
+            flush=True,
+        )
     return rows
 
 
@@ -117,13 +125,17 @@ def crossovers(rows: list[dict[str, object]]) -> list[list[object]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--shapes", default=GEMMA_270M_SHAPES, help="comma-separated NxK weight shapes")
     parser.add_argument("--batch-sizes", default="1,2,4,8,12,16,24,32,64,128,512", help="token rows per call")
     parser.add_argument("--group", type=int, default=32, help="int4 group size")
     parser.add_argument("--rounds", type=int, default=7, help="timing rounds (median and minimum reported)")
     parser.add_argument("--budget-s", type=float, default=0.02, help="seconds each timing fills")
-    parser.add_argument("--max-kernel-batch", type=int, default=128, help="largest M timed on the low-bit kernels")
+    parser.add_argument(
+        "--max-kernel-batch", type=int, default=128, help="largest M timed on the low-bit kernels"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "quant_kernels.json")
     args = parser.parse_args()
@@ -140,9 +152,19 @@ def main() -> None:
     print_table("median ms per matmul", header, table)
     cross = crossovers(rows)
     print_table(
-        "largest M where the low-bit kernel wins", ["shape", "large-batch path", "kernel beats it", "kernel beats float"], cross
+        "largest M where the low-bit kernel wins",
+        ["shape", "large-batch path", "kernel beats it", "kernel beats float"],
+        cross,
     )
-    write_json(args.json, {"machine": machine(), "args": vars(args) | {"json": str(args.json)}, "rows": rows, "crossovers": cross})
+    write_json(
+        args.json,
+        {
+            "machine": machine(),
+            "args": vars(args) | {"json": str(args.json)},
+            "rows": rows,
+            "crossovers": cross,
+        },
+    )
 
 
 if __name__ == "__main__":

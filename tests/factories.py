@@ -344,7 +344,9 @@ def make_fp8_checkpoint(model_dir: Path, fp8_dir: Path, block: int) -> dict[str,
             fp8[name] = dequantized[name] = t
     names = sorted(n for n in fp8 if not n.endswith("_scale_inv"))
     save_file({n: fp8[n] for n in names}, str(fp8_dir / "model-00001-of-00002.safetensors"))
-    save_file({n: t for n, t in fp8.items() if n not in names}, str(fp8_dir / "model-00002-of-00002.safetensors"))
+    save_file(
+        {n: t for n, t in fp8.items() if n not in names}, str(fp8_dir / "model-00002-of-00002.safetensors")
+    )
     (fp8_dir / "model.safetensors").unlink()
     config = json.loads((fp8_dir / "config.json").read_text())
     config["quantization_config"] = {

@@ -39,4 +39,9 @@ def family_dirs(
     llama_dir: Path, qwen2_dir: Path, deepseek_v3_dir: Path, deepseek_v2_dir: Path
 ) -> dict[str, Path]:
     """The suite's std-0.15 tiny models by family (Qwen2 ties its embeddings)."""
-    return {"llama": llama_dir, "qwen2": qwen2_dir, "deepseek_v3": deepseek_v3_dir, "deepseek_v2": deepseek_v2_dir}
+    return {
+        "llama": llama_dir,
+        "qwen2": qwen2_dir,
+        "deepseek_v3": deepseek_v3_dir,
+        "deepseek_v2": deepseek_v2_dir,
+    }

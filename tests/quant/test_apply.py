@@ -115,7 +115,9 @@ def test_top1_tokens_agree_with_the_float_model(
 
 
 @pytest.fixture(scope="module")
-def fp8_checkpoint(deepseek_v3_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, torch.Tensor]]:
+def fp8_checkpoint(
+    deepseek_v3_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, torch.Tensor]]:
     """The tiny DeepSeek-V3 as an FP8 release with 16×16 blocks, and its dequantized tensors."""
     fp8_dir = tmp_path_factory.mktemp("fp8-release")
     return fp8_dir, make_fp8_checkpoint(deepseek_v3_dir, fp8_dir, 16)
@@ -134,7 +136,9 @@ def test_native_fp8_checkpoints_are_kept_as_they_are(
     name = "model.layers.1.self_attn.o_proj"
     real_quant_config = ModelConfig.quant_config
     monkeypatch.setattr(
-        ModelConfig, "quant_config", lambda self: dataclasses.replace(real_quant_config(self), fp8_storage="fp8")
+        ModelConfig,
+        "quant_config",
+        lambda self: dataclasses.replace(real_quant_config(self), fp8_storage="fp8"),
     )
     kept = load(fp8_dir, quantization="fp8", quantization_group_size=16).model
     o_proj = kept.get_submodule(name).qweight
@@ -145,11 +149,16 @@ def test_native_fp8_checkpoints_are_kept_as_they_are(
     assert torch.equal(auto.get_submodule(name).dense_weight(), dequantized[f"{name}.weight"])
 
 
-def test_fp8_checkpoints_quantize_to_the_other_modes(fp8_checkpoint: tuple[Path, dict[str, torch.Tensor]]) -> None:
+def test_fp8_checkpoints_quantize_to_the_other_modes(
+    fp8_checkpoint: tuple[Path, dict[str, torch.Tensor]],
+) -> None:
     fp8_dir, dequantized = fp8_checkpoint
     model = load(fp8_dir, quantization="int8").model
     name = "model.layers.0.mlp.down_proj"
-    assert relative_error(model.get_submodule(name).dense_weight(), dequantized[f"{name}.weight"]) < BOUND["int8"]
+    assert (
+        relative_error(model.get_submodule(name).dense_weight(), dequantized[f"{name}.weight"])
+        < BOUND["int8"]
+    )
     experts = model.get_submodule("model.layers.1.mlp.experts")
     gate = dequantized["model.layers.1.mlp.experts.3.gate_proj.weight"]
     assert relative_error(experts.gate_up_proj.dequantize((3,))[: gate.shape[0]], gate) < BOUND["int8"]

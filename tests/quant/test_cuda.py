@@ -54,7 +54,9 @@ def test_per_channel_fp8_runs_on_scaled_mm_where_the_gpu_has_fp8() -> None:
     if not cuda.has_fp8_matmul(device):
         pytest.skip("FP8 matmuls need compute capability 8.9 or later")
     with torch.device(device):
-        q = fill_weight(Fp8Weight((), 256, 384, (256,), torch.bfloat16, 0, block=0, keep_fp8=True), torch.randn(256, 384))
+        q = fill_weight(
+            Fp8Weight((), 256, 384, (256,), torch.bfloat16, 0, block=0, keep_fp8=True), torch.randn(256, 384)
+        )
     x = torch.randn(8, 384, device=device, dtype=torch.bfloat16)
     y = cuda.fp8_matmul(x, q.values, q.scale_inv, 1)
     assert y is not None, "torch._scaled_mm with row-wise scales failed its check on this GPU"
@@ -64,7 +66,14 @@ def test_per_channel_fp8_runs_on_scaled_mm_where_the_gpu_has_fp8() -> None:
 @pytest.mark.parametrize("mode", ["fp8", "int8", "int4"])
 def test_a_quantized_model_generates_on_cuda(llama_dir: Path, mode: str) -> None:
     prompts = random_prompts(2, seed=7)
-    llm = LLM(str(llama_dir), device="cuda", dtype="bfloat16", quantization=mode, num_kv_blocks=32, max_model_len=128)
+    llm = LLM(
+        str(llama_dir),
+        device="cuda",
+        dtype="bfloat16",
+        quantization=mode,
+        num_kv_blocks=32,
+        max_model_len=128,
+    )
     outs = llm.generate(prompts, greedy(8))
     assert all(len(o.outputs[0].token_ids) == 8 for o in outs)
     assert llm.engine.weight_bytes_saved > 0

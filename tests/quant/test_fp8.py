@@ -16,7 +16,11 @@ DTYPES = [torch.float32, torch.bfloat16]
 
 
 def make(
-    w: torch.Tensor, dtype: torch.dtype, block: int = 128, keep: bool = True, parts: tuple[int, ...] | None = None
+    w: torch.Tensor,
+    dtype: torch.dtype,
+    block: int = 128,
+    keep: bool = True,
+    parts: tuple[int, ...] | None = None,
 ) -> Fp8Weight:
     n, k = w.shape
     return fill_weight(Fp8Weight((), n, k, parts or (n,), dtype, 0, block=block, keep_fp8=keep), w)
@@ -42,7 +46,9 @@ def test_blocks_are_deepseek_v3s_format(shape: tuple[int, int]) -> None:
     ref_q, ref_scale = fp8_block_quantize(w, 128)
     assert torch.equal(q.view(torch.uint8), ref_q.view(torch.uint8)) and torch.equal(scale, ref_scale)
     weight = make(w, torch.float32)
-    via_checkpoint = dequantize_fp8(weight.values, weight.scale_inv, Fp8BlockFormat((128, 128)), torch.float32)
+    via_checkpoint = dequantize_fp8(
+        weight.values, weight.scale_inv, Fp8BlockFormat((128, 128)), torch.float32
+    )
     assert torch.equal(weight.dequantize(), via_checkpoint)
 
 

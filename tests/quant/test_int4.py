@@ -17,14 +17,16 @@ OUTPUT_BOUND = 0.12
 DTYPES = [torch.float32, torch.bfloat16]
 
 
-def make(w: torch.Tensor, dtype: torch.dtype, group: int = 32, parts: tuple[int, ...] | None = None) -> Int4Weight:
+def make(
+    w: torch.Tensor, dtype: torch.dtype, group: int = 32, parts: tuple[int, ...] | None = None
+) -> Int4Weight:
     n, k = w.shape
     return fill_weight(Int4Weight((), n, k, parts or (n,), dtype, max_kernel_rows=4, group=group), w)
 
 
 def step_bound(q: Int4Weight) -> torch.Tensor:
     """Per element: half a step of its group, plus the compute dtype's rounding of zero and result."""
-    rows, cols, group = q.shape
+    group = q.shape.group
     sz = q.scales_zeros.float()  # [groups, Np, 2]
     scale = sz[..., 0].t().repeat_interleave(group, 1)[: q.out_features, : q.in_features]
     zero = sz[..., 1].t().repeat_interleave(group, 1)[: q.out_features, : q.in_features]

@@ -15,7 +15,9 @@ DYNAMIC_BOUND = 0.025
 DTYPES = [torch.float32, torch.bfloat16]
 
 
-def make(w: torch.Tensor, dtype: torch.dtype, parts: tuple[int, ...] | None = None, **kw: object) -> Int8Weight:
+def make(
+    w: torch.Tensor, dtype: torch.dtype, parts: tuple[int, ...] | None = None, **kw: object
+) -> Int8Weight:
     n, k = w.shape
     return fill_weight(Int8Weight((), n, k, parts or (n,), dtype, max_kernel_rows=4, **kw), w)  # type: ignore[arg-type]
 

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from factories import relative_error
 from seekserve.models.moe import FusedExperts, Routing
-from seekserve.quant.config import QuantConfig
 from seekserve.quant.apply import Quantizer
+from seekserve.quant.config import QuantConfig
 from seekserve.quant.experts import QuantizedExperts
 from seekserve.quant.linear import QuantizedEmbedding, QuantizedLinear
 
@@ -27,7 +27,9 @@ def test_fused_parts_load_in_any_order_and_finish_with_the_last(mode: str) -> No
     gen = torch.Generator().manual_seed(0)
     parts = [torch.randn(n, 48, generator=gen) for n in sizes]
     bias = [torch.randn(n, generator=gen) for n in sizes]
-    layer = QuantizedLinear(quantizer(mode).weight(mode, torch.float32, (), 128, 48, sizes), sizes, True, torch.float32)
+    layer = QuantizedLinear(
+        quantizer(mode).weight(mode, torch.float32, (), 128, 48, sizes), sizes, True, torch.float32
+    )
     for i in (2, 0, 1):
         assert not layer.is_loaded
         layer.load_part(i, parts[i])
@@ -43,7 +45,9 @@ def test_fused_parts_load_in_any_order_and_finish_with_the_last(mode: str) -> No
 
 
 def test_a_part_of_the_wrong_shape_is_refused() -> None:
-    layer = QuantizedLinear(quantizer("int8").weight("int8", torch.float32, (), 96, 48, (64, 32)), (64, 32), False, torch.float32)
+    layer = QuantizedLinear(
+        quantizer("int8").weight("int8", torch.float32, (), 96, 48, (64, 32)), (64, 32), False, torch.float32
+    )
     with pytest.raises(ValueError, match=r"shape \(32, 40\) does not fit \(32, 48\)"):
         layer.load_part(1, torch.zeros(32, 40))
 
@@ -55,7 +59,9 @@ def test_quantized_experts_route_like_the_float_experts_on_their_weights(mode: s
     dense = FusedExperts(num_experts, hidden, inter, torch.float32)
     quantized = QuantizedExperts(dense, lambda *shape: quantizer(mode).weight(mode, torch.float32, *shape))
     weights = {
-        (e, p): torch.randn(hidden if p == "down_proj" else inter, inter if p == "down_proj" else hidden, generator=gen)
+        (e, p): torch.randn(
+            hidden if p == "down_proj" else inter, inter if p == "down_proj" else hidden, generator=gen
+        )
         for e in range(num_experts)
         for p in ("gate_proj", "up_proj", "down_proj")
     }
@@ -74,7 +80,9 @@ def test_quantized_experts_route_like_the_float_experts_on_their_weights(mode: s
 @pytest.mark.parametrize("mode", ["int8", "fp8"])
 def test_a_tied_embedding_reads_its_rows_from_the_quantized_head(mode: str) -> None:
     table = torch.randn(300, 32)
-    head = QuantizedLinear(quantizer(mode).weight(mode, torch.bfloat16, (), 300, 32, (300,)), (300,), False, torch.bfloat16)
+    head = QuantizedLinear(
+        quantizer(mode).weight(mode, torch.bfloat16, (), 300, 32, (300,)), (300,), False, torch.bfloat16
+    )
     head.load_dense(table)
     embedding = QuantizedEmbedding(head.qweight)
     ids = torch.tensor([[0, 299, 5], [5, 17, 1]])

@@ -19,8 +19,12 @@ SLACK_BYTES = 12 << 20
 def wide_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """25M parameters (100 MB in float32), the largest tensor 16.8 MB: weights dwarf the noise."""
     config = llama_config(
-        vocab_size=8192, hidden_size=512, intermediate_size=2048, num_hidden_layers=4,
-        num_attention_heads=8, num_key_value_heads=8,
+        vocab_size=8192,
+        hidden_size=512,
+        intermediate_size=2048,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=8,
     )
     return make_model_dir(tmp_path_factory.mktemp("wide-llama"), config)
 
@@ -29,7 +33,11 @@ def peak(model_dir: Path, warmup_dir: Path, mode: str) -> dict[str, int]:
     script = Path(__file__).with_name("peak_memory.py")
     result = subprocess.run(
         [sys.executable, str(script), str(model_dir), str(warmup_dir), mode],
-        capture_output=True, text=True, timeout=300, env=subprocess_env(), check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=subprocess_env(),
+        check=True,
     )
     return json.loads(result.stdout.strip().splitlines()[-1])
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_apply import AGREEMENT
 
 from conftest import FAMILIES, MODES
 from factories import greedy, prefill_logits, random_prompts
 from seekserve import LLM, SamplingParams
 from seekserve.engine import llm_engine
 from seekserve.errors import ConfigError
-from test_apply import AGREEMENT
 from test_cli import run_cli
 
 
@@ -26,7 +26,9 @@ def test_generated_tokens_are_the_float_models_choices(
     float model for its top-1 token at every generated position of the same sequences."""
     model_dir = realistic_dirs(family)
     prompts = random_prompts(4, lengths=[8, 20, 33, 5], seed=4)
-    llm = LLM(str(model_dir), dtype="float32", quantization=mode, num_kv_blocks=64, block_size=8, max_model_len=128)
+    llm = LLM(
+        str(model_dir), dtype="float32", quantization=mode, num_kv_blocks=64, block_size=8, max_model_len=128
+    )
     agree = total = 0
     for prompt, out in zip(prompts, llm.generate(prompts, greedy(24)), strict=True):
         generated = out.outputs[0].token_ids
@@ -58,7 +60,10 @@ def test_the_kv_cache_gets_what_quantization_saved(llama_dir: Path, monkeypatch:
         ({"quantization": "int8", "quantization_group_size": 64}, "takes none"),
         ({"quantization": "int4", "quantization_group_size": 48}, "use 32, 64 or 128"),
         ({"quantization": "fp8", "quantization_group_size": -1}, "0 for one scale per output channel"),
-        ({"quantization": "int4", "quantize_activations": True}, "quantize_activations is for quantization=int8"),
+        (
+            {"quantization": "int4", "quantize_activations": True},
+            "quantize_activations is for quantization=int8",
+        ),
         ({"quantization": "int8", "max_quantized_kernel_rows": -1}, "at least 0"),
         ({"quantization": "int3"}, "choose one of none, fp8, int8, int4"),
     ],

@@ -87,7 +87,6 @@ class ModelConfig:
         self.quant_config()
         _check_positive("max_model_len", self.max_model_len, "leave it unset to use the model's context")
 
-
     def quant_config(self) -> QuantConfig:
         """The quantization options as the quant package takes them (validated there)."""
         return QuantConfig(

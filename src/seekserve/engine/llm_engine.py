@@ -17,6 +17,7 @@ import torch
 from seekserve.engine.block_manager import BlockManager
 from seekserve.engine.config import EngineConfig
 from seekserve.engine.detokenizer import IncrementalDetokenizer
+from seekserve.engine.memory import available_memory_bytes
 from seekserve.engine.model_runner import ModelRunner
 from seekserve.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput
 from seekserve.engine.request import FinishReason, Request, RequestStatus
@@ -102,6 +103,8 @@ class LLMEngine:
         self.max_model_len = loaded.max_model_len
         self.eos_token_ids = loaded.eos_token_ids
         self.weight_bytes = loaded.weight_bytes
+        self.quantization = loaded.quantization
+        """What weight quantization did (seekserve.quant.apply.QuantReport), or None."""
         self.weight_bytes_saved = loaded.quantization.saved_bytes if loaded.quantization else 0
         """Weight bytes quantization saved against the unquantized model (the KV budget gets them)."""
         self.model_name = loaded.source.name
@@ -328,8 +331,3 @@ def _default_kv_budget(device: torch.device, config: EngineConfig, weight_bytes_
         return max(0, int(allowed * 0.9))  # keep a tenth of it for activations
     share = int(available_memory_bytes() * config.device.cpu_kv_cache_fraction)
     return min(_CPU_KV_CACHE_MAX_BYTES + max(0, weight_bytes_saved), share)
-
-
-def available_memory_bytes() -> int:
-    """Memory the system can give this process now (free pages)."""
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

@@ -14,7 +14,7 @@ from torch import nn
 from seekserve.engine.attention import AttentionMetadata
 from seekserve.errors import ModelLoadError
 from seekserve.models.fp8_checkpoint import Fp8BlockTensor, as_dense
-from seekserve.models.layers import Embedding, Linear, RMSNorm, RotaryEmbedding
+from seekserve.models.layers import Embedding, Linear, PartLoader, RMSNorm, RotaryEmbedding
 
 __all__ = ["CausalLM", "DecoderLM", "DecoderLayer", "DecoderStack", "KVCacheSpec", "LayerCache"]
 
@@ -126,7 +126,7 @@ class CausalLM(nn.Module, abc.ABC):
             fused, index = self.stacked_params[leaf]
             module_name = f"{parent}.{fused}" if parent else fused
         target = _submodule(self, module_name)
-        if hasattr(target, "load_part"):
+        if isinstance(target, PartLoader):
             try:
                 target.load_part(index, tensor, is_bias=kind == "bias")
             except ValueError as e:

@@ -25,11 +25,11 @@ from torch import nn
 
 from seekserve.errors import ModelLoadError, UnsupportedModelError
 from seekserve.models.base import DecoderLayer, DecoderLM, DecoderStack, KVCacheSpec
+from seekserve.models.fp8_checkpoint import Fp8BlockTensor
 from seekserve.models.layers import RotaryEmbedding
 from seekserve.models.llama import GatedMLP
 from seekserve.models.mla import MLAConfig, MLAttention
-from seekserve.models.fp8_checkpoint import Fp8BlockTensor
-from seekserve.models.moe import DeepseekMoE, RouterConfig
+from seekserve.models.moe import DeepseekMoE, ExpertLoader, RouterConfig
 from seekserve.models.rope import rope_parameters
 
 __all__ = ["DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM", "is_moe_layer"]
@@ -92,14 +92,16 @@ class DeepseekV2ForCausalLM(DecoderLM):
     def kv_cache_spec(self) -> KVCacheSpec:
         return KVCacheSpec(len(self.model.layers), ((self.attention.cache_row_size,),))
 
-    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor | Fp8BlockTensor]]) -> None:
         """Load the decoder; the multi-token-prediction layers after it are skipped."""
         super().load_weights(self._without_mtp(weights))
         for module in self.modules():
             if isinstance(module, MLAttention):
                 module.absorb()
 
-    def _without_mtp(self, weights: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
+    def _without_mtp(
+        self, weights: Iterable[tuple[str, torch.Tensor | Fp8BlockTensor]]
+    ) -> Iterator[tuple[str, torch.Tensor | Fp8BlockTensor]]:
         first = self.config.num_hidden_layers
         indices = "|".join(str(first + k) for k in range(self.num_mtp_layers))
         mtp = re.compile(rf"^model\.layers\.({indices})\.") if indices else None
@@ -120,7 +122,7 @@ class DeepseekV2ForCausalLM(DecoderLM):
             module = self.get_submodule(match["module"])
         except AttributeError:
             module = None
-        if not hasattr(module, "load_expert"):
+        if not isinstance(module, ExpertLoader):
             raise ModelLoadError(f"the checkpoint has a tensor {name} that this model does not use")
         try:
             param, part = module.load_expert(int(match["expert"]), f"{match['proj']}_proj", tensor)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Iterator, Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,7 @@ __all__ = [
     "Embedding",
     "FusedParts",
     "Linear",
+    "PartLoader",
     "RMSNorm",
     "RotaryEmbedding",
     "apply_rotary",
@@ -44,6 +46,13 @@ def deferred_weights(enabled: bool = True) -> Iterator[None]:
 def empty_param(*shape: int, dtype: torch.dtype) -> nn.Parameter:
     device = "meta" if _DEFERRED.get() else None
     return nn.Parameter(torch.empty(*shape, dtype=dtype, device=device), requires_grad=False)
+
+
+@runtime_checkable
+class PartLoader(Protocol):
+    """A layer filled from checkpoint tensors part by part (fused q/k/v, gate/up; quantized or not)."""
+
+    def load_part(self, index: int, tensor: torch.Tensor | Fp8BlockTensor, is_bias: bool = False) -> None: ...
 
 
 class FusedParts:

@@ -28,7 +28,7 @@ from seekserve.models.fp8_checkpoint import FP8_DTYPES, Fp8BlockTensor, fp8_bloc
 from seekserve.models.gguf import GGUFCheckpoint
 from seekserve.models.layers import deferred_weights
 from seekserve.models.source import ModelSource, SourceKind, resolve
-from seekserve.quant.apply import QuantReport, Quantizer, param_bytes
+from seekserve.quant.apply import Quantizer, QuantReport, param_bytes
 
 __all__ = [
     "LoadedModel",

@@ -205,7 +205,9 @@ class MLAttention(nn.Module):
         here, so decode multiplies with the same (rounded) weights that prefill does.
         """
         cfg = self.cfg
-        w = self.kv_b_proj.dense_weight().view(cfg.num_heads, cfg.qk_nope_head_dim + cfg.v_head_dim, cfg.kv_lora_rank)
+        w = self.kv_b_proj.dense_weight().view(
+            cfg.num_heads, cfg.qk_nope_head_dim + cfg.v_head_dim, cfg.kv_lora_rank
+        )
         self.w_uk = w[:, : cfg.qk_nope_head_dim].contiguous()  # [heads, nope, kv_lora_rank]
         self.w_uv_t = w[:, cfg.qk_nope_head_dim :].transpose(1, 2).contiguous()  # [heads, kv_lora_rank, v]
 

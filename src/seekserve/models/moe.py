@@ -16,9 +16,9 @@ expert that received tokens runs one gate/up matmul and one down matmul over all
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
-from typing import Any, Literal, NamedTuple
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +29,16 @@ from seekserve.models.fp8_checkpoint import Fp8BlockTensor, as_dense
 from seekserve.models.layers import empty_param
 from seekserve.models.llama import GatedMLP
 
-__all__ = ["DeepseekMoE", "FusedExperts", "RouterConfig", "Routing", "TopKRouter", "expert_part", "run_grouped"]
+__all__ = [
+    "DeepseekMoE",
+    "ExpertLoader",
+    "FusedExperts",
+    "RouterConfig",
+    "Routing",
+    "TopKRouter",
+    "expert_part",
+    "run_grouped",
+]
 
 ScoringFunc = Literal["softmax", "sigmoid"]
 TopKMethod = Literal["greedy", "group_limited_greedy", "noaux_tc"]
@@ -151,6 +160,15 @@ class TopKRouter(nn.Module):
         return grouped.masked_fill(~keep.unsqueeze(-1), dropped).view_as(choice)
 
 
+@runtime_checkable
+class ExpertLoader(Protocol):
+    """Stacked routed experts filled one expert's checkpoint tensor at a time (quantized or not)."""
+
+    def load_expert(
+        self, expert: int, proj: str, tensor: torch.Tensor | Fp8BlockTensor
+    ) -> tuple[str, int]: ...
+
+
 class FusedExperts(nn.Module):
     """The routed experts' gated MLPs as stacked tensors, the layout grouped-GEMM kernels take.
 
@@ -200,7 +218,10 @@ def expert_part(num_experts: int, intermediate: int, expert: int, proj: str) -> 
 
 
 def run_grouped(
-    x: torch.Tensor, routing: Routing, num_experts: int, expert_fn: Callable[[int, torch.Tensor], torch.Tensor]
+    x: torch.Tensor,
+    routing: Routing,
+    num_experts: int,
+    expert_fn: Callable[[int, torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
     """Σ_k weight_k · expert_k(x) with each expert run once over all its tokens: the (token, expert)
     pairs are sorted by expert and `expert_fn(expert, xs [count, hidden])` maps each group."""

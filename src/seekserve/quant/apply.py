@@ -21,6 +21,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from seekserve.engine.memory import available_memory_bytes
 from seekserve.models.base import CausalLM
 from seekserve.models.layers import Linear
 from seekserve.models.moe import FusedExperts
@@ -120,7 +121,13 @@ class Quantizer:
         return report
 
     def weight(
-        self, mode: QuantMode, dtype: torch.dtype, lead: tuple[int, ...], out: int, inp: int, parts: tuple[int, ...]
+        self,
+        mode: QuantMode,
+        dtype: torch.dtype,
+        lead: tuple[int, ...],
+        out: int,
+        inp: int,
+        parts: tuple[int, ...],
     ) -> QuantizedWeight:
         """An empty quantized weight of `mode` for a stack `lead` of [out, inp] matrices."""
         cfg = self.config
@@ -149,11 +156,16 @@ class Quantizer:
         return QuantizedLinear(qweight, module.output_sizes, module.bias is not None, dtype)
 
     def _quantize_tied_head(self, model: CausalLM, head_name: str, embedding_name: str) -> None:
-        embedding = model.get_submodule(embedding_name)
-        weight = embedding.weight
+        weight = model.get_submodule(embedding_name).weight
+        assert isinstance(weight, torch.Tensor), f"{embedding_name} has no weight tensor"
         vocab, hidden = weight.shape
         with torch.device(self.device):
-            head = QuantizedLinear(self.weight(self.head_mode, model.dtype, (), vocab, hidden, (vocab,)), (vocab,), False, model.dtype)
+            head = QuantizedLinear(
+                self.weight(self.head_mode, model.dtype, (), vocab, hidden, (vocab,)),
+                (vocab,),
+                False,
+                model.dtype,
+            )
         head.load_dense(weight)
         _set_submodule(model, head_name, head)
         if head.qweight.supports_gather:
@@ -182,8 +194,6 @@ class Quantizer:
 def _available_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
-    from seekserve.engine.llm_engine import available_memory_bytes
-
     return available_memory_bytes()
 
 

@@ -88,7 +88,7 @@ class QuantizedWeight(nn.Module, abc.ABC):
         """Rows given as an FP8 checkpoint tensor; formats that keep FP8 override this to copy them."""
         self.load_rows_chunked(index, start, rows.dequantize(torch.float32))
 
-    def finish(self, index: Index) -> None:  # noqa: B027 - most formats need no finishing step
+    def finish(self, index: Index) -> None:
         """All rows of matrix `index` are in: prepare it for `matmul` (e.g. pack for the kernel)."""
 
     @abc.abstractmethod

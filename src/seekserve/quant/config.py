@@ -9,9 +9,9 @@ from seekserve.errors import ConfigError
 
 __all__ = [
     "DEFAULT_FP8_BLOCK",
-    "DYNAMIC_MAX_KERNEL_ROWS",
     "DEFAULT_INT4_GROUP",
     "DEFAULT_MAX_KERNEL_ROWS",
+    "DYNAMIC_MAX_KERNEL_ROWS",
     "INT4_GROUP_SIZES",
     "Fp8Storage",
     "QuantConfig",

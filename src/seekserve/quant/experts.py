@@ -24,7 +24,8 @@ WeightFactory = Callable[[tuple[int, ...], int, int, tuple[int, ...]], Quantized
 
 
 class QuantizedExperts(nn.Module):
-    """gate_up_proj: [num_experts] × [2 · intermediate, hidden]; down_proj: [num_experts] × [hidden, intermediate]."""
+    """gate_up_proj: [num_experts] × [2 · intermediate, hidden];
+    down_proj: [num_experts] × [hidden, intermediate]."""
 
     def __init__(self, experts: FusedExperts, make_weight: WeightFactory):
         super().__init__()

@@ -30,7 +30,8 @@ FP8_MAX = float(torch.finfo(torch.float8_e4m3fn).max)
 
 
 def quantize_fp8(w: torch.Tensor, row_block: int, col_block: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows w [n, K] -> (float8_e4m3fn [n, K], scale_inv float32 [ceil(n / row_block), ceil(K / col_block)])."""
+    """Quantize rows w [n, K]: float8_e4m3fn values [n, K] and float32 scale_inv, one per
+    row_block × col_block block, [ceil(n / row_block), ceil(K / col_block)]."""
     n, k = w.shape
     nr, nc = -(-n // row_block), -(-k // col_block)
     padded = F.pad(w.float(), (0, nc * col_block - k, 0, nr * row_block - n))
@@ -141,7 +142,8 @@ class Fp8Weight(QuantizedWeight):
         return self._part_blocks[part_start] + (start - part_start) // self.row_block
 
     def _expand(self, w: torch.Tensor, scale: torch.Tensor, per_row: bool = False) -> torch.Tensor:
-        """w [n, K] float32 times its scales: [n, column blocks] (`per_row`) or [row blocks, column blocks]."""
+        """w [n, K] float32 times its scales, given per row ([n, column blocks], `per_row`) or per row
+        block ([row blocks, column blocks])."""
         n, k = w.shape
         if not per_row:
             scale = scale.repeat_interleave(self.row_block, dim=0)[:n]

@@ -127,7 +127,11 @@ class Int4Weight(QuantizedWeight):
             w = dequantize_with_kernel(packed, group, sz).to(self.dtype)
         else:
             n = stop - start
-            q = unpack_cpu(packed) if self.on_cpu else torch.stack((packed & 15, packed >> 4), -1).view(n, cols)
+            q = (
+                unpack_cpu(packed)
+                if self.on_cpu
+                else torch.stack((packed & 15, packed >> 4), -1).view(n, cols)
+            )
             # in the compute dtype: (q - 8) is exact, and this runs per call on the large-batch path
             scale, zero = sz[..., 0].t()[..., None], sz[..., 1].t()[..., None]  # [n, groups, 1]
             w = ((q.view(n, cols // group, group).to(self.dtype) - 8) * scale + zero).view(n, cols)

@@ -7,11 +7,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from seekserve.models.fp8_checkpoint import Fp8BlockTensor
+from seekserve.models.fp8_checkpoint import Fp8BlockTensor, as_dense
 from seekserve.models.layers import FusedParts, empty_param
 from seekserve.quant.base import QuantizedWeight
 
 __all__ = ["QuantizedEmbedding", "QuantizedLinear"]
+
 
 class QuantizedLinear(FusedParts, nn.Module):
     """y = x W^T + b with W in a `QuantizedWeight`; loads, splits and reports parts as `Linear` does.
@@ -20,7 +21,9 @@ class QuantizedLinear(FusedParts, nn.Module):
     (packed for its kernel) and the layer is ready. The bias stays in the compute dtype.
     """
 
-    def __init__(self, qweight: QuantizedWeight, output_sizes: tuple[int, ...], bias: bool, dtype: torch.dtype):
+    def __init__(
+        self, qweight: QuantizedWeight, output_sizes: tuple[int, ...], bias: bool, dtype: torch.dtype
+    ):
         super().__init__()
         self.qweight = qweight
         self.in_features = qweight.in_features
@@ -38,7 +41,7 @@ class QuantizedLinear(FusedParts, nn.Module):
 
     def load_part(self, index: int, tensor: torch.Tensor | Fp8BlockTensor, is_bias: bool = False) -> None:
         if is_bias:
-            self.load_bias_part(index, tensor if isinstance(tensor, torch.Tensor) else tensor.dequantize(torch.float32))
+            self.load_bias_part(index, as_dense(tensor, torch.float32))
             return
         rows = self.part_slice(index)
         expected = (rows.stop - rows.start, self.in_features)
