@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from common import REPO, machine, print_table, write_json
-from seekserve.quant.base import QuantizedWeight
+from seekserve.quant.base import QuantizedWeight, StackShape
 from seekserve.quant.fp8 import Fp8Weight
 from seekserve.quant.int4 import Int4Weight
 from seekserve.quant.int8 import Int8Weight
@@ -48,12 +48,12 @@ def weights(n: int, k: int, group: int) -> dict[str, QuantizedWeight]:
     """The quantized forms of one random bf16 matrix, each set to take one path."""
     w = torch.randn(n, k) * 0.02
     made: dict[str, QuantizedWeight] = {
-        "int8-kernel": Int8Weight((), n, k, (n,), torch.bfloat16, MAX_ROWS),
-        "int8-dequant": Int8Weight((), n, k, (n,), torch.bfloat16, 0),
-        "int8-dynamic": Int8Weight((), n, k, (n,), torch.bfloat16, 0, dynamic_activations=True),
-        "int4-kernel": Int4Weight((), n, k, (n,), torch.bfloat16, MAX_ROWS, group),
-        "int4-dequant": Int4Weight((), n, k, (n,), torch.bfloat16, 0, group),
-        "fp8-dequant": Fp8Weight((), n, k, (n,), torch.bfloat16, 0, 128, keep_fp8=True),
+        "int8-kernel": Int8Weight(StackShape((), n, k, (n,)), torch.bfloat16, MAX_ROWS),
+        "int8-dequant": Int8Weight(StackShape((), n, k, (n,)), torch.bfloat16, 0),
+        "int8-dynamic": Int8Weight(StackShape((), n, k, (n,)), torch.bfloat16, 0, dynamic_activations=True),
+        "int4-kernel": Int4Weight(StackShape((), n, k, (n,)), torch.bfloat16, MAX_ROWS, group),
+        "int4-dequant": Int4Weight(StackShape((), n, k, (n,)), torch.bfloat16, 0, group),
+        "fp8-dequant": Fp8Weight(StackShape((), n, k, (n,)), torch.bfloat16, 0, 128, keep_fp8=True),
     }
     for q in made.values():
         for start in range(0, n, 16384):

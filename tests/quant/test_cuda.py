@@ -10,6 +10,7 @@ import torch
 from factories import fill_weight, greedy, random_prompts, relative_error
 from seekserve import LLM
 from seekserve.quant import cuda
+from seekserve.quant.base import StackShape
 from seekserve.quant.fp8 import Fp8Weight
 from seekserve.quant.int4 import Int4Weight
 from seekserve.quant.int8 import Int8Weight
@@ -26,11 +27,13 @@ def weights(device: torch.device) -> dict[str, object]:
     n, k = 256, 384
     with torch.device(device):
         return {
-            "int8": Int8Weight((), n, k, (n,), torch.bfloat16, 4),
-            "int8-dynamic": Int8Weight((), n, k, (n,), torch.bfloat16, 4, dynamic_activations=True),
-            "int4": Int4Weight((), n, k, (n,), torch.bfloat16, 4, group=32),
-            "fp8-block": Fp8Weight((), n, k, (n,), torch.bfloat16, 0, block=128, keep_fp8=True),
-            "fp8-channel": Fp8Weight((), n, k, (n,), torch.bfloat16, 0, block=0, keep_fp8=True),
+            "int8": Int8Weight(StackShape((), n, k, (n,)), torch.bfloat16, 4),
+            "int8-dynamic": Int8Weight(
+                StackShape((), n, k, (n,)), torch.bfloat16, 4, dynamic_activations=True
+            ),
+            "int4": Int4Weight(StackShape((), n, k, (n,)), torch.bfloat16, 4, group=32),
+            "fp8-block": Fp8Weight(StackShape((), n, k, (n,)), torch.bfloat16, 0, block=128, keep_fp8=True),
+            "fp8-channel": Fp8Weight(StackShape((), n, k, (n,)), torch.bfloat16, 0, block=0, keep_fp8=True),
         }
 
 
@@ -55,7 +58,8 @@ def test_per_channel_fp8_runs_on_scaled_mm_where_the_gpu_has_fp8() -> None:
         pytest.skip("FP8 matmuls need compute capability 8.9 or later")
     with torch.device(device):
         q = fill_weight(
-            Fp8Weight((), 256, 384, (256,), torch.bfloat16, 0, block=0, keep_fp8=True), torch.randn(256, 384)
+            Fp8Weight(StackShape((), 256, 384, (256,)), torch.bfloat16, 0, block=0, keep_fp8=True),
+            torch.randn(256, 384),
         )
     x = torch.randn(8, 384, device=device, dtype=torch.bfloat16)
     y = cuda.fp8_matmul(x, q.values, q.scale_inv, 1)

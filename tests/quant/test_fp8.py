@@ -7,6 +7,7 @@ import torch
 
 from factories import FP8_MAX, fill_weight, fp8_block_quantize, relative_error
 from seekserve.models.fp8_checkpoint import Fp8BlockFormat, Fp8BlockTensor, dequantize_fp8
+from seekserve.quant.base import StackShape
 from seekserve.quant.fp8 import Fp8Weight, fp8_to_float, quantize_fp8
 
 # e4m3 keeps 3 mantissa bits: a value rounds by at most 2^-4 of itself, or by half the smallest
@@ -23,7 +24,9 @@ def make(
     parts: tuple[int, ...] | None = None,
 ) -> Fp8Weight:
     n, k = w.shape
-    return fill_weight(Fp8Weight((), n, k, parts or (n,), dtype, 0, block=block, keep_fp8=keep), w)
+    return fill_weight(
+        Fp8Weight(StackShape((), n, k, parts or (n,)), dtype, 0, block=block, keep_fp8=keep), w
+    )
 
 
 def rounding_bound(w: torch.Tensor, q: Fp8Weight) -> torch.Tensor:
@@ -55,7 +58,7 @@ def test_blocks_are_deepseek_v3s_format(shape: tuple[int, int]) -> None:
 def test_checkpoint_fp8_tensors_are_copied_without_a_float_round_trip() -> None:
     w = torch.randn(256, 256, generator=torch.Generator().manual_seed(6))
     parts = [fp8_block_quantize(w[:128], 128), fp8_block_quantize(w[128:], 128)]
-    weight = Fp8Weight((), 256, 256, (128, 128), torch.bfloat16, 0, block=128, keep_fp8=True)
+    weight = Fp8Weight(StackShape((), 256, 256, (128, 128)), torch.bfloat16, 0, block=128, keep_fp8=True)
     fmt = Fp8BlockFormat((128, 128))
     for i, (q, scale) in enumerate(parts):
         weight.load_fp8((), 128 * i, Fp8BlockTensor(q, scale, fmt))
@@ -68,7 +71,7 @@ def test_checkpoint_blocks_of_another_size_are_requantized() -> None:
     w = torch.randn(96, 64, generator=torch.Generator().manual_seed(7))
     q, scale = fp8_block_quantize(w, 16)
     checkpoint = Fp8BlockTensor(q, scale, Fp8BlockFormat((16, 16)))
-    weight = Fp8Weight((), 96, 64, (96,), torch.float32, 0, block=32, keep_fp8=True)
+    weight = Fp8Weight(StackShape((), 96, 64, (96,)), torch.float32, 0, block=32, keep_fp8=True)
     weight.load_fp8((), 0, checkpoint)
     reference = checkpoint.dequantize(torch.float32)
     assert weight.scale_inv.shape == (3, 2)

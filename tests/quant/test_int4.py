@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from factories import fill_weight, relative_error
+from seekserve.quant.base import StackShape
 from seekserve.quant.int4 import Int4Weight, int4_shape
 from seekserve.quant.int4_layout import cpu_block_layout, dequantize_with_kernel, pack_cpu, unpack_cpu
 
@@ -21,12 +22,14 @@ def make(
     w: torch.Tensor, dtype: torch.dtype, group: int = 32, parts: tuple[int, ...] | None = None
 ) -> Int4Weight:
     n, k = w.shape
-    return fill_weight(Int4Weight((), n, k, parts or (n,), dtype, max_kernel_rows=4, group=group), w)
+    return fill_weight(
+        Int4Weight(StackShape((), n, k, parts or (n,)), dtype, max_kernel_rows=4, group=group), w
+    )
 
 
 def step_bound(q: Int4Weight) -> torch.Tensor:
     """Per element: half a step of its group, plus the compute dtype's rounding of zero and result."""
-    group = q.shape.group
+    group = q.layout.group
     sz = q.scales_zeros.float()  # [groups, Np, 2]
     scale = sz[..., 0].t().repeat_interleave(group, 1)[: q.out_features, : q.in_features]
     zero = sz[..., 1].t().repeat_interleave(group, 1)[: q.out_features, : q.in_features]
@@ -43,7 +46,7 @@ def test_the_cpu_packing_layout_is_known_and_round_trips() -> None:
 
 def test_reading_back_through_the_kernel_matches_unpacking() -> None:
     q = make(torch.randn(80, 64), torch.float32)
-    through_kernel = dequantize_with_kernel(q.packed, q.shape.group, q.scales_zeros)
+    through_kernel = dequantize_with_kernel(q.packed, q.layout.group, q.scales_zeros)
     torch.testing.assert_close(through_kernel[:80], q.dequantize(), rtol=1e-6, atol=1e-6)
 
 
@@ -101,7 +104,7 @@ def test_zero_flat_and_outlier_groups(dtype: torch.dtype) -> None:
 
 def test_stacked_matrices_are_packed_one_by_one() -> None:
     ws = torch.randn(2, 48, 64, generator=torch.Generator().manual_seed(5))
-    q = Int4Weight((2,), 48, 64, (24, 24), torch.bfloat16, max_kernel_rows=4, group=32)
+    q = Int4Weight(StackShape((2,), 48, 64, (24, 24)), torch.bfloat16, max_kernel_rows=4, group=32)
     fill_weight(q, ws[1], (1,))
     fill_weight(q, ws[0], (0,))
     x = torch.randn(3, 64, dtype=torch.bfloat16)

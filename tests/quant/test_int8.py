@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from factories import fill_weight, relative_error
+from seekserve.quant.base import StackShape
 from seekserve.quant.int8 import Int8Weight, int8_dynamic_matmul
 
 # Gaussian weights and activations: rounding to a step of max|row| / 127 leaves ~0.75 % relative
@@ -19,7 +20,7 @@ def make(
     w: torch.Tensor, dtype: torch.dtype, parts: tuple[int, ...] | None = None, **kw: object
 ) -> Int8Weight:
     n, k = w.shape
-    return fill_weight(Int8Weight((), n, k, parts or (n,), dtype, max_kernel_rows=4, **kw), w)  # type: ignore[arg-type]
+    return fill_weight(Int8Weight(StackShape((), n, k, parts or (n,)), dtype, max_kernel_rows=4, **kw), w)  # type: ignore[arg-type]
 
 
 def step_bound(q: Int8Weight, w: torch.Tensor) -> torch.Tensor:
@@ -87,7 +88,7 @@ def test_gathered_rows_are_the_dequantized_rows() -> None:
 
 def test_stacked_matrices_are_quantized_and_used_one_by_one() -> None:
     ws = torch.randn(3, 40, 32, generator=torch.Generator().manual_seed(3))
-    q = Int8Weight((3,), 40, 32, (20, 20), torch.float32, max_kernel_rows=4)
+    q = Int8Weight(StackShape((3,), 40, 32, (20, 20)), torch.float32, max_kernel_rows=4)
     for e in (2, 0, 1):
         fill_weight(q, ws[e], (e,))
     x = torch.randn(2, 32)

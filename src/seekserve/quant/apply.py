@@ -26,7 +26,7 @@ from seekserve.models.base import CausalLM
 from seekserve.models.layers import Linear
 from seekserve.models.moe import FusedExperts
 from seekserve.quant import cuda
-from seekserve.quant.base import QuantizedWeight
+from seekserve.quant.base import QuantizedWeight, StackShape
 from seekserve.quant.config import QuantConfig, QuantMode
 from seekserve.quant.experts import QuantizedExperts
 from seekserve.quant.fp8 import Fp8Weight
@@ -88,6 +88,8 @@ class Quantizer:
         self.keep_fp8 = self.config.mode == "fp8" and self._keeps_fp8()
         tied_head = _tied_head(model)
         with torch.device(self.device):
+            if tied_head is not None and self.head_mode != "none":
+                self._tie_quantized_head(model, *tied_head)
             for name, module in list(model.named_modules()):
                 replacement = self._replacement(name, module, model.dtype, tied_head)
                 if replacement is not None:
@@ -96,9 +98,10 @@ class Quantizer:
         _materialize(model, self.device)
 
     def finish(self, model: CausalLM) -> QuantReport:
-        """Quantize a tied LM head from the loaded embedding; report the weights' memory."""
+        """Quantize a tied LM head that could not serve the embedding from the loaded embedding (a copy);
+        report the weights' memory."""
         tied = _tied_head(model)
-        if tied is not None and self.head_mode != "none":
+        if tied is not None and self.head_mode != "none" and not isinstance(model.lm_head, QuantizedLinear):
             self._quantize_tied_head(model, *tied)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()  # return the float temporaries, so the KV cache can have the memory
@@ -131,13 +134,13 @@ class Quantizer:
     ) -> QuantizedWeight:
         """An empty quantized weight of `mode` for a stack `lead` of [out, inp] matrices."""
         cfg = self.config
-        rows = cfg.kernel_rows
+        shape, rows = StackShape(lead, out, inp, tuple(parts)), cfg.kernel_rows
         if mode == "int8":
-            return Int8Weight(lead, out, inp, parts, dtype, rows, cfg.dynamic_activations)
+            return Int8Weight(shape, dtype, rows, cfg.dynamic_activations)
         if mode == "int4":
-            return Int4Weight(lead, out, inp, parts, dtype, rows, cfg.int4_group)
+            return Int4Weight(shape, dtype, rows, cfg.int4_group)
         assert mode == "fp8", f"no weight format for mode {mode!r}"
-        return Fp8Weight(lead, out, inp, parts, dtype, rows, cfg.fp8_block, self.keep_fp8)
+        return Fp8Weight(shape, dtype, rows, cfg.fp8_block, self.keep_fp8)
 
     def _replacement(
         self, name: str, module: nn.Module, dtype: torch.dtype, tied_head: tuple[str, str] | None
@@ -155,21 +158,28 @@ class Quantizer:
         qweight = self.weight(mode, dtype, (), out, inp, module.output_sizes)
         return QuantizedLinear(qweight, module.output_sizes, module.bias is not None, dtype)
 
-    def _quantize_tied_head(self, model: CausalLM, head_name: str, embedding_name: str) -> None:
+    def _tied_head(self, model: CausalLM, embedding_name: str) -> QuantizedLinear:
         weight = model.get_submodule(embedding_name).weight
         assert isinstance(weight, torch.Tensor), f"{embedding_name} has no weight tensor"
         vocab, hidden = weight.shape
-        with torch.device(self.device):
-            head = QuantizedLinear(
-                self.weight(self.head_mode, model.dtype, (), vocab, hidden, (vocab,)),
-                (vocab,),
-                False,
-                model.dtype,
-            )
-        head.load_dense(weight)
-        _set_submodule(model, head_name, head)
+        qweight = self.weight(self.head_mode, model.dtype, (), vocab, hidden, (vocab,))
+        return QuantizedLinear(qweight, (vocab,), False, model.dtype)
+
+    def _tie_quantized_head(self, model: CausalLM, head_name: str, embedding_name: str) -> None:
+        """Before loading: one quantized table for head and embedding, filled from the checkpoint's
+        embedding tensor, so the float table is never allocated. Formats that cannot read single rows
+        cheaply (int4) are left to `_quantize_tied_head`."""
+        head = self._tied_head(model, embedding_name)
         if head.qweight.supports_gather:
+            _set_submodule(model, head_name, head)
             _set_submodule(model, embedding_name, QuantizedEmbedding(head.qweight))
+            self.num_layers += 1
+
+    def _quantize_tied_head(self, model: CausalLM, head_name: str, embedding_name: str) -> None:
+        """After loading: a quantized copy of the embedding as the head; the embedding stays as it is."""
+        head = self._tied_head(model, embedding_name)
+        head.load_dense(model.get_submodule(embedding_name).weight)
+        _set_submodule(model, head_name, head)
         self.num_layers += 1
 
     def _keeps_fp8(self) -> bool:

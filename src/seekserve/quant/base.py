@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -24,10 +24,20 @@ from torch import nn
 
 from seekserve.models.fp8_checkpoint import Fp8BlockTensor
 
-__all__ = ["Index", "QuantizedWeight", "storage_param"]
+__all__ = ["Index", "QuantizedWeight", "StackShape", "storage_param"]
 
 Index = tuple[int, ...]
 """Which matrix of the stack: () for an unstacked weight, (expert,) for stacked experts."""
+
+
+class StackShape(NamedTuple):
+    """A stack `lead` of [out_features, in_features] matrices whose rows come in parts (q, k, v)."""
+
+    lead: tuple[int, ...]
+    out_features: int
+    in_features: int
+    part_sizes: tuple[int, ...]
+
 
 _DEQUANT_BLOCK_ELEMENTS = 1 << 20
 """Weights dequantized at a time by `dequantized_matmul` (2 MB in bf16: stays in cache)."""
@@ -51,22 +61,11 @@ class QuantizedWeight(nn.Module, abc.ABC):
     steps with at most that many rows run the packed kernel, larger ones the large-batch path.
     """
 
-    def __init__(
-        self,
-        lead: tuple[int, ...],
-        out_features: int,
-        in_features: int,
-        part_sizes: Sequence[int],
-        dtype: torch.dtype,
-        max_kernel_rows: int,
-    ):
+    def __init__(self, shape: StackShape, dtype: torch.dtype, max_kernel_rows: int):
         super().__init__()
-        if sum(part_sizes) != out_features:
-            raise ValueError(f"part sizes {tuple(part_sizes)} do not add up to {out_features} rows")
-        self.lead = lead
-        self.out_features = out_features
-        self.in_features = in_features
-        self.part_sizes = tuple(part_sizes)
+        if sum(shape.part_sizes) != shape.out_features:
+            raise ValueError(f"part sizes {shape.part_sizes} do not add up to {shape.out_features} rows")
+        self.lead, self.out_features, self.in_features, self.part_sizes = shape
         self.dtype = dtype
         self.max_kernel_rows = max_kernel_rows
         self.row_alignment = 1

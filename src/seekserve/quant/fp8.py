@@ -15,14 +15,12 @@ Storage and matmul depend on the device (docs/quantization.md has the measuremen
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 
 from seekserve.models.fp8_checkpoint import Fp8BlockTensor
 from seekserve.quant import cuda
-from seekserve.quant.base import Index, QuantizedWeight, storage_param
+from seekserve.quant.base import Index, QuantizedWeight, StackShape, storage_param
 
 __all__ = ["FP8_MAX", "Fp8Weight", "fp8_to_float", "quantize_fp8"]
 
@@ -58,17 +56,10 @@ class Fp8Weight(QuantizedWeight):
     row_block_of: torch.Tensor
 
     def __init__(
-        self,
-        lead: tuple[int, ...],
-        out_features: int,
-        in_features: int,
-        part_sizes: Sequence[int],
-        dtype: torch.dtype,
-        max_kernel_rows: int,
-        block: int,
-        keep_fp8: bool,
+        self, shape: StackShape, dtype: torch.dtype, max_kernel_rows: int, block: int, keep_fp8: bool
     ):
-        super().__init__(lead, out_features, in_features, part_sizes, dtype, max_kernel_rows)
+        super().__init__(shape, dtype, max_kernel_rows)
+        lead, out_features, in_features, part_sizes = shape
         self.keep_fp8 = keep_fp8
         self.row_block = self.row_alignment = block or 1
         self.col_block = block or in_features

@@ -15,14 +15,13 @@ which wins once the kernel's per-row cost outgrows the unpacking (docs/quantizat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from seekserve.quant import cuda
-from seekserve.quant.base import Index, QuantizedWeight, storage_param
+from seekserve.quant.base import Index, QuantizedWeight, StackShape, storage_param
 from seekserve.quant.config import INT4_GROUP_SIZES
 from seekserve.quant.int4_layout import cpu_block_layout, dequantize_with_kernel, pack_cpu, unpack_cpu
 from seekserve.quant.int8 import storage_scale
@@ -66,33 +65,24 @@ def quantize_int4(
 class Int4Weight(QuantizedWeight):
     """Packed values [*lead, Np, Kp / 2] uint8 and scales_zeros [*lead, Kp / G, Np, 2] (compute dtype)."""
 
-    def __init__(
-        self,
-        lead: tuple[int, ...],
-        out_features: int,
-        in_features: int,
-        part_sizes: Sequence[int],
-        dtype: torch.dtype,
-        max_kernel_rows: int,
-        group: int,
-    ):
-        super().__init__(lead, out_features, in_features, part_sizes, dtype, max_kernel_rows)
-        self.shape = int4_shape(out_features, in_features, group)
-        rows, cols, group = self.shape
-        self.packed = storage_param(*lead, rows, cols // 2, dtype=torch.uint8)
-        self.scales_zeros = storage_param(*lead, cols // group, rows, 2, dtype=dtype)
+    def __init__(self, shape: StackShape, dtype: torch.dtype, max_kernel_rows: int, group: int):
+        super().__init__(shape, dtype, max_kernel_rows)
+        self.layout = int4_shape(shape.out_features, shape.in_features, group)
+        rows, cols, group = self.layout
+        self.packed = storage_param(*shape.lead, rows, cols // 2, dtype=torch.uint8)
+        self.scales_zeros = storage_param(*shape.lead, cols // group, rows, 2, dtype=dtype)
         self.on_cpu = self.packed.device.type == "cpu"
         self._pending: dict[Index, torch.Tensor] = {}
 
     def load_rows(self, index: Index, start: int, rows: torch.Tensor) -> None:
         n, k = rows.shape
         rows = rows.to(self.packed.device)
-        if k < self.shape.cols:
-            rows = F.pad(rows.float(), (0, self.shape.cols - k))
-        q, scale, zero = quantize_int4(rows, self.shape.group, self.dtype)
+        if k < self.layout.cols:
+            rows = F.pad(rows.float(), (0, self.layout.cols - k))
+        q, scale, zero = quantize_int4(rows, self.layout.group, self.dtype)
         pending = self._pending.get(index)
         if pending is None:
-            pending = torch.zeros(self.shape.rows, self.shape.cols, dtype=torch.uint8, device=q.device)
+            pending = torch.zeros(self.layout.rows, self.layout.cols, dtype=torch.uint8, device=q.device)
             self._pending[index] = pending
         pending[start : start + n] = q
         sz = self.scales_zeros.data[index]  # [groups, Np, 2]
@@ -112,15 +102,15 @@ class Int4Weight(QuantizedWeight):
             return cuda.dense_matmul(x, self.dequantize(index))
         if x.shape[0] > self.max_kernel_rows and cpu_block_layout() is not None:
             return self.dequantized_matmul(x, index)
-        if x.shape[1] < self.shape.cols:
-            x = F.pad(x, (0, self.shape.cols - x.shape[1]))
+        if x.shape[1] < self.layout.cols:
+            x = F.pad(x, (0, self.layout.cols - x.shape[1]))
         y = torch._weight_int4pack_mm_for_cpu(
-            x.contiguous(), self.packed[index], self.shape.group, self.scales_zeros[index]
+            x.contiguous(), self.packed[index], self.layout.group, self.scales_zeros[index]
         )
         return y[:, : self.out_features]
 
     def dequantize_rows(self, index: Index, start: int, end: int) -> torch.Tensor:
-        rows, cols, group = self.shape
+        rows, cols, group = self.layout
         stop = rows if end == self.out_features else end  # the padding rows close the last row block
         packed, sz = self.packed[index][start:stop], self.scales_zeros[index][:, start:stop]
         if self.on_cpu and cpu_block_layout() is None:
@@ -138,4 +128,4 @@ class Int4Weight(QuantizedWeight):
         return w[: end - start, : self.in_features]
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, group={self.shape.group}"
+        return f"{super().extra_repr()}, group={self.layout.group}"

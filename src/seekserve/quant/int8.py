@@ -15,12 +15,10 @@ Per call, by the number of token rows M:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 from seekserve.quant import cuda
-from seekserve.quant.base import Index, QuantizedWeight, storage_param
+from seekserve.quant.base import Index, QuantizedWeight, StackShape, storage_param
 
 __all__ = ["Int8Weight", "int8_dynamic_matmul", "quantize_int8", "storage_scale"]
 
@@ -55,19 +53,12 @@ class Int8Weight(QuantizedWeight):
     """int8 values [*lead, N, K] and per-channel scales [*lead, N] in the compute dtype."""
 
     def __init__(
-        self,
-        lead: tuple[int, ...],
-        out_features: int,
-        in_features: int,
-        part_sizes: Sequence[int],
-        dtype: torch.dtype,
-        max_kernel_rows: int,
-        dynamic_activations: bool = False,
+        self, shape: StackShape, dtype: torch.dtype, max_kernel_rows: int, dynamic_activations: bool = False
     ):
-        super().__init__(lead, out_features, in_features, part_sizes, dtype, max_kernel_rows)
+        super().__init__(shape, dtype, max_kernel_rows)
         self.dynamic_activations = dynamic_activations
-        self.values = storage_param(*lead, out_features, in_features, dtype=torch.int8)
-        self.scales = storage_param(*lead, out_features, dtype=dtype)
+        self.values = storage_param(*shape.lead, shape.out_features, shape.in_features, dtype=torch.int8)
+        self.scales = storage_param(*shape.lead, shape.out_features, dtype=dtype)
 
     def load_rows(self, index: Index, start: int, rows: torch.Tensor) -> None:
         q, scale = quantize_int8(rows.to(self.values.device), self.dtype)

@@ -74,12 +74,23 @@ class QuantizedLinear(FusedParts, nn.Module):
 
 
 class QuantizedEmbedding(nn.Module):
-    """Embedding rows read from the quantized weight of the LM head it is tied to."""
+    """Embedding rows read from the quantized weight of the LM head it is tied to. The checkpoint's
+    embedding tensor loads straight into that weight (`load_part`), quantized as it arrives."""
 
     def __init__(self, qweight: QuantizedWeight):
         super().__init__()
         assert qweight.supports_gather, "a quantized embedding needs a format that reads single rows"
         self.qweight = qweight
+
+    def load_part(self, index: int, tensor: torch.Tensor | Fp8BlockTensor, is_bias: bool = False) -> None:
+        expected = (self.qweight.out_features, self.qweight.in_features)
+        if index != 0 or is_bias or tuple(tensor.shape) != expected:
+            raise ValueError(f"shape {tuple(tensor.shape)} does not fit the embedding's {expected}")
+        self.qweight.load_rows_chunked((), 0, as_dense(tensor, torch.float32))
+        self.qweight.finish(())
+
+    def checkpoint_params(self) -> dict[str, int]:
+        return {"weight": 1}
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.qweight.gather_rows(ids.reshape(-1)).view(*ids.shape, self.qweight.in_features)
