@@ -159,9 +159,7 @@ class Quantizer:
         return QuantizedLinear(qweight, module.output_sizes, module.bias is not None, dtype)
 
     def _tied_head(self, model: CausalLM, embedding_name: str) -> QuantizedLinear:
-        weight = model.get_submodule(embedding_name).weight
-        assert isinstance(weight, torch.Tensor), f"{embedding_name} has no weight tensor"
-        vocab, hidden = weight.shape
+        vocab, hidden = _embedding_table(model, embedding_name).shape
         qweight = self.weight(self.head_mode, model.dtype, (), vocab, hidden, (vocab,))
         return QuantizedLinear(qweight, (vocab,), False, model.dtype)
 
@@ -178,7 +176,7 @@ class Quantizer:
     def _quantize_tied_head(self, model: CausalLM, head_name: str, embedding_name: str) -> None:
         """After loading: a quantized copy of the embedding as the head; the embedding stays as it is."""
         head = self._tied_head(model, embedding_name)
-        head.load_dense(model.get_submodule(embedding_name).weight)
+        head.load_dense(_embedding_table(model, embedding_name))
         _set_submodule(model, head_name, head)
         self.num_layers += 1
 
@@ -214,6 +212,12 @@ def _tied_head(model: CausalLM) -> tuple[str, str] | None:
     if head is None:
         return None
     return "lm_head", head.rpartition(".")[0]
+
+
+def _embedding_table(model: nn.Module, name: str) -> torch.Tensor:
+    weight = model.get_submodule(name).weight
+    assert isinstance(weight, torch.Tensor), f"{name} has no weight tensor"
+    return weight
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
