@@ -195,52 +195,37 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     return results
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--model", default=None, help="model directory, GGUF file or hub id (default: Gemma 3 270M)"
-    )
-    parser.add_argument(
-        "--modes", default=DEFAULT_MODES, help=f"comma-separated, none first (default {DEFAULT_MODES})"
-    )
-    parser.add_argument("--dtype", default="bfloat16", help="compute dtype of every mode (the reference's)")
-    parser.add_argument("--windows", type=int, default=20, help="perplexity windows")
-    parser.add_argument("--window", type=int, default=512, help="tokens per window, BOS included")
-    parser.add_argument(
-        "--decode-tokens", type=int, default=128, help="tokens generated in the single stream"
-    )
-    parser.add_argument("--batch", type=int, default=16, help="requests in the batch run")
-    parser.add_argument("--batch-prompt", type=int, default=256, help="prompt tokens per batch request")
-    parser.add_argument("--batch-output", type=int, default=128, help="output tokens per batch request")
-    parser.add_argument("--skip-speed", action="store_true", help="memory and accuracy only (no timings)")
-    parser.add_argument(
-        "--kernels-json",
-        type=Path,
-        default=REPO / "benchmarks" / "results" / "quant_kernels.json",
-        help="benchmarks/quant_kernels.py's output, tabled in the docs when present",
-    )
-    parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "quantization.json")
-    parser.add_argument(
-        "--docs", type=Path, default=REPO / "docs" / "quantization.md", help="markdown report to write"
-    )
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--reference", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    add = parser.add_argument
+    add("--model", default=None, help="model directory, GGUF file or hub id (default: Gemma 3 270M)")
+    add("--modes", default=DEFAULT_MODES, help=f"comma-separated, none first (default {DEFAULT_MODES})")
+    add("--dtype", default="bfloat16", help="compute dtype of every mode (the reference's)")
+    add("--windows", type=int, default=20, help="perplexity windows")
+    add("--window", type=int, default=512, help="tokens per window, BOS included")
+    add("--decode-tokens", type=int, default=128, help="tokens generated in the single stream")
+    add("--batch", type=int, default=16, help="requests in the batch run")
+    add("--batch-prompt", type=int, default=256, help="prompt tokens per batch request")
+    add("--batch-output", type=int, default=128, help="output tokens per batch request")
+    add("--skip-speed", action="store_true", help="memory and accuracy only (no timings)")
+    results = REPO / "benchmarks" / "results"
+    add("--kernels-json", type=Path, default=results / "quant_kernels.json", help="quant_kernels.py's output")
+    add("--json", type=Path, default=results / "quantization.json", help="where to write the results")
+    add("--docs", type=Path, default=REPO / "docs" / "quantization.md", help="markdown report to write")
+    add("--worker", help=argparse.SUPPRESS)
+    add("--reference", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if args.worker:
         print(json.dumps(worker(args)))
         return
     results = run_all(args)
-    header = [
-        "mode",
-        "weights MB",
-        "load transient MB",
-        "decode tok/s",
-        "batch tok/s",
-        "perplexity",
-        "top-1 agree",
-    ]
+    header = ["mode", "weights MB", "load transient MB", "decode tok/s", "batch tok/s", "perplexity", "top-1"]
     rows = [
         [
             r["mode"],

@@ -67,7 +67,7 @@ class ModelConfig:
 
     max_quantized_kernel_rows: int | None = None
     """Steps of at most this many tokens use the low-bit kernels, larger ones dequantize each layer
-    for a float matmul; None takes the default measured on CPU for the mode."""
+    for a float matmul; unset takes the default measured on CPU for the mode."""
 
     quantize_activations: bool = False
     """int8 only: steps above max_quantized_kernel_rows also quantize activations (per token) and run

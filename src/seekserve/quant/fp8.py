@@ -88,15 +88,18 @@ class Fp8Weight(QuantizedWeight):
             self.values.data[index][start:end].copy_(self._expand(fp8_to_float(q), scale))
 
     def load_fp8(self, index: Index, start: int, rows: Fp8BlockTensor) -> None:
-        """Copy a checkpoint's FP8 rows and scales as they are when their blocks match ours."""
-        same = rows.weight.dtype == torch.float8_e4m3fn and rows.fmt.block_size == (
-            self.row_block,
-            self.col_block,
-        )
-        if not (self.keep_fp8 and same and start in self._part_blocks):
+        """A checkpoint's FP8 rows in blocks like ours are taken as they are: bytes and scales copied,
+        or dequantized once into the compute dtype. Other blocks are requantized."""
+        block = (self.row_block, self.col_block)
+        same = rows.weight.dtype == torch.float8_e4m3fn and rows.fmt.block_size == block
+        if not (same and start in self._part_blocks):
             super().load_fp8(index, start, rows)
             return
-        self.values.data[index][start : start + rows.shape[0]].copy_(rows.weight)
+        end = start + rows.shape[0]
+        if not self.keep_fp8:
+            self.values.data[index][start:end].copy_(rows.dequantize(self.dtype))
+            return
+        self.values.data[index][start:end].copy_(rows.weight)
         first = self._part_blocks[start]
         self.scale_inv.data[index][first : first + rows.scale_inv.shape[0]].copy_(rows.scale_inv)
 
