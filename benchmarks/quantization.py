@@ -8,9 +8,10 @@ Modes (--modes): none, fp8, int8, int4, and variants int4:g64 / int4:g128 (group
 (int8 with per-token activation quantization above the kernel rows), fp8:channel (per-channel
 scales). Each runs in a fresh process, one after another, and measures:
 
-  weights     bytes the engine holds (LLMEngine.weight_bytes), and the load's transient memory: its
-              peak anonymous memory above what it kept once done (sampled every 0.5 ms; memory-mapped
-              checkpoint pages excluded), i.e. what loading needed beyond the model it built
+  weights     bytes the engine holds (LLMEngine.weight_bytes), and the weight load's transient memory:
+              the peak anonymous memory of building and filling the model above what it kept once
+              done (sampled every 0.5 ms; memory-mapped checkpoint pages and the tokenizer excluded),
+              i.e. what loading needed beyond the model it built
   decode      single stream: a 32-token prompt, then --decode-tokens greedy tokens; tokens/s from
               the first to the last generated token (prefill excluded)
   batch       --batch requests of --batch-prompt random tokens submitted together, --batch-output
@@ -28,6 +29,7 @@ model that is its Q4_K_M GGUF dequantized to bf16. Timings need a quiet machine:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import platform
@@ -36,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,7 @@ from quantization_doc import render
 from seekserve import LLM, SamplingParams
 from seekserve.engine.attention import AttentionMetadata, PrefillChunk
 from seekserve.engine.memory import PeakMemory
+from seekserve.models import loader
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "none": {},
@@ -138,6 +142,24 @@ def batch_throughput(llm: LLM, batch: int, prompt_len: int, output_len: int) -> 
     return sum(len(o.outputs[0].token_ids) for o in outs) / wall
 
 
+@contextlib.contextmanager
+def weights_peak() -> Iterator[PeakMemory]:
+    """Peak memory of building and filling the model only: the tokenizer (a 262k-entry GGUF vocabulary
+    takes more transient memory than the weights) is built afterwards, outside the measurement."""
+    peak = PeakMemory()
+    build = loader._build
+
+    def measured(*args: Any, **kwargs: Any) -> Any:
+        with peak:
+            return build(*args, **kwargs)
+
+    loader._build = measured
+    try:
+        yield peak
+    finally:
+        loader._build = build
+
+
 def worker(args: argparse.Namespace) -> dict[str, Any]:
     """Measure one mode in this process; the "none" run saves the reference top-1 tokens."""
     longest = max(args.window, args.batch_prompt + args.batch_output, 32 + args.decode_tokens)
@@ -145,7 +167,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     if args.model:
         options["model"] = args.model
     start = time.perf_counter()
-    with PeakMemory() as peak:
+    with weights_peak() as peak:
         llm = LLM(**options)
     result: dict[str, Any] = {
         "mode": args.worker,
