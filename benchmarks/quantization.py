@@ -8,10 +8,9 @@ Modes (--modes): none, fp8, int8, int4, and variants int4:g64 / int4:g128 (group
 (int8 with per-token activation quantization above the kernel rows), fp8:channel (per-channel
 scales). Each runs in a fresh process, one after another, and measures:
 
-  weights     bytes the engine holds (LLMEngine.weight_bytes), and the weight load's transient memory:
-              the peak anonymous memory of building and filling the model above what it kept once
-              done (sampled every 0.5 ms; memory-mapped checkpoint pages and the tokenizer excluded),
-              i.e. what loading needed beyond the model it built
+  weights     bytes the engine holds (LLMEngine.weight_bytes), and the load peak: the most anonymous
+              memory building and filling the model added (sampled every 0.5 ms; memory-mapped
+              checkpoint pages and the tokenizer excluded)
   decode      single stream: a 32-token prompt, then --decode-tokens greedy tokens; tokens/s from
               the first to the last generated token (prefill excluded)
   batch       --batch requests of --batch-prompt random tokens submitted together, --batch-output
@@ -50,6 +49,7 @@ from seekserve import LLM, SamplingParams
 from seekserve.engine.attention import AttentionMetadata, PrefillChunk
 from seekserve.engine.memory import PeakMemory
 from seekserve.models import loader
+from seekserve.quant.apply import param_bytes
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "none": {},
@@ -184,6 +184,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         "dense_weight_bytes": report.dense_weight_bytes if report else engine.weight_bytes,
         "fp8_kept": bool(report and report.fp8_kept),
         "lm_head": report.lm_head if report else "none",
+        "lm_head_bytes": param_bytes(engine.model.lm_head),
     }
     windows, result["corpus"] = corpus_ids(engine.tokenizer, args.windows, args.window)
     top, nll = score(llm, windows)
@@ -236,6 +237,7 @@ def parse_args() -> argparse.Namespace:
     add("--kernels-json", type=Path, default=results / "quant_kernels.json", help="quant_kernels.py's output")
     add("--json", type=Path, default=results / "quantization.json", help="where to write the results")
     add("--docs", type=Path, default=REPO / "docs" / "quantization.md", help="markdown report to write")
+    add("--from-json", type=Path, help="only rewrite --docs from the results file of an earlier run")
     add("--worker", help=argparse.SUPPRESS)
     add("--reference", help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -246,13 +248,18 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args)))
         return
+    kernels = json.loads(args.kernels_json.read_text()) if args.kernels_json.is_file() else None
+    if args.from_json:
+        args.docs.write_text(render(json.loads(args.from_json.read_text()), kernels))
+        print(f"wrote {args.docs}")
+        return
     results = run_all(args)
-    header = ["mode", "weights MB", "load transient MB", "decode tok/s", "batch tok/s", "perplexity", "top-1"]
+    header = ["mode", "weights MB", "load peak MB", "decode tok/s", "batch tok/s", "perplexity", "top-1"]
     rows = [
         [
             r["mode"],
             r["weight_bytes"] / 1e6,
-            r["load_transient_bytes"] / 1e6,
+            r["load_peak_bytes"] / 1e6,
             r.get("decode_tok_s", "-"),
             r.get("batch_tok_s", "-"),
             r["perplexity"],
@@ -263,7 +270,6 @@ def main() -> None:
     print_table("weight quantization", header, rows)
     payload = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}, "results": results}
     write_json(args.json, payload)
-    kernels = json.loads(args.kernels_json.read_text()) if args.kernels_json.is_file() else None
     args.docs.write_text(render(payload, kernels))
     print(f"wrote {args.docs}")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,6 +11,7 @@ import torch.nn.functional as F
 from factories import relative_error
 from seekserve.models.moe import FusedExperts, Routing
 from seekserve.quant.apply import Quantizer
+from seekserve.quant.base import StackShape
 from seekserve.quant.config import QuantConfig
 from seekserve.quant.experts import QuantizedExperts
 from seekserve.quant.linear import QuantizedEmbedding, QuantizedLinear
@@ -28,7 +31,10 @@ def test_fused_parts_load_in_any_order_and_finish_with_the_last(mode: str) -> No
     parts = [torch.randn(n, 48, generator=gen) for n in sizes]
     bias = [torch.randn(n, generator=gen) for n in sizes]
     layer = QuantizedLinear(
-        quantizer(mode).weight(mode, torch.float32, (), 128, 48, sizes), sizes, True, torch.float32
+        quantizer(mode).weight(mode, torch.float32, StackShape((), 128, 48, sizes)),
+        sizes,
+        True,
+        torch.float32,
     )
     for i in (2, 0, 1):
         assert not layer.is_loaded
@@ -46,7 +52,10 @@ def test_fused_parts_load_in_any_order_and_finish_with_the_last(mode: str) -> No
 
 def test_a_part_of_the_wrong_shape_is_refused() -> None:
     layer = QuantizedLinear(
-        quantizer("int8").weight("int8", torch.float32, (), 96, 48, (64, 32)), (64, 32), False, torch.float32
+        quantizer("int8").weight("int8", torch.float32, StackShape((), 96, 48, (64, 32))),
+        (64, 32),
+        False,
+        torch.float32,
     )
     with pytest.raises(ValueError, match=r"shape \(32, 40\) does not fit \(32, 48\)"):
         layer.load_part(1, torch.zeros(32, 40))
@@ -57,7 +66,7 @@ def test_quantized_experts_route_like_the_float_experts_on_their_weights(mode: s
     num_experts, hidden, inter = 4, 64, 32
     gen = torch.Generator().manual_seed(1)
     dense = FusedExperts(num_experts, hidden, inter, torch.float32)
-    quantized = QuantizedExperts(dense, lambda *shape: quantizer(mode).weight(mode, torch.float32, *shape))
+    quantized = QuantizedExperts(dense, partial(quantizer(mode).weight, mode, torch.float32))
     weights = {
         (e, p): torch.randn(
             hidden if p == "down_proj" else inter, inter if p == "down_proj" else hidden, generator=gen
@@ -81,7 +90,10 @@ def test_quantized_experts_route_like_the_float_experts_on_their_weights(mode: s
 def test_a_tied_embedding_reads_its_rows_from_the_quantized_head(mode: str) -> None:
     table = torch.randn(300, 32)
     head = QuantizedLinear(
-        quantizer(mode).weight(mode, torch.bfloat16, (), 300, 32, (300,)), (300,), False, torch.bfloat16
+        quantizer(mode).weight(mode, torch.bfloat16, StackShape((), 300, 32, (300,))),
+        (300,),
+        False,
+        torch.bfloat16,
     )
     head.load_dense(table)
     embedding = QuantizedEmbedding(head.qweight)

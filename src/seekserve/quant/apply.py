@@ -123,18 +123,10 @@ class Quantizer:
         )
         return report
 
-    def weight(
-        self,
-        mode: QuantMode,
-        dtype: torch.dtype,
-        lead: tuple[int, ...],
-        out: int,
-        inp: int,
-        parts: tuple[int, ...],
-    ) -> QuantizedWeight:
-        """An empty quantized weight of `mode` for a stack `lead` of [out, inp] matrices."""
+    def weight(self, mode: QuantMode, dtype: torch.dtype, shape: StackShape) -> QuantizedWeight:
+        """An empty quantized weight of `mode` and `shape`."""
         cfg = self.config
-        shape, rows = StackShape(lead, out, inp, tuple(parts)), cfg.kernel_rows
+        rows = cfg.kernel_rows
         if mode == "int8":
             return Int8Weight(shape, dtype, rows, cfg.dynamic_activations)
         if mode == "int4":
@@ -155,12 +147,12 @@ class Quantizer:
                 return None  # a tied head is quantized from the embedding once that is loaded
             mode = self.head_mode
         out, inp = module.out_features, module.in_features
-        qweight = self.weight(mode, dtype, (), out, inp, module.output_sizes)
+        qweight = self.weight(mode, dtype, StackShape((), out, inp, module.output_sizes))
         return QuantizedLinear(qweight, module.output_sizes, module.bias is not None, dtype)
 
     def _tied_head(self, model: CausalLM, embedding_name: str) -> QuantizedLinear:
         vocab, hidden = _embedding_table(model, embedding_name).shape
-        qweight = self.weight(self.head_mode, model.dtype, (), vocab, hidden, (vocab,))
+        qweight = self.weight(self.head_mode, model.dtype, StackShape((), vocab, hidden, (vocab,)))
         return QuantizedLinear(qweight, (vocab,), False, model.dtype)
 
     def _tie_quantized_head(self, model: CausalLM, head_name: str, embedding_name: str) -> None:

@@ -47,9 +47,10 @@ _LOAD_CHUNK_ELEMENTS = 1 << 20
 one checkpoint tensor (a 262k × 640 embedding would otherwise need several 0.7 GB copies)."""
 
 
-def storage_param(*shape: int, dtype: torch.dtype, device: torch.device | str | None = None) -> nn.Parameter:
-    """A frozen parameter for quantized storage (counted by `model.parameters()` like any weight)."""
-    return nn.Parameter(torch.empty(*shape, dtype=dtype, device=device), requires_grad=False)
+def storage_param(*shape: int, dtype: torch.dtype) -> nn.Parameter:
+    """A frozen parameter for quantized storage (counted by `model.parameters()` like any weight),
+    on the current default device."""
+    return nn.Parameter(torch.empty(*shape, dtype=dtype), requires_grad=False)
 
 
 class QuantizedWeight(nn.Module, abc.ABC):
@@ -138,9 +139,6 @@ class QuantizedWeight(nn.Module, abc.ABC):
             row += size
             blocks += -(-size // block)
         return starts
-
-    def _num_row_blocks(self, block: int) -> int:
-        return sum(-(-size // block) for size in self.part_sizes)
 
     def _row_block_sizes(self, block: int) -> list[int]:
         """Rows in each row block, in order (the last block of a part may be short)."""

@@ -15,12 +15,12 @@ from torch import nn
 
 from seekserve.models.fp8_checkpoint import Fp8BlockTensor
 from seekserve.models.moe import FusedExperts, Routing, expert_part, run_grouped
-from seekserve.quant.base import QuantizedWeight
+from seekserve.quant.base import QuantizedWeight, StackShape
 
 __all__ = ["QuantizedExperts"]
 
-WeightFactory = Callable[[tuple[int, ...], int, int, tuple[int, ...]], QuantizedWeight]
-"""(lead, out_features, in_features, part_sizes) -> an empty QuantizedWeight of the chosen format."""
+WeightFactory = Callable[[StackShape], QuantizedWeight]
+"""An empty QuantizedWeight of the chosen format for a shape."""
 
 
 class QuantizedExperts(nn.Module):
@@ -33,8 +33,8 @@ class QuantizedExperts(nn.Module):
         self.intermediate_size = inter = experts.intermediate_size
         hidden = experts.gate_up_proj.shape[-1]
         lead = (self.num_experts,)
-        self.gate_up_proj = make_weight(lead, 2 * inter, hidden, (inter, inter))
-        self.down_proj = make_weight(lead, hidden, inter, (hidden,))
+        self.gate_up_proj = make_weight(StackShape(lead, 2 * inter, hidden, (inter, inter)))
+        self.down_proj = make_weight(StackShape(lead, hidden, inter, (hidden,)))
         self._parts: dict[tuple[str, int], set[int]] = {}
 
     def forward(self, x: torch.Tensor, routing: Routing) -> torch.Tensor:
