@@ -17,15 +17,18 @@ def cli() -> None:
     \b
     Quick start:
       seekserve generate --model DIR "The capital of France is"
+      seekserve serve --model DIR --port 8000
     """
 
 
 def _register() -> None:
     from seekserve.cli.bench import bench
     from seekserve.cli.generate import generate
+    from seekserve.cli.serve import serve
 
     cli.add_command(bench)
     cli.add_command(generate)
+    cli.add_command(serve)
 
 
 _register()
