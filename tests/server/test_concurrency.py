@@ -5,7 +5,6 @@ import json
 import logging
 import statistics
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -13,14 +12,13 @@ import openai
 import pytest
 
 from seekserve import LLM, SamplingParams
+from seekserve.engine.outputs import RequestOutput
 from server.live import LiveServer
 
 EXTRA: dict[str, Any] = {"ignore_eos": True}
 
 
-def test_32_concurrent_streams_complete_while_health_answers(
-    server: LiveServer, offline: LLM, record_property: Callable[[str, object], None]
-) -> None:
+def test_32_concurrent_streams_complete_while_health_answers(server: LiveServer, offline: LLM) -> None:
     prompts = [f"Request number {i}: the capital of France is" for i in range(32)]
     params = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True)
     expected = [o.outputs[0].text for o in offline.generate(prompts, params)]
@@ -61,9 +59,25 @@ def test_32_concurrent_streams_complete_while_health_answers(
         assert usage.completion_tokens == 16
         assert usage.prompt_tokens == len(offline.get_tokenizer().encode(prompt))
     assert latencies, "/health was never probed while the streams ran"
-    # Measured, not asserted: CI machines vary. The issue's target is a median under 100 ms.
-    record_property("health_median_ms_under_32_streams", round(statistics.median(latencies) * 1000, 2))
+    # Measured, not asserted: CI machines vary (the target is a median under 100 ms); see it with -rP.
+    median_ms = statistics.median(latencies) * 1000
+    print(f"/health under 32 streams: median {median_ms:.1f} ms, max {max(latencies) * 1000:.1f} ms")
     server.wait_idle()
+
+
+def spy_on_aborts(server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> list[RequestOutput]:
+    """Record what the engine aborts: the final output of every request it stopped early."""
+    aborted: list[RequestOutput] = []
+    abort = server.engine.engine.abort
+
+    def spy(request_id: str) -> RequestOutput | None:
+        out = abort(request_id)
+        if out is not None:
+            aborted.append(out)
+        return out
+
+    monkeypatch.setattr(server.engine.engine, "abort", spy)
+    return aborted
 
 
 def access_entries(caplog: pytest.LogCaptureFixture, path: str) -> list[dict[str, Any]]:
@@ -72,9 +86,10 @@ def access_entries(caplog: pytest.LogCaptureFixture, path: str) -> list[dict[str
 
 
 def test_disconnecting_half_of_16_streams_frees_every_block(
-    server: LiveServer, caplog: pytest.LogCaptureFixture
+    server: LiveServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     caplog.set_level(logging.INFO, logger="seekserve.access")
+    aborted = spy_on_aborts(server, monkeypatch)
 
     async def stream(client: openai.AsyncOpenAI, i: int, leave_early: bool) -> int | None:
         response = await client.chat.completions.create(
@@ -102,13 +117,16 @@ def test_disconnecting_half_of_16_streams_frees_every_block(
     server.wait_until(lambda: len(access_entries(caplog, "/v1/chat/completions")) == 16)
     left = [e for e in access_entries(caplog, "/v1/chat/completions") if e["status"] == 499]
     assert len(left) == 8, "every stream the client dropped is logged as 499"
-    assert all(e["completion_tokens"] < 100 for e in left), "a dropped stream ran to the end"
+    assert sorted(out.request_id for out in aborted) == sorted(e["id"] for e in left)
+    assert all(out.outputs[0].finish_reason == "abort" for out in aborted)
+    assert all(len(out.outputs[0].token_ids) < 100 for out in aborted), "a dropped stream ran to the end"
 
 
 def test_a_non_streaming_client_that_disconnects_aborts_its_request(
-    server: LiveServer, caplog: pytest.LogCaptureFixture
+    server: LiveServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     caplog.set_level(logging.INFO, logger="seekserve.access")
+    aborted = spy_on_aborts(server, monkeypatch)
     body = {"model": "tiny", "prompt": "Once upon a time", "max_tokens": 110, "ignore_eos": True}
     with server.http() as http:
         try:
@@ -124,5 +142,6 @@ def test_a_non_streaming_client_that_disconnects_aborts_its_request(
     server.wait_until(lambda: bool(logged()), timeout_s=5)
     entry = logged()[0]
     assert entry["status"] == 499 and entry["error"] == "client_closed_request"
-    assert entry["completion_tokens"] < 110, "the request ran to the end instead of being aborted"
     server.wait_idle(timeout_s=5)
+    assert [out.request_id for out in aborted] == [entry["id"]]
+    assert len(aborted[0].outputs[0].token_ids) < 110, "the request ran to the end instead of being aborted"

@@ -156,3 +156,12 @@ def test_engine_death_turns_health_and_requests_to_503(llama_dir: Path) -> None:
             assert http.post("/v1/completions", json={"prompt": "x"}).json()["error"]["code"] == "engine_dead"
     finally:
         live.stop()
+
+
+def test_a_batch_with_one_bad_prompt_queues_nothing(slow_server: LiveServer) -> None:
+    body = {"prompt": [[5, 6, 7], [99999]], "max_tokens": 100, "ignore_eos": True}
+    with slow_server.http() as http:
+        response = http.post("/v1/completions", json=body)
+    assert response.status_code == 400 and "outside the vocabulary" in response.json()["error"]["message"]
+    # The first prompt was queued before the second failed; left running it would take 2 s.
+    slow_server.wait_idle(timeout_s=0.5)

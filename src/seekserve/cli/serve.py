@@ -95,7 +95,12 @@ def run_server(config: ServerConfig, engine_config: EngineConfig, log_level: str
         failures.append(error)
         server.should_exit = True
 
-    app = create_app(config, load, lambda engine: _print_ready(config, engine), on_load_error)
+    def on_ready(engine: AsyncEngine) -> None:
+        # With --port 0 the system picked the port: report the one actually bound.
+        ports = [sock.getsockname()[1] for srv in server.servers for sock in srv.sockets]
+        _print_ready(config, engine, ports[0] if ports else config.port)
+
+    app = create_app(config, load, on_ready, on_load_error)
     uv_config = uvicorn.Config(
         app, host=config.host, port=config.port, log_config=log_config(log_level), access_log=False
     )
@@ -107,16 +112,16 @@ def run_server(config: ServerConfig, engine_config: EngineConfig, log_level: str
         raise click.ClickException(f"the model failed to load: {failures[0]}")
 
 
-def _url(config: ServerConfig) -> str:
+def _url(config: ServerConfig, port: int | None = None) -> str:
     host = config.host
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{config.port}"
+    return f"http://{host}:{config.port if port is None else port}"
 
 
 def _print_start(config: ServerConfig, engine_config: EngineConfig) -> None:
     click.echo(
-        f"seekserve: loading {engine_config.model.model}; {_url(config)}/health answers 503 until ready",
+        f"seekserve: loading {engine_config.model.model}; /health answers 503 until it is ready",
         err=True,
     )
     if config.api_key is None and not _is_loopback(config.host):
@@ -127,7 +132,7 @@ def _print_start(config: ServerConfig, engine_config: EngineConfig) -> None:
         )
 
 
-def _print_ready(config: ServerConfig, engine: AsyncEngine) -> None:
+def _print_ready(config: ServerConfig, engine: AsyncEngine, port: int) -> None:
     e = engine.engine
     arch = ",".join(getattr(e.hf_config, "architectures", None) or ["?"])
     dtype = str(e.model.dtype).removeprefix("torch.")
@@ -139,7 +144,7 @@ def _print_ready(config: ServerConfig, engine: AsyncEngine) -> None:
         f"sequences at once",
         f"  KV cache   {e.kv_cache_tokens:,} tokens "
         f"({e.num_kv_blocks:,} blocks of {e.config.cache.block_size})",
-        f"  API        {_url(config)}/v1  (health: /health, metrics: /metrics, docs: /docs)",
+        f"  API        {_url(config, port)}/v1  (health: /health, metrics: /metrics, docs: /docs)",
     ]
     click.echo("\n".join(lines), err=True)
 

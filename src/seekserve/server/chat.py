@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,10 +12,8 @@ from fastapi import APIRouter, Request, Response
 from jinja2 import TemplateError
 
 from seekserve.engine.outputs import CompletionOutput, RequestOutput
-from seekserve.errors import InvalidRequestError, SeekserveError
-from seekserve.server.access_log import AccessRecord, access_record
-from seekserve.server.errors import error_body, error_label
-from seekserve.server.generation import Generation, run_unless_disconnected
+from seekserve.errors import InvalidRequestError
+from seekserve.server.endpoint import open_request, respond
 from seekserve.server.logprobs import LogprobFormatter
 from seekserve.server.protocol import ChatCompletionRequest, ChatMessage
 from seekserve.server.reasoning import ReasoningSplitter, prompt_opens_reasoning, split_reasoning
@@ -31,8 +28,7 @@ from seekserve.server.responses import (
     Usage,
     usage_of,
 )
-from seekserve.server.sse import DONE, EventStreamResponse, sse_data
-from seekserve.server.state import ServerState
+from seekserve.server.sse import sse_data
 
 __all__ = ["render_prompt", "router"]
 
@@ -49,7 +45,6 @@ class _Chat:
     prompt: str
     split_reasoning: bool
     logprobs: LogprobFormatter | None
-    include_usage: bool
 
 
 def render_prompt(tokenizer: Any, messages: list[ChatMessage]) -> tuple[str, list[int]]:
@@ -74,37 +69,27 @@ def render_prompt(tokenizer: Any, messages: list[ChatMessage]) -> tuple[str, lis
 )
 async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
     """Answer a conversation; with `stream`, as server-sent events ending in `data: [DONE]`."""
-    state: ServerState = request.app.state.server
-    record = access_record(request)
-    record.model, record.stream, record.user = body.model, body.stream, body.user
-    engine = state.ready_engine()
-    model = state.check_model(body.model)
+    opened = open_request(request, body)
+    state = opened.state
     if state.config.log_prompts:
-        record.prompt = [m.for_template() for m in body.messages]
-    prompt, token_ids = await asyncio.to_thread(render_prompt, engine.tokenizer, body.messages)
+        opened.record.prompt = [m.for_template() for m in body.messages]
+    prompt, token_ids = await asyncio.to_thread(render_prompt, opened.engine.tokenizer, body.messages)
     max_tokens = body.requested_max_tokens
     state.check_length(len(token_ids), max_tokens, explicit=True)
     params = body.sampling_params(state.defaults, max_tokens, body.num_logprobs)
     chat = _Chat(
         id=f"chatcmpl-{uuid.uuid4().hex}",
         created=int(time.time()),
-        model=model,
+        model=opened.model,
         prompt=prompt,
         split_reasoning=state.config.reasoning_parser != "none",
         logprobs=state.logprobs if body.logprobs else None,
-        include_usage=body.include_usage,
     )
-    record.id = chat.id
-    timeout_s = state.config.request_timeout_s
-    gen = await Generation.start(engine, chat.id, [token_ids], params, record.arrival_time, timeout_s)
-    if body.stream:
-        return EventStreamResponse(_stream(chat, gen, record, params.n), gen.aclose)
-    try:
-        finals = await run_unless_disconnected(request, gen.final_outputs())
-    finally:
-        await gen.aclose()
-        record.observe(gen.latest)
-    return Response(_answer(chat, finals[0]).model_dump_json(), media_type="application/json")
+    gen = await opened.generate(chat.id, [token_ids], params)
+    maker = _ChunkMaker(chat, params.n) if body.stream else None
+    return await respond(
+        request, opened, gen, maker, body.include_usage, lambda finals: _answer(chat, finals[0])
+    )
 
 
 def _answer(chat: _Chat, final: RequestOutput) -> ChatCompletionResponse:
@@ -146,7 +131,7 @@ class _ChunkMaker:
             for i in range(len(self.finished))
         ]
 
-    def update(self, out: RequestOutput) -> list[str]:
+    def update(self, prompt_index: int, out: RequestOutput) -> list[str]:
         return [self.chunk([choice]) for c in out.outputs for choice in self._choices(c)]
 
     def _choices(self, c: CompletionOutput) -> list[ChatChunkChoice]:
@@ -174,24 +159,3 @@ class _ChunkMaker:
                 )
             )
         return choices
-
-
-async def _stream(chat: _Chat, gen: Generation, record: AccessRecord, n: int) -> AsyncIterator[str]:
-    maker = _ChunkMaker(chat, n)
-    try:
-        for chunk in maker.first():
-            yield chunk
-        async for _, out in gen.outputs():
-            for chunk in maker.update(out):
-                yield chunk
-        if chat.include_usage:
-            yield maker.chunk([], usage=usage_of(gen.latest))
-    except SeekserveError as e:  # timed out, or the engine died: the stream ends with the error
-        record.error = error_label(e)
-        yield sse_data(error_body(e))
-    except (asyncio.CancelledError, GeneratorExit):
-        record.client_disconnected = True
-        raise
-    finally:
-        record.observe(gen.latest)
-    yield DONE

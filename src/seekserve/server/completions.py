@@ -5,17 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Request, Response
 
 from seekserve.engine.async_engine import AsyncEngine
 from seekserve.engine.outputs import CompletionOutput, RequestOutput
-from seekserve.errors import SeekserveError
-from seekserve.server.access_log import AccessRecord, access_record
-from seekserve.server.errors import error_body, error_label
-from seekserve.server.generation import Generation, run_unless_disconnected
+from seekserve.server.endpoint import open_request, respond
 from seekserve.server.logprobs import LogprobFormatter
 from seekserve.server.protocol import CompletionRequest
 from seekserve.server.responses import (
@@ -26,8 +22,7 @@ from seekserve.server.responses import (
     Usage,
     usage_of,
 )
-from seekserve.server.sse import DONE, EventStreamResponse, sse_data
-from seekserve.server.state import ServerState
+from seekserve.server.sse import sse_data
 
 __all__ = ["router"]
 
@@ -45,7 +40,6 @@ class _Completion:
     echo: list[str] | None
     """Per prompt, the text put before its choices' text (`echo`)."""
     logprobs: LogprobFormatter | None
-    include_usage: bool
 
     def index(self, prompt_index: int, choice: CompletionOutput) -> int:
         return prompt_index * self.n + choice.index
@@ -72,15 +66,14 @@ def _tokenize(
 )
 async def create_completion(body: CompletionRequest, request: Request) -> Response:
     """Continue each prompt; with `stream`, as server-sent events ending in `data: [DONE]`."""
-    state: ServerState = request.app.state.server
-    record = access_record(request)
-    record.model, record.stream, record.user = body.model, body.stream, body.user
-    engine = state.ready_engine()
-    model = state.check_model(body.model)
-    prompts = body.prompts
+    opened = open_request(request, body)
+    state, prompts = opened.state, body.prompts
     if state.config.log_prompts:
-        record.prompt = prompts
-    token_ids, texts = await asyncio.to_thread(_tokenize, engine, prompts, body.echo)
+        opened.record.prompt = prompts
+    if body.echo or any(isinstance(p, str) for p in prompts):
+        token_ids, texts = await asyncio.to_thread(_tokenize, opened.engine, prompts, body.echo)
+    else:
+        token_ids, texts = _tokenize(opened.engine, prompts, echo=False)  # token ids only: no thread hop
     explicit = "max_tokens" in body.model_fields_set
     for ids in token_ids:
         state.check_length(len(ids), body.max_tokens, explicit)
@@ -88,23 +81,16 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
     completion = _Completion(
         id=f"cmpl-{uuid.uuid4().hex}",
         created=int(time.time()),
-        model=model,
+        model=opened.model,
         n=body.n,
         echo=texts if body.echo else None,
         logprobs=state.logprobs if body.logprobs is not None else None,
-        include_usage=body.include_usage,
     )
-    record.id = completion.id
-    timeout_s = state.config.request_timeout_s
-    gen = await Generation.start(engine, completion.id, token_ids, params, record.arrival_time, timeout_s)
-    if body.stream:
-        return EventStreamResponse(_stream(completion, gen, record), gen.aclose)
-    try:
-        finals = await run_unless_disconnected(request, gen.final_outputs())
-    finally:
-        await gen.aclose()
-        record.observe(gen.latest)
-    return Response(_answer(completion, finals).model_dump_json(), media_type="application/json")
+    gen = await opened.generate(completion.id, token_ids, params)
+    maker = _ChunkMaker(completion, len(token_ids)) if body.stream else None
+    return await respond(
+        request, opened, gen, maker, body.include_usage, lambda finals: _answer(completion, finals)
+    )
 
 
 def _answer(completion: _Completion, finals: list[RequestOutput]) -> CompletionResponse:
@@ -182,24 +168,3 @@ class _ChunkMaker:
             )
             chunks.append(self.chunk([choice]))
         return chunks
-
-
-async def _stream(completion: _Completion, gen: Generation, record: AccessRecord) -> AsyncIterator[str]:
-    maker = _ChunkMaker(completion, gen.num_prompts)
-    try:
-        for chunk in maker.first():
-            yield chunk
-        async for prompt_index, out in gen.outputs():
-            for chunk in maker.update(prompt_index, out):
-                yield chunk
-        if completion.include_usage:
-            yield maker.chunk([], usage=usage_of(gen.latest))
-    except SeekserveError as e:  # timed out, or the engine died: the stream ends with the error
-        record.error = error_label(e)
-        yield sse_data(error_body(e))
-    except (asyncio.CancelledError, GeneratorExit):
-        record.client_disconnected = True
-        raise
-    finally:
-        record.observe(gen.latest)
-    yield DONE

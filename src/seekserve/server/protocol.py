@@ -23,6 +23,7 @@ __all__ = [
     "CompletionRequest",
     "ContentPart",
     "SamplingDefaults",
+    "SamplingRequest",
     "StreamOptions",
 ]
 
@@ -89,8 +90,8 @@ class SamplingDefaults:
     repetition_penalty: float = 1.0
 
 
-class _SamplingRequest(_Strict):
-    """Fields both endpoints share."""
+class SamplingRequest(_Strict):
+    """Fields both generation endpoints share."""
 
     model: str | None = None
     """The served model's name; None means the one this server serves."""
@@ -143,7 +144,7 @@ class _SamplingRequest(_Strict):
         )
 
 
-class ChatCompletionRequest(_SamplingRequest):
+class ChatCompletionRequest(SamplingRequest):
     """POST /v1/chat/completions."""
 
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
@@ -181,7 +182,7 @@ class ChatCompletionRequest(_SamplingRequest):
 Prompt = str | Annotated[list[TokenId], Field(min_length=1)]
 
 
-class CompletionRequest(_SamplingRequest):
+class CompletionRequest(SamplingRequest):
     """POST /v1/completions."""
 
     prompt: Prompt | Annotated[list[Prompt], Field(min_length=1)]
