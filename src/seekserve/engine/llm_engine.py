@@ -102,6 +102,7 @@ class LLMEngine:
         self.max_model_len = loaded.max_model_len
         self.eos_token_ids = loaded.eos_token_ids
         self.weight_bytes = loaded.weight_bytes
+        self.model_source = loaded.source
         self.model_name = loaded.source.name
         self.uses_default_chat_template = loaded.uses_default_chat_template
         spec = self.model.kv_cache_spec()
