@@ -87,6 +87,23 @@ def engine_loader(model_dir: Path, **options: Any) -> Callable[[], AsyncEngine]:
     return lambda: AsyncEngine.from_options(model=str(model_dir), **merged)
 
 
+def slowed(load: Callable[[], AsyncEngine], delay_s: float) -> Callable[[], AsyncEngine]:
+    """A loader whose engine sleeps before every step, as a slow device would."""
+
+    def load_slow() -> AsyncEngine:
+        engine = load()
+        execute = engine.engine.runner.execute
+
+        def slow_execute(*args: Any, **kwargs: Any) -> Any:
+            time.sleep(delay_s)
+            return execute(*args, **kwargs)
+
+        engine.engine.runner.execute = slow_execute  # type: ignore[method-assign]
+        return engine
+
+    return load_slow
+
+
 def start_server(
     load_engine: Callable[[], AsyncEngine],
     wait_ready: bool = True,

@@ -44,7 +44,7 @@ def test_metrics_expose_engine_gauges_and_count_requests(server: LiveServer) -> 
     ):
         assert metric(after, name) - _or_zero(before, name) == grew_by, name
     assert metric(after, "seekserve:request_success_total", finished_reason="length") >= 1
-    assert metric(after, "seekserve:request_errors_total", error_type="invalid_request_error") >= 1
+    assert metric(after, "seekserve:request_errors_total", type="invalid_request") >= 1
 
 
 def _or_zero(text: str, name: str) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,28 +14,11 @@ import pytest
 
 from seekserve.engine.async_engine import AsyncEngine
 from seekserve.errors import ModelLoadError
-from server.live import LiveServer, engine_loader, start_server
+from server.live import LiveServer, engine_loader, slowed, start_server
 
 USER = [{"role": "user", "content": "Hi"}]
 STEP_DELAY_S = 0.02
 TIMEOUT_S = 1.0
-
-
-def slowed(load: Callable[[], AsyncEngine], delay_s: float) -> Callable[[], AsyncEngine]:
-    """A loader whose engine sleeps before every step, as a slow device would."""
-
-    def load_slow() -> AsyncEngine:
-        engine = load()
-        execute = engine.engine.runner.execute
-
-        def slow_execute(*args: Any, **kwargs: Any) -> Any:
-            time.sleep(delay_s)
-            return execute(*args, **kwargs)
-
-        engine.engine.runner.execute = slow_execute  # type: ignore[method-assign]
-        return engine
-
-    return load_slow
 
 
 @pytest.fixture(scope="module")

@@ -23,14 +23,22 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seekserve.engine.outputs import RequestOutput
-from seekserve.metrics import RequestRecord, ServerMetrics
+from seekserve.metrics import ErrorType, ServerMetrics
 
-__all__ = ["AccessLogMiddleware", "AccessRecord", "access_record"]
+__all__ = ["AccessLogMiddleware", "AccessRecord", "access_record", "error_type"]
 
 access_log = logging.getLogger("seekserve.access")
 
 _API_PATHS = ("/v1/chat/completions", "/v1/completions")
 _STATUS_CLIENT_GONE = 499
+_ERROR_TYPES: dict[str, ErrorType] = {
+    "request_timeout": "timeout",
+    "client_closed_request": "aborted",
+    "server_overloaded": "rejected_overload",
+    "model_loading": "rejected_overload",
+    "engine_dead": "internal",
+    "internal_error": "internal",
+}
 
 
 @dataclass
@@ -90,17 +98,6 @@ class AccessRecord:
         ts = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         return json.dumps({"ts": ts, **entry, "duration_s": round(duration_s, 6)}, ensure_ascii=False)
 
-    def to_metrics(self, duration_s: float) -> RequestRecord:
-        return RequestRecord(
-            num_prompt_tokens=self.prompt_tokens or 0,
-            num_generation_tokens=self.completion_tokens or 0,
-            finish_reasons=tuple(self.finish_reasons),
-            e2e_s=duration_s,
-            ttft_s=self.ttft_s,
-            queue_s=self.queue_s,
-            error_type=self.error,
-        )
-
 
 def access_record(request: Request) -> AccessRecord:
     """The record of `request`, opened by the middleware (or a fresh one where it is not installed)."""
@@ -145,8 +142,20 @@ class AccessLogMiddleware:
             record.status = _STATUS_CLIENT_GONE
             record.error = record.error or "client_closed_request"
         access_log.info(record.to_json(duration_s))
-        if self.metrics is not None and record.path in _API_PATHS:
-            self.metrics.record(record.to_metrics(duration_s))
+        if self.metrics is not None and record.error is not None and record.path in _API_PATHS:
+            self.metrics.error(error_type(record.error, record.status))
+
+
+def error_type(label: str, status: int) -> ErrorType:
+    """The `request_errors` type of a failed API request, from its error label and HTTP status.
+
+    A stream that fails after its 200 has gone out keeps that status, so the label decides first.
+    The model still loading counts as a rejection for capacity, like a full queue.
+    """
+    kind = _ERROR_TYPES.get(label)
+    if kind is not None:
+        return kind
+    return "invalid_request" if 400 <= status < 500 else "internal"
 
 
 def _open_record(scope: Scope) -> AccessRecord:

@@ -4,6 +4,7 @@
                                                         /v1/chat/completions  chat.py
                                                         /v1/completions       completions.py
                                                         /v1/models, /health, /metrics, /version
+                                                        /dashboard            dashboard.py
 
 The model loads in a worker thread after the server starts listening, so /health answers 503
 ("loading") at once and probes can tell a slow start from a dead process; /v1/* answers 503
@@ -25,7 +26,7 @@ from fastapi.responses import JSONResponse
 
 from seekserve import __version__
 from seekserve.engine.async_engine import AsyncEngine
-from seekserve.server import chat, completions
+from seekserve.server import chat, completions, dashboard
 from seekserve.server.access_log import AccessLogMiddleware
 from seekserve.server.auth import PROTECTED_PREFIX, ApiKeyMiddleware
 from seekserve.server.config import ServerConfig
@@ -60,10 +61,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loading = asyncio.create_task(_load(state, load_engine, on_ready, on_load_error))
+        monitoring = None if state.monitor is None else asyncio.create_task(state.monitor.run())
         try:
             yield
         finally:
             loading.cancel()
+            if monitoring is not None:
+                monitoring.cancel()
+                await asyncio.gather(monitoring, return_exceptions=True)
             if state.engine is not None:
                 await asyncio.to_thread(state.engine.shutdown)
 
@@ -78,6 +83,8 @@ def create_app(
     app.include_router(chat.router)
     app.include_router(completions.router)
     _add_service_routes(app, state)
+    if state.metrics is not None:
+        app.include_router(dashboard.router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.max_body_bytes)
     if config.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=config.api_key)
@@ -119,10 +126,13 @@ def _add_service_routes(app: FastAPI, state: ServerState) -> None:
         error = state.load_error or (engine.dead_error if engine is not None else None)
         return JSONResponse({"status": "error", "error": str(error)}, status_code=503)
 
-    @app.get("/metrics", response_class=Response)
-    async def metrics() -> Response:
-        """Prometheus text exposition."""
-        return Response(state.metrics.render(), media_type=state.metrics.content_type)
+    metrics = state.metrics
+    if metrics is not None:
+
+        @app.get("/metrics", response_class=Response)
+        async def render_metrics() -> Response:
+            """Prometheus text exposition."""
+            return Response(metrics.render(), media_type=metrics.content_type)
 
     @app.get("/version")
     async def version() -> dict[str, str]:

@@ -15,6 +15,7 @@ __all__ = ["ReasoningParser", "ServerConfig"]
 ReasoningParser = Literal["deepseek_r1", "none"]
 
 _MIN_BODY_BYTES = 1024
+_METRICS_INTERVAL_RANGE_S = (0.1, 60.0)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,12 @@ class ServerConfig:
     log_prompts: bool = False
     """Put prompt text and messages in the access log (off: only counts and timings are logged)."""
 
+    enable_metrics: bool = True
+    """Collect metrics: /metrics for Prometheus, the live /dashboard, GPU and process sampling."""
+
+    metrics_interval_s: float = 1.0
+    """How often the GPUs are read and the live dashboard advances (0.1 to 60 s)."""
+
     def __post_init__(self) -> None:
         if not self.served_model_name:
             raise ConfigError("served_model_name is empty: give the name clients will send as `model`")
@@ -60,6 +67,11 @@ class ServerConfig:
         if self.max_body_bytes < _MIN_BODY_BYTES:
             raise ConfigError(
                 f"max_body_bytes={self.max_body_bytes} is too small: it must be at least {_MIN_BODY_BYTES}"
+            )
+        low, high = _METRICS_INTERVAL_RANGE_S
+        if not low <= self.metrics_interval_s <= high:
+            raise ConfigError(
+                f"metrics_interval_s={self.metrics_interval_s} is out of range: use {low} to {high} seconds"
             )
         if self.reasoning_parser not in ("deepseek_r1", "none"):
             raise ConfigError(

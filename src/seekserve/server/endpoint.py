@@ -14,6 +14,7 @@ from seekserve.engine.async_engine import AsyncEngine
 from seekserve.engine.outputs import RequestOutput
 from seekserve.engine.sampling_params import SamplingParams
 from seekserve.errors import SeekserveError
+from seekserve.metrics import RequestTracker
 from seekserve.server.access_log import AccessRecord, access_record
 from seekserve.server.errors import error_body, error_label
 from seekserve.server.generation import Generation, run_unless_disconnected
@@ -54,8 +55,11 @@ class Opened:
     ) -> Generation:
         self.record.id = response_id
         timeout_s = self.state.config.request_timeout_s
+        metrics = self.state.metrics
+        arrival_time = self.record.arrival_time
+        tracker = None if metrics is None else RequestTracker(metrics, arrival_time)
         return await Generation.start(
-            self.engine, response_id, prompts, params, self.record.arrival_time, timeout_s
+            self.engine, response_id, prompts, params, arrival_time, timeout_s, tracker
         )
 
 

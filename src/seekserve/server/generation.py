@@ -20,6 +20,7 @@ from seekserve.engine.async_engine import AsyncEngine
 from seekserve.engine.outputs import RequestOutput
 from seekserve.engine.sampling_params import SamplingParams
 from seekserve.errors import RequestAbortedError, RequestTimeoutError
+from seekserve.metrics import RequestTracker
 
 __all__ = ["Generation", "run_unless_disconnected"]
 
@@ -31,10 +32,17 @@ _Item = tuple[int, RequestOutput] | BaseException
 class Generation:
     """Engine requests for a list of prompts, merged into one stream of outputs."""
 
-    def __init__(self, engine: AsyncEngine, request_id: str, timeout_s: float | None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        request_id: str,
+        timeout_s: float | None,
+        tracker: RequestTracker | None = None,
+    ) -> None:
         self.engine = engine
         self.request_id = request_id
         self.timeout_s = timeout_s
+        self.tracker = tracker
         loop = asyncio.get_running_loop()
         self._deadline = None if timeout_s is None else loop.time() + timeout_s
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
@@ -50,9 +58,13 @@ class Generation:
         params: SamplingParams,
         arrival_time: float,
         timeout_s: float | None,
+        tracker: RequestTracker | None = None,
     ) -> Generation:
-        """Queue every prompt; raises the first prompt's error (nothing stays queued then)."""
-        gen = cls(engine, request_id, timeout_s)
+        """Queue every prompt; raises the first prompt's error (nothing stays queued then).
+
+        `tracker`, where metrics are on, sees every output as it is read.
+        """
+        gen = cls(engine, request_id, timeout_s, tracker)
         try:
             for index, prompt in enumerate(prompts):
                 rid = request_id if len(prompts) == 1 else f"{request_id}-{index}"
@@ -111,6 +123,8 @@ class Generation:
                 raise item
             index, out = item
             self._latest[index] = out
+            if self.tracker is not None:
+                self.tracker.observe(index, out)
             num_open -= out.finished
             yield item
 

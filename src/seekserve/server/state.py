@@ -18,7 +18,7 @@ from seekserve.errors import (
     ModelNotFoundError,
     PromptTooLongError,
 )
-from seekserve.metrics import ServerMetrics
+from seekserve.metrics import Monitor, ServerMetrics
 from seekserve.server.config import ServerConfig
 from seekserve.server.logprobs import LogprobFormatter
 from seekserve.server.protocol import SamplingDefaults
@@ -38,7 +38,12 @@ class ServerState:
         self.load_error: BaseException | None = None
         self.defaults = SamplingDefaults()
         self.logprobs: LogprobFormatter | None = None
-        self.metrics = ServerMetrics(config.served_model_name, self._stats)
+        self.metrics: ServerMetrics | None = None
+        """None when metrics are off (`enable_metrics=False`)."""
+        self.monitor: Monitor | None = None
+        if config.enable_metrics:
+            self.metrics = ServerMetrics(config.served_model_name, self._stats)
+            self.monitor = Monitor(self.metrics, config.metrics_interval_s)
 
     def _stats(self) -> Any:
         return None if self.engine is None else self.engine.stats
