@@ -137,6 +137,27 @@ def start_server(model: Path, options: dict[str, Any]) -> tuple[subprocess.Popen
     sys.exit("seekserve serve did not become healthy within 15 minutes")
 
 
+async def stream_completion(http: httpx.AsyncClient, prompt: Prompt, max_tokens: int) -> tuple[float, int]:
+    """Stream one greedy /v1/completions of exactly `max_tokens` tokens; (TTFT, output tokens)."""
+    body = {
+        "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,
+        "stream": True, "stream_options": {"include_usage": True},
+    }  # fmt: skip
+    start, ttft, tokens = time.perf_counter(), None, 0
+    async with http.stream("POST", "/v1/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if ttft is None and any(c["text"] for c in chunk["choices"]):
+                ttft = time.perf_counter() - start
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+    assert tokens == max_tokens, f"expected {max_tokens} tokens, got {tokens}"
+    return ttft if ttft is not None else time.perf_counter() - start, tokens
+
+
 def run_http(
     model: Path, options: dict[str, Any], prompts: list[Prompt], args: argparse.Namespace
 ) -> dict[int, Any]:
@@ -150,23 +171,7 @@ def run_http(
         async with httpx.AsyncClient(base_url=url, timeout=None, limits=limits) as http:
 
             async def run_one(prompt: Prompt) -> tuple[float, int]:
-                body = {
-                    "prompt": prompt, "max_tokens": args.max_tokens, "temperature": 0, "ignore_eos": True,
-                    "stream": True, "stream_options": {"include_usage": True},
-                }  # fmt: skip
-                start, ttft, tokens = time.perf_counter(), None, 0
-                async with http.stream("POST", "/v1/completions", json=body) as response:
-                    response.raise_for_status()
-                    async for line in response.aiter_lines():
-                        if not line.startswith("data: ") or line == "data: [DONE]":
-                            continue
-                        chunk = json.loads(line[6:])
-                        if ttft is None and any(c["text"] for c in chunk["choices"]):
-                            ttft = time.perf_counter() - start
-                        if chunk.get("usage"):
-                            tokens = chunk["usage"]["completion_tokens"]
-                assert tokens == args.max_tokens, f"expected {args.max_tokens} tokens, got {tokens}"
-                return ttft if ttft is not None else time.perf_counter() - start, tokens
+                return await stream_completion(http, prompt, args.max_tokens)
 
             await closed_loop(run_one, prompts[: args.warmup], min(args.warmup, 4))
             for c in args.concurrency:

@@ -22,6 +22,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from factories import stop_process
+
 _FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -131,12 +133,7 @@ class Browser:
                 finally:
                     browser._reader.cancel()
         finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
     async def send(
         self, method: str, params: dict[str, Any] | None = None, session_id: str | None = None

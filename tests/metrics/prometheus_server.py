@@ -15,6 +15,8 @@ import httpx
 import pytest
 import yaml
 
+from factories import stop_process
+
 
 class Prometheus:
     def __init__(self, url: str) -> None:
@@ -84,12 +86,7 @@ def run_prometheus(
             time.sleep(0.1)
         yield Prometheus(url)
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout_s=15)
         log.close()
 
 

@@ -7,6 +7,8 @@ import json
 import re
 from typing import Any
 
+import yaml
+
 from metrics.promql import DASHBOARD, dashboard_exprs, exported_names, metric_names, recording_rule_names
 
 GRID_COLUMNS = 24
@@ -81,3 +83,11 @@ def test_the_panels_cover_what_the_monitoring_is_for() -> None:
         "prefix_cache_hits_total", "num_preemptions_total", "request_errors_total",
     ):  # fmt: skip
         assert needle in text, needle
+
+
+def test_provisioning_points_grafana_at_prometheus_and_the_dashboard_folder() -> None:
+    provisioning = DASHBOARD.parent / "provisioning"
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    assert source["type"] == "prometheus" and source["isDefault"] is True
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "seekserve.yml").read_text())["providers"]
+    assert provider["type"] == "file" and provider["options"]["path"].endswith("/seekserve")

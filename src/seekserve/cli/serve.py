@@ -76,7 +76,8 @@ def serve(model: str | None, served_model_name: str | None, log_level: str, **kw
     \b
     Endpoints:
       POST /v1/chat/completions   POST /v1/completions   GET /v1/models
-      GET /health (200 once ready)   GET /metrics (Prometheus)   GET /docs
+      GET /health (200 once ready)   GET /metrics (Prometheus)   GET /dashboard (live)
+      GET /docs
     \b
     Example:
       seekserve serve --model /models/DeepSeek-R1-Distill-Qwen-1.5B --port 8000
@@ -162,8 +163,10 @@ def _print_ready(config: ServerConfig, engine: AsyncEngine, port: int) -> None:
         f"sequences at once",
         f"  KV cache   {e.kv_cache_tokens:,} tokens "
         f"({e.num_kv_blocks:,} blocks of {e.config.cache.block_size})",
-        f"  API        {_url(config, port)}/v1  (health: /health, metrics: /metrics, docs: /docs)",
+        f"  API        {_url(config, port)}/v1  (health: /health, docs: /docs)",
     ]
+    if config.enable_metrics:
+        lines.append(f"  monitoring {_url(config, port)}/dashboard  (Prometheus: /metrics)")
     click.echo("\n".join(lines), err=True)
 
 

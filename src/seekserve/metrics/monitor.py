@@ -8,6 +8,7 @@ It runs as a task of the server's event loop from startup to shutdown.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 
@@ -16,6 +17,8 @@ from seekserve.metrics.live import LiveStats
 from seekserve.metrics.prometheus import ServerMetrics
 
 __all__ = ["Monitor"]
+
+log = logging.getLogger(__name__)
 
 _WINDOW_S = 10.0
 """The dashboard's latency percentiles cover this much recent time."""
@@ -44,12 +47,22 @@ class Monitor:
     async def run(self) -> None:
         """Sample until cancelled; the GPUs are released when it stops."""
         await asyncio.to_thread(self.gpu_sampler.open)
+        failing = False
         try:
             while True:
                 started = time.monotonic()
-                if self.gpu_sampler.num_gpus:
-                    self.metrics.gpus = await asyncio.to_thread(self.gpu_sampler.sample)
-                self.live.tick(time.monotonic(), time.time())
+                try:
+                    await self._sample()
+                    failing = False
+                except Exception:  # a sampling bug must not stop serving; say so once per failure spell
+                    if not failing:
+                        log.exception("metrics sampling failed; retrying every %s s", self.interval_s)
+                    failing = True
                 await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
         finally:
             self.gpu_sampler.close()
+
+    async def _sample(self) -> None:
+        if self.gpu_sampler.num_gpus:
+            self.metrics.gpus = await asyncio.to_thread(self.gpu_sampler.sample)
+        self.live.tick(time.monotonic(), time.time())

@@ -6,7 +6,7 @@
 
 The middleware opens an `AccessRecord` per request (handlers fill in tokens, timings and errors
 through `request.state.access`), times it until the last byte is sent (after a whole stream), then
-logs it and hands the API requests to the metrics. Prompt text is logged only with `log_prompts`.
+logs it and counts failed API requests in the metrics. Prompt text is logged only with `log_prompts`.
 """
 
 from __future__ import annotations
