@@ -5,6 +5,7 @@ import logging
 import sys
 
 import pytest
+import torch
 
 from metrics.fake_nvml import FakeGpu, FakeNvml
 from seekserve.metrics import GpuSample, GpuSampler
@@ -83,3 +84,20 @@ def test_only_the_gpus_cuda_visible_devices_allows_are_read(visible: str | None,
     sampler = GpuSampler(FakeNvml([H100, L4, third]), visible_devices=visible)
     sampler.open()
     assert [s.index for s in sampler.sample()] == indices
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+def test_real_nvml_reads_every_visible_gpu() -> None:
+    sampler = GpuSampler()
+    sampler.open()
+    samples = sampler.sample()
+    sampler.close()
+    print(*samples, sep="\n")  # for the record: `pytest -s -m gpu tests/metrics/test_hardware.py`
+    assert len(samples) == torch.cuda.device_count()
+    for s in samples:
+        assert s.name and s.uuid.startswith("GPU-")
+        assert s.sm_utilization is not None and 0 <= s.sm_utilization <= 1
+        assert s.memory_utilization is not None and 0 <= s.memory_utilization <= 1
+        assert s.memory_total_bytes and s.memory_used_bytes is not None
+        assert 0 < s.memory_used_bytes <= s.memory_total_bytes
