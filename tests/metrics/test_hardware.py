@@ -58,9 +58,12 @@ def test_without_nvidia_ml_py_it_logs_one_line(
 
 def test_a_machine_with_no_gpus_logs_one_line(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="seekserve.metrics")
-    sampler = GpuSampler(FakeNvml([]), visible_devices=None)
+    nvml = FakeNvml([])
+    sampler = GpuSampler(nvml, visible_devices=None)
     sampler.open()
     assert sampler.sample() == ()
+    sampler.close()
+    assert nvml.calls == ["init", "shutdown"]  # NVML is released even though it found nothing
     assert [r.getMessage() for r in caplog.records] == [
         "GPU metrics are off: no NVIDIA GPU visible to this process"
     ]

@@ -47,6 +47,14 @@ class GpuSample:
     temperature_celsius: float | None
 
 
+@dataclass(frozen=True)
+class _Device:
+    index: int
+    handle: Any
+    name: str
+    uuid: str
+
+
 class GpuSampler:
     """Reads every visible NVIDIA GPU; on a machine without one, `sample()` returns nothing.
 
@@ -56,12 +64,13 @@ class GpuSampler:
     def __init__(self, nvml: Any = None, visible_devices: str | None = None) -> None:
         self._nvml = nvml
         self._visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible_devices is None else visible_devices
-        self._handles: list[tuple[int, Any, str, str]] = []
+        self._devices: list[_Device] = []
         self._opened = False
+        self._initialised = False
 
     @property
     def num_gpus(self) -> int:
-        return len(self._handles)
+        return len(self._devices)
 
     def open(self) -> None:
         """Initialise NVML and find the GPUs; without any, log one line saying so (never raise)."""
@@ -78,34 +87,38 @@ class GpuSampler:
             self._nvml = nvml = pynvml
         try:
             nvml.nvmlInit()
-            count = nvml.nvmlDeviceGetCount()
-            devices = [(i, nvml.nvmlDeviceGetHandleByIndex(i)) for i in range(count)]
-            found = [
-                (i, h, _text(nvml.nvmlDeviceGetName(h)), _text(nvml.nvmlDeviceGetUUID(h))) for i, h in devices
-            ]
+            self._initialised = True
+            found = [self._device(i) for i in range(nvml.nvmlDeviceGetCount())]
         except nvml.NVMLError as e:
             log.info("GPU metrics are off: no NVIDIA GPU found (NVML: %s)", e)
             return
-        self._handles = _visible(found, self._visible)
-        if not self._handles:
+        self._devices = _visible(found, self._visible)
+        if not self._devices:
             log.info("GPU metrics are off: no NVIDIA GPU visible to this process")
             return
-        log.info("GPU metrics on for %s", ", ".join(f"GPU {i} ({name})" for i, _, name, _ in self._handles))
+        log.info("GPU metrics on for %s", ", ".join(f"GPU {d.index} ({d.name})" for d in self._devices))
+
+    def _device(self, index: int) -> _Device:
+        nvml = self._nvml
+        handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        return _Device(
+            index, handle, _text(nvml.nvmlDeviceGetName(handle)), _text(nvml.nvmlDeviceGetUUID(handle))
+        )
 
     def sample(self) -> tuple[GpuSample, ...]:
         """The current readings of every GPU found by `open()`."""
-        return tuple(self._read(index, handle, name, uuid) for index, handle, name, uuid in self._handles)
+        return tuple(self._read(device) for device in self._devices)
 
-    def _read(self, index: int, handle: Any, name: str, uuid: str) -> GpuSample:
-        nvml = self._nvml
+    def _read(self, device: _Device) -> GpuSample:
+        nvml, handle = self._nvml, device.handle
         rates = self._get(nvml.nvmlDeviceGetUtilizationRates, handle)
         memory = self._get(nvml.nvmlDeviceGetMemoryInfo, handle)
         power_mw = self._get(nvml.nvmlDeviceGetPowerUsage, handle)
         temperature = self._get(nvml.nvmlDeviceGetTemperature, handle, nvml.NVML_TEMPERATURE_GPU)
         return GpuSample(
-            index=index,
-            name=name,
-            uuid=uuid,
+            index=device.index,
+            name=device.name,
+            uuid=device.uuid,
             sm_utilization=None if rates is None else rates.gpu / _PERCENT,
             memory_utilization=None if rates is None else rates.memory / _PERCENT,
             memory_used_bytes=None if memory is None else int(memory.used),
@@ -121,8 +134,10 @@ class GpuSampler:
             return None
 
     def close(self) -> None:
-        if self._handles:
-            self._handles = []
+        """Release NVML (sampling returns nothing afterwards)."""
+        self._devices = []
+        if self._initialised:
+            self._initialised = False
             try:
                 self._nvml.nvmlShutdown()
             except self._nvml.NVMLError as e:
@@ -133,7 +148,7 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value  # older pynvml returns bytes
 
 
-def _visible(found: list[tuple[int, Any, str, str]], visible: str | None) -> list[tuple[int, Any, str, str]]:
+def _visible(found: list[_Device], visible: str | None) -> list[_Device]:
     """The GPUs CUDA_VISIBLE_DEVICES lets this process use (all where it is unset or not understood)."""
     if visible is None:
         return found
@@ -147,7 +162,7 @@ def _visible(found: list[tuple[int, Any, str, str]], visible: str | None) -> lis
                 )
                 return found
             break
-        match = [g for g in found if (g[0] == int(entry) if is_index else g[3].startswith(entry))]
+        match = [d for d in found if (d.index == int(entry) if is_index else d.uuid.startswith(entry))]
         if not match:
             break  # CUDA ignores everything from the first entry it cannot use
         chosen.append(match[0])
