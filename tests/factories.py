@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -372,3 +373,13 @@ def fill_weight(qweight: Any, w: torch.Tensor, index: tuple[int, ...] = ()) -> A
 def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     """‖got - want‖ / ‖want‖ in float32."""
     return float((got.float() - want.float()).norm() / want.float().norm())
+
+
+def stop_process(process: subprocess.Popen[Any], timeout_s: float = 10.0) -> None:
+    """Terminate a child process and wait for it; kill it if it does not stop within `timeout_s`."""
+    process.terminate()
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

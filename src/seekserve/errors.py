@@ -3,11 +3,16 @@
     SeekserveError
      ├── ConfigError (ValueError)            a configuration value is out of range
      ├── InvalidRequestError (ValueError)    a request cannot be served as given
-     │    └── PromptTooLongError             its prompt does not fit the context
+     │    ├── PromptTooLongError             its prompt does not fit the context
+     │    ├── ModelNotFoundError             it names a model that is not served here
+     │    └── RequestTooLargeError           its body is over the size limit
      ├── ModelLoadError                      a model directory or file cannot be loaded
      │    └── UnsupportedModelError          its architecture is not one seekserve runs
+     ├── AuthenticationError                 the API key is missing or wrong
      ├── EngineOverloadedError               the waiting queue is full; retry later
+     ├── EngineNotReadyError                 the model is still loading; retry later
      ├── RequestAbortedError                 the request was aborted before it finished
+     │    └── RequestTimeoutError            it ran past its time limit
      ├── EngineDeadError                     the engine loop died; nothing more is served
      └── BenchError                          a load-generator run cannot go on (server unreachable)
 
@@ -18,14 +23,19 @@ are attached at the server's edge, never here.
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
     "BenchError",
     "ConfigError",
     "EngineDeadError",
+    "EngineNotReadyError",
     "EngineOverloadedError",
     "InvalidRequestError",
     "ModelLoadError",
+    "ModelNotFoundError",
     "PromptTooLongError",
     "RequestAbortedError",
+    "RequestTimeoutError",
+    "RequestTooLargeError",
     "SeekserveError",
     "UnsupportedModelError",
 ]
@@ -64,6 +74,32 @@ class PromptTooLongError(InvalidRequestError):
         self.max_model_len = max_model_len
 
 
+class ModelNotFoundError(InvalidRequestError):
+    """The request names a model that this server does not serve."""
+
+    def __init__(self, requested: str, served: list[str]) -> None:
+        super().__init__(
+            f"the model {requested!r} does not exist here: this server serves {', '.join(map(repr, served))} "
+            f"(GET /v1/models lists them)",
+            param="model",
+        )
+
+
+class RequestTooLargeError(InvalidRequestError):
+    """The request body is larger than the server accepts."""
+
+    def __init__(self, max_body_bytes: int, num_bytes: int | None = None) -> None:
+        size = "" if num_bytes is None else f" of {num_bytes} bytes"
+        super().__init__(
+            f"the request body{size} is over the limit of {max_body_bytes} bytes: send a shorter "
+            f"prompt or start the server with a larger --max-body-bytes"
+        )
+
+
+class AuthenticationError(SeekserveError):
+    """The request carries no API key, or the wrong one."""
+
+
 class ModelLoadError(SeekserveError):
     """A model directory or file is missing, incomplete or unreadable."""
 
@@ -83,8 +119,23 @@ class EngineOverloadedError(SeekserveError):
         self.retry_after_s = retry_after_s
 
 
+class EngineNotReadyError(SeekserveError):
+    """The model is still loading; nothing is served until it is ready."""
+
+
 class RequestAbortedError(SeekserveError):
     """The request was aborted (client gone, timeout, or an explicit abort)."""
+
+
+class RequestTimeoutError(RequestAbortedError):
+    """The request ran past the server's per-request time limit and was aborted."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(
+            f"the request did not finish within the server's limit of {timeout_s:g} s and was aborted: "
+            f"ask for fewer tokens (max_tokens) or start the server with a larger --request-timeout-s"
+        )
+        self.timeout_s = timeout_s
 
 
 class EngineDeadError(SeekserveError):

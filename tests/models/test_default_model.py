@@ -107,32 +107,42 @@ def test_real_package_corruption_is_detected(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_default_model_generates_like_transformers() -> None:
-    """LLM() with no model runs Gemma 3 270M; its first 16 greedy tokens equal transformers' on the
-    same GGUF in float32 (transformers dequantizes with gguf's numpy code and its own name mapping)."""
+def test_serve_without_arguments_generates_like_transformers(tmp_path: Path) -> None:
+    """`seekserve serve` with no arguments becomes ready on Gemma 3 270M, and its first 16 greedy
+    tokens equal transformers' on the same GGUF in float32 (transformers dequantizes with gguf's
+    numpy code and its own name mapping)."""
     pytest.importorskip(PACKAGE, reason="the default-model extra is not installed")
+    import httpx
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from seekserve import LLM, SamplingParams
-    from seekserve.models.gguf.reader import GGUFFile
+    from server.test_serve_cli import free_port, serve, wait_healthy
 
-    llm = LLM(dtype="float32", max_model_len=256)
-    assert llm.engine.model_name == DEFAULT_MODEL_NAME
-    assert llm.engine.uses_default_chat_template  # the base model ships none
-    prompts = [llm.get_tokenizer().encode(p) for p in ("The capital of France is", "def fibonacci(n):")]
-    path = default_model_path(progress=False)
-    vocab = GGUFFile(path, string_arrays=("tokenizer.ggml.tokens",)).metadata["tokenizer.ggml.tokens"]
-    assert "".join(vocab[i] for i in prompts[0]) == "<bos>The▁capital▁of▁France▁is"
-    # transformers suppresses end-of-sequence until min_new_tokens; min_tokens does the same here.
-    outs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=16, min_tokens=16))
-    del llm
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = serve("--port", str(port), "--dtype", "float32", "--max-model-len", "256",
+                 env={"SEEKSERVE_HOME": str(tmp_path / "home")})  # fmt: skip
+    prompts = ["The capital of France is", "def fibonacci(n):"]
+    try:
+        wait_healthy(proc, url, timeout_s=300)
+        card = httpx.get(f"{url}/v1/models").json()["data"][0]
+        assert card["id"] == DEFAULT_MODEL_NAME and card["chat_template"] == "default"
+        # min_tokens keeps end-of-sequence out as transformers' min_new_tokens does.
+        body = {"prompt": prompts, "max_tokens": 16, "min_tokens": 16, "temperature": 0.0}
+        answer = httpx.post(f"{url}/v1/completions", json=body, timeout=120).json()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+    texts = [c["text"] for c in sorted(answer["choices"], key=lambda c: c["index"])]
+    assert answer["usage"]["completion_tokens"] == 32
 
+    path = default_model_path(Environment(home=tmp_path / "home"), progress=False)
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     reference = AutoModelForCausalLM.from_pretrained(
         str(path.parent), gguf_file=path.name, dtype=torch.float32
     )
-    for prompt, out in zip(prompts, outs, strict=True):
-        ids = torch.tensor([prompt])
+    for prompt, text in zip(prompts, texts, strict=True):
+        ids = tokenizer(prompt, return_tensors="pt").input_ids
         with torch.no_grad():
             expected = reference.generate(
                 ids,
@@ -141,4 +151,4 @@ def test_default_model_generates_like_transformers() -> None:
                 min_new_tokens=16,
                 do_sample=False,
             )
-        assert out.outputs[0].token_ids == expected[0, len(prompt) :].tolist()
+        assert text == tokenizer.decode(expected[0, ids.shape[1] :])

@@ -16,17 +16,20 @@ def cli() -> None:
 
     \b
     Quick start:
-      seekserve generate "The capital of France is"              (the default model)
-      seekserve generate --model DIR|FILE.gguf|org/name "..."
+      seekserve serve                                   (the default model, on http://127.0.0.1:8000)
+      seekserve serve --model DIR|FILE.gguf|org/name --port 8000
+      seekserve generate "The capital of France is"
     """
 
 
 def _register() -> None:
     from seekserve.cli.bench import bench
     from seekserve.cli.generate import generate
+    from seekserve.cli.serve import serve
 
     cli.add_command(bench)
     cli.add_command(generate)
+    cli.add_command(serve)
 
 
 _register()

@@ -6,8 +6,8 @@ import ast
 import inspect
 import itertools
 import typing
-from collections.abc import Callable
-from dataclasses import MISSING, fields
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import MISSING, Field, fields
 from functools import cache
 from typing import Any, get_args, get_origin
 
@@ -15,7 +15,7 @@ import click
 
 from seekserve.engine.config import SUBCONFIGS, EngineConfig
 
-__all__ = ["engine_options", "field_docs", "pop_engine_options"]
+__all__ = ["config_options", "engine_options", "field_docs", "pop_engine_options"]
 
 _SKIP = {"model"}
 
@@ -50,31 +50,51 @@ def _click_type(annotation: Any) -> tuple[Any, bool]:
     return {int: click.INT, float: click.FLOAT, str: click.STRING}[annotation], False
 
 
+def config_options(
+    classes: Iterable[type], skip: Collection[str] = (), envvars: Mapping[str, str] | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add one option per field of the config dataclasses (except `skip`) to a click command.
+
+    Flags are the field names with dashes; types, defaults and help come from the fields and
+    their docstrings. `envvars` maps field names to environment variables that may set them.
+    """
+    envvars = envvars or {}
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for cls in reversed(list(classes)):
+            hints = typing.get_type_hints(cls)
+            docs = field_docs(cls)
+            for f in reversed(fields(cls)):
+                if f.name not in skip:
+                    func = _field_option(f, hints[f.name], docs.get(f.name, ""), envvars.get(f.name))(func)
+        return func
+
+    return decorate
+
+
+def _field_option(f: Field[Any], annotation: Any, help_text: str, envvar: str | None) -> Any:
+    ctype, is_flag = _click_type(annotation)
+    flag = "--" + f.name.replace("_", "-")
+    default = None if f.default is MISSING else f.default
+    if is_flag:
+        return click.option(
+            f"{flag}/--no-{flag[2:]}", f.name, default=default, show_default=True, help=help_text
+        )
+    return click.option(
+        flag,
+        f.name,
+        type=ctype,
+        default=default,
+        show_default=default is not None,
+        help=help_text,
+        envvar=envvar,
+        show_envvar=envvar is not None,
+    )
+
+
 def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add one option per engine config field (except --model) to a click command."""
-    for sub in reversed(list(SUBCONFIGS.values())):
-        hints = typing.get_type_hints(sub)
-        docs = field_docs(sub)
-        for f in reversed(fields(sub)):
-            if f.name in _SKIP:
-                continue
-            ctype, is_flag = _click_type(hints[f.name])
-            flag = "--" + f.name.replace("_", "-")
-            default = None if f.default is MISSING else f.default
-            help_text = docs.get(f.name, "")
-            if is_flag:
-                decl = f"{flag}/--no-{flag[2:]}"
-                func = click.option(decl, f.name, default=default, show_default=True, help=help_text)(func)
-            else:
-                func = click.option(
-                    flag,
-                    f.name,
-                    type=ctype,
-                    default=default,
-                    show_default=default is not None,
-                    help=help_text,
-                )(func)
-    return func
+    return config_options(SUBCONFIGS.values(), skip=_SKIP)(func)
 
 
 def pop_engine_options(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -107,6 +107,7 @@ class LLMEngine:
         """What weight quantization did (seekserve.quant.apply.QuantReport), or None."""
         self.weight_bytes_saved = loaded.quantization.saved_bytes if loaded.quantization else 0
         """Weight bytes quantization saved against the unquantized model (the KV budget gets them)."""
+        self.model_source = loaded.source
         self.model_name = loaded.source.name
         self.uses_default_chat_template = loaded.uses_default_chat_template
         spec = self.model.kv_cache_spec()

@@ -1,0 +1,161 @@
+"""POST /v1/chat/completions: messages through the model's chat template, answers whole or streamed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from jinja2 import TemplateError
+
+from seekserve.engine.outputs import CompletionOutput, RequestOutput
+from seekserve.errors import InvalidRequestError
+from seekserve.server.endpoint import open_request, respond
+from seekserve.server.logprobs import LogprobFormatter
+from seekserve.server.protocol import ChatCompletionRequest, ChatMessage
+from seekserve.server.reasoning import ReasoningSplitter, prompt_opens_reasoning, split_reasoning
+from seekserve.server.responses import (
+    ERROR_RESPONSES,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionResponse,
+    ChatDelta,
+    ChatMessageOut,
+    Usage,
+    usage_of,
+)
+from seekserve.server.sse import sse_data
+
+__all__ = ["render_prompt", "router"]
+
+router = APIRouter()
+
+
+@dataclass(frozen=True)
+class _Chat:
+    """What shaping one request's answer needs."""
+
+    id: str
+    created: int
+    model: str
+    prompt: str
+    split_reasoning: bool
+    logprobs: LogprobFormatter | None
+
+
+def render_prompt(tokenizer: Any, messages: list[ChatMessage]) -> tuple[str, list[int]]:
+    """The chat template applied to `messages` (ending with the assistant's turn), and its tokens."""
+    conversation = [m.for_template() for m in messages]
+    try:
+        text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    except TemplateError as e:
+        raise InvalidRequestError(f"the model's chat template rejected the messages: {e}", "messages") from e
+    except ValueError as e:  # no chat template
+        raise InvalidRequestError(
+            f"this model cannot chat ({e}); send the prompt to /v1/completions instead", "messages"
+        ) from e
+    # The template writes any special tokens (BOS) itself.
+    return text, list(tokenizer.encode(text, add_special_tokens=False))
+
+
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletionResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, **ERROR_RESPONSES},
+)
+async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
+    """Answer a conversation; with `stream`, as server-sent events ending in `data: [DONE]`."""
+    opened = open_request(request, body)
+    state = opened.state
+    if state.config.log_prompts:
+        opened.record.prompt = [m.for_template() for m in body.messages]
+    prompt, token_ids = await asyncio.to_thread(render_prompt, opened.engine.tokenizer, body.messages)
+    max_tokens = body.requested_max_tokens
+    state.check_length(len(token_ids), max_tokens, explicit=True)
+    params = body.sampling_params(state.defaults, max_tokens, body.num_logprobs)
+    chat = _Chat(
+        id=f"chatcmpl-{uuid.uuid4().hex}",
+        created=int(time.time()),
+        model=opened.model,
+        prompt=prompt,
+        split_reasoning=state.config.reasoning_parser != "none",
+        logprobs=state.logprobs if body.logprobs else None,
+    )
+    gen = await opened.generate(chat.id, [token_ids], params)
+    maker = _ChunkMaker(chat, params.n) if body.stream else None
+    return await respond(
+        request, opened, gen, maker, body.include_usage, lambda finals: _answer(chat, finals[0])
+    )
+
+
+def _answer(chat: _Chat, final: RequestOutput) -> ChatCompletionResponse:
+    choices = []
+    for c in final.outputs:
+        reasoning, content = split_reasoning(c.text, chat.prompt) if chat.split_reasoning else (None, c.text)
+        choices.append(
+            ChatChoice(
+                index=c.index,
+                message=ChatMessageOut(content=content, reasoning_content=reasoning),
+                logprobs=chat.logprobs.chat(c.logprobs or []) if chat.logprobs else None,
+                finish_reason=c.finish_reason,
+                stop_reason=c.stop_reason,
+            )
+        )
+    return ChatCompletionResponse(
+        id=chat.id, created=chat.created, model=chat.model, choices=choices, usage=usage_of([final])
+    )
+
+
+class _ChunkMaker:
+    """Per-choice streaming state: the reasoning splitters and which choices have finished."""
+
+    def __init__(self, chat: _Chat, n: int) -> None:
+        self.chat = chat
+        opens = prompt_opens_reasoning(chat.prompt)
+        self.splitters = [ReasoningSplitter(opens) for _ in range(n)] if chat.split_reasoning else None
+        self.finished = [False] * n
+
+    def chunk(self, choices: list[ChatChunkChoice], usage: Usage | None = None) -> str:
+        c = self.chat
+        return sse_data(
+            ChatCompletionChunk(id=c.id, created=c.created, model=c.model, choices=choices, usage=usage)
+        )
+
+    def first(self) -> list[str]:
+        return [
+            self.chunk([ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content=""))])
+            for i in range(len(self.finished))
+        ]
+
+    def update(self, prompt_index: int, out: RequestOutput) -> list[str]:
+        return [self.chunk([choice]) for c in out.outputs for choice in self._choices(c)]
+
+    def _choices(self, c: CompletionOutput) -> list[ChatChunkChoice]:
+        if self.finished[c.index]:
+            return []
+        reasoning, content = "", c.delta_text
+        if self.splitters is not None:
+            splitter = self.splitters[c.index]
+            reasoning, content = splitter.feed(c.delta_text)
+            if c.finished:
+                rest = splitter.finish()
+                reasoning, content = reasoning + rest.reasoning, content + rest.content
+        logprobs = (
+            self.chat.logprobs.chat(c.delta_logprobs) if self.chat.logprobs and c.delta_logprobs else None
+        )
+        choices = []
+        if reasoning or content or logprobs:
+            delta = ChatDelta(content=content or None, reasoning_content=reasoning or None)
+            choices.append(ChatChunkChoice(index=c.index, delta=delta, logprobs=logprobs))
+        if c.finished:
+            self.finished[c.index] = True
+            choices.append(
+                ChatChunkChoice(
+                    index=c.index, delta=ChatDelta(), finish_reason=c.finish_reason, stop_reason=c.stop_reason
+                )
+            )
+        return choices

@@ -1,0 +1,217 @@
+"""Request bodies of the OpenAI-compatible API, in OpenAI's field names and ranges.
+
+Validation is strict: a field of the wrong type (a string for a number, a float for an integer)
+or out of range is rejected with 400, as OpenAI does; unknown fields are ignored, as OpenAI does.
+Fields beyond OpenAI's (`top_k`, `min_p`, `repetition_penalty`, `ignore_eos`, `min_tokens`,
+`stop_token_ids`) have vLLM's names and meanings. Response bodies are in `responses.py`.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from seekserve.engine.sampling_params import MAX_LOGPROBS, SamplingParams
+
+__all__ = [
+    "MAX_N",
+    "ChatCompletionRequest",
+    "ChatMessage",
+    "CompletionRequest",
+    "ContentPart",
+    "SamplingDefaults",
+    "SamplingRequest",
+    "StreamOptions",
+]
+
+MAX_N = 128
+"""Most completions one request may ask for (OpenAI's limit)."""
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_MAX_STOP = 16
+
+TokenId = Annotated[int, Field(ge=0, le=_INT64_MAX)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore")
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+    """Send a last chunk with the request's token usage (its `choices` is empty)."""
+
+
+class ContentPart(_Strict):
+    """One part of a message's content; only text parts are supported."""
+
+    type: str
+    text: str | None = None
+
+    @model_validator(mode="after")
+    def _text_only(self) -> ContentPart:
+        if self.type != "text":
+            raise ValueError(f"content parts of type {self.type!r} are not supported: send text parts only")
+        if self.text is None:
+            raise ValueError("a text content part needs a `text` field")
+        return self
+
+
+class ChatMessage(_Strict):
+    """One message of a conversation; `developer` is treated as `system`."""
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(part.text or "" for part in self.content)
+
+    def for_template(self) -> dict[str, str]:
+        role = "system" if self.role == "developer" else self.role
+        return {"role": role, "content": self.text()}
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """Sampling values used where a request leaves a field out (from the model's generation_config)."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+
+
+class SamplingRequest(_Strict):
+    """Fields both generation endpoints share."""
+
+    model: str | None = None
+    """The served model's name; None means the one this server serves."""
+    n: int = Field(1, ge=1, le=MAX_N)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=-1, le=2**31 - 1)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    repetition_penalty: float | None = Field(None, gt=0.0, le=2.0)
+    stop: str | Annotated[list[str], Field(max_length=_MAX_STOP)] | None = None
+    stop_token_ids: Annotated[list[TokenId], Field(max_length=_MAX_STOP)] | None = None
+    seed: int | None = Field(None, ge=_INT64_MIN, le=_INT64_MAX - MAX_N)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    ignore_eos: bool = False
+    min_tokens: int = Field(0, ge=0)
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+    def sampling_params(
+        self, defaults: SamplingDefaults, max_tokens: int | None, logprobs: int | None
+    ) -> SamplingParams:
+        """The engine's parameters; raises InvalidRequestError on combinations it rejects."""
+
+        def pick(value: Any, default: Any) -> Any:
+            return default if value is None else value
+
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        return SamplingParams(
+            n=self.n,
+            temperature=pick(self.temperature, defaults.temperature),
+            top_p=pick(self.top_p, defaults.top_p),
+            top_k=pick(self.top_k, defaults.top_k),
+            min_p=pick(self.min_p, defaults.min_p),
+            seed=self.seed,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            repetition_penalty=pick(self.repetition_penalty, defaults.repetition_penalty),
+            stop=stop,
+            stop_token_ids=list(self.stop_token_ids or []),
+            max_tokens=max_tokens,
+            min_tokens=self.min_tokens,
+            ignore_eos=self.ignore_eos,
+            logprobs=logprobs,
+        )
+
+
+class ChatCompletionRequest(SamplingRequest):
+    """POST /v1/chat/completions."""
+
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    max_tokens: int | None = Field(None, ge=1)
+    """Most tokens to generate (deprecated by OpenAI in favour of max_completion_tokens)."""
+    max_completion_tokens: int | None = Field(None, ge=1)
+    """Most tokens to generate; wins over max_tokens. None: up to the context length."""
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    response_format: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _supported(self) -> ChatCompletionRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs=true")
+        if self.tools and self.tool_choice != "none":
+            raise ValueError("tool calling is not supported by this server: leave out `tools`")
+        kind = (self.response_format or {}).get("type", "text")
+        if kind != "text":
+            raise ValueError(f"response_format type {kind!r} is not supported: only 'text' is")
+        return self
+
+    @property
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    @property
+    def num_logprobs(self) -> int | None:
+        """Alternatives per position the engine must return; None when no log-probabilities are wanted."""
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+
+Prompt = str | Annotated[list[TokenId], Field(min_length=1)]
+
+
+class CompletionRequest(SamplingRequest):
+    """POST /v1/completions."""
+
+    prompt: Prompt | Annotated[list[Prompt], Field(min_length=1)]
+    """A text, a list of token ids, or a batch of either; each gets `n` choices."""
+    max_tokens: int | None = Field(16, ge=1)
+    """Most tokens to generate (16 by default, as OpenAI's); null: up to the context length."""
+    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    echo: bool = False
+    """Put the prompt before each choice's text."""
+    suffix: str | None = None
+    best_of: int | None = Field(None, ge=1, le=MAX_N)
+    logit_bias: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _supported(self) -> CompletionRequest:
+        if self.suffix:
+            raise ValueError("suffix (insertion) is not supported: leave it out")
+        if self.best_of is not None and self.best_of != self.n:
+            raise ValueError(f"best_of={self.best_of} is not supported: leave it out or make it equal to n")
+        if self.logit_bias:
+            raise ValueError("logit_bias is not supported: leave it out")
+        if self.echo and self.logprobs is not None:
+            raise ValueError("echo with logprobs is not supported: it needs the prompt's log-probabilities")
+        return self
+
+    @property
+    def prompts(self) -> list[str | list[int]]:
+        """The prompts of the request, a batch of one where a single prompt was sent."""
+        prompt = self.prompt
+        if isinstance(prompt, str) or isinstance(prompt[0], int):
+            return [typing.cast(str | list[int], prompt)]
+        return typing.cast(list[str | list[int]], list(prompt))

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+
+from factories import subprocess_env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "seekserve", "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**subprocess_env(), **(env or {})},
+    )
+
+
+def wait_healthy(proc: subprocess.Popen[str], url: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the server exited with {proc.returncode}: {proc.stderr.read()}")  # type: ignore[union-attr]
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the server did not become healthy")
+
+
+def test_serve_starts_prints_its_capacity_serves_and_stops_cleanly(llama_dir: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = serve(
+        "--model", str(llama_dir), "--port", str(port), "--served-model-name", "tiny",
+        "--dtype", "float32", "--max-model-len", "128", "--block-size", "8", "--num-kv-blocks", "32",
+        env={"SEEKSERVE_API_KEY": "from-env"},
+    )  # fmt: skip
+    try:
+        wait_healthy(proc, url)
+        with openai.OpenAI(base_url=f"{url}/v1", api_key="from-env", max_retries=0) as client:
+            r = client.chat.completions.create(
+                model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=3
+            )
+            assert r.usage is not None and r.usage.completion_tokens <= 3
+        assert httpx.get(f"{url}/v1/models").status_code == 401
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "serving 'tiny'" in err and "LlamaForCausalLM, float32" in err
+    assert "KV cache   256 tokens (32 blocks of 8)" in err
+    assert f"{url}/v1" in err
+    entries = [json.loads(line) for line in out.splitlines()]
+    chat = [e for e in entries if e["path"] == "/v1/chat/completions"]
+    assert (
+        len(chat) == 1
+        and chat[0]["status"] == 200
+        and chat[0]["completion_tokens"] == r.usage.completion_tokens
+    )
+
+
+def test_serve_exits_with_a_clear_error_when_the_model_cannot_load(tmp_path: Path) -> None:
+    proc = serve("--model", str(tmp_path / "missing"), "--port", str(free_port()))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert "the model failed to load" in err and "does not exist" in err and "Traceback" not in err
+
+
+def test_serve_rejects_bad_options_before_loading(llama_dir: Path) -> None:
+    proc = serve("--model", str(llama_dir), "--request-timeout-s", "-1")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "request_timeout_s=-1.0 is invalid" in err
+
+
+def test_serve_help_lists_server_and_engine_options() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "seekserve", "serve", "--help"],
+        capture_output=True, text=True, timeout=120, env=subprocess_env(),
+    )  # fmt: skip
+    assert result.returncode == 0
+    for flag in (
+        "--api-key",
+        "SEEKSERVE_API_KEY",
+        "--reasoning-parser [deepseek_r1|none]",
+        "--max-queue-len",
+    ):
+        assert flag in result.stdout
