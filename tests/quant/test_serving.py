@@ -1,4 +1,5 @@
-"""Quantized models served through LLM.generate and the CLI: agreement, memory accounting, options."""
+"""Quantized models served through LLM.generate, the OpenAI-compatible server and the CLI: agreement,
+memory accounting, options."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from factories import greedy, prefill_logits, random_prompts
 from seekserve import LLM, SamplingParams
 from seekserve.engine import llm_engine
 from seekserve.errors import ConfigError
+from server.live import ENGINE_OPTIONS, engine_loader, start_server
 from test_cli import run_cli
+
+PROMPT = "The capital of France is"
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -78,9 +82,27 @@ def test_bad_quantization_options_are_config_errors(
 def test_the_cli_serves_a_quantized_model(llama_dir: Path) -> None:
     assert "--quantization-group-size" in run_cli("generate", "--help").stdout
     args = ("--max-tokens", "6", "--dtype", "float32", "--max-model-len", "64", "--quantization", "int4")
-    result = run_cli("generate", "--model", str(llama_dir), *args, "The capital of France is")
+    result = run_cli("generate", "--model", str(llama_dir), *args, PROMPT)
     assert result.returncode == 0, result.stderr
     expected = LLM(str(llama_dir), dtype="float32", max_model_len=64, quantization="int4").generate(
-        "The capital of France is", SamplingParams(temperature=0.0, max_tokens=6)
+        PROMPT, SamplingParams(temperature=0.0, max_tokens=6)
     )
     assert result.stdout == expected[0].outputs[0].text + "\n"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_server_serves_a_quantized_model(llama_dir: Path, mode: str) -> None:
+    """The same model served with each mode over the OpenAI API answers as the offline engine does."""
+    live = start_server(engine_loader(llama_dir, quantization=mode))
+    try:
+        reply = live.client().completions.create(
+            model="tiny", prompt=PROMPT, max_tokens=8, temperature=0, extra_body={"ignore_eos": True}
+        )
+        report = live.engine.engine.quantization
+        assert report is not None and report.mode == mode
+    finally:
+        live.stop()
+    offline = LLM(str(llama_dir), quantization=mode, **ENGINE_OPTIONS)
+    expected = offline.generate(PROMPT, greedy(8))[0].outputs[0]
+    assert reply.choices[0].text == expected.text
+    assert reply.usage is not None and reply.usage.completion_tokens == len(expected.token_ids) == 8
