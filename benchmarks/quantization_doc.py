@@ -115,6 +115,10 @@ device against the dequantized weights on a small problem and switched off if it
 - GGUF Q8_0/Q4_0/Q4_K tensors are dequantized and requantized rather than mapped onto int8/int4
   directly (Q8_0 and Q4_0 would map exactly with groups of 32; Q4_K's 6-bit sub-scales would not).
 - int4 on CUDA dequantizes per call instead of using a packed GPU kernel.
+- DeepSeek's MLA keeps the per-head matrices its absorbed decode multiplies with (W_UK, W_UV, split
+  from `kv_b_proj` after loading) in the compute dtype, dequantized from the quantized `kv_b_proj`:
+  they are not quantized, and, being buffers, not counted in `weight_bytes`.
+- The weights are rounded to nearest; no calibration-based method (GPTQ, AWQ, SmoothQuant).
 """
 
 
