@@ -106,7 +106,7 @@ def score(llm: LLM, windows: list[list[int]]) -> tuple[torch.Tensor, torch.Tenso
         hidden = model(torch.tensor(ids), torch.arange(n), caches, meta)
         targets = torch.tensor(ids[1:])
         for start in range(0, n - 1, LOGIT_ROWS):
-            logits = model.compute_logits(hidden[start : min(start + LOGIT_ROWS, n - 1)])
+            logits = model.compute_logits(hidden[start : min(start + LOGIT_ROWS, n - 1)]).float()
             rows = targets[start : start + logits.shape[0]]
             nlls.append(torch.logsumexp(logits, -1) - logits.gather(1, rows[:, None]).squeeze(1))
             tops.append(logits.argmax(-1))

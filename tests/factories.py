@@ -269,7 +269,7 @@ def prefill_logits(model_dir: Path, ids: list[int], dtype: str = "float32", **op
         block_size=block_size,
     )
     with torch.inference_mode():
-        return model.compute_logits(model(torch.tensor(ids), torch.arange(n), caches, meta))
+        return model.compute_logits(model(torch.tensor(ids), torch.arange(n), caches, meta)).float()
 
 
 def random_prompts(

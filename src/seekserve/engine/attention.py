@@ -9,19 +9,25 @@ One step's tokens are flattened, decodes first, then prefill chunks:
 
     tokens:  [ d0 d1 d2 | p0 p0 p0 p0 p0 | p1 p1 p1 ]     (3 decodes, 2 prefill chunks)
 
-`TorchPagedAttention` gathers each sequence's keys and values from its slots and calls
+`PagedAttention` computes the decodes with the CPU kernel (engine/kernels/paged_attention.cpp,
+reading keys and values in place) when the runner attached one to the metadata; otherwise, and
+for prefill chunks, it gathers each sequence's keys and values from their slots and calls
 `scaled_dot_product_attention`: one batched call for all decodes, one call per prefill chunk.
-It is the reference backend; a fused kernel can replace it behind the same `attend` signature.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AttentionMetadata", "DecodeView", "PrefillChunk", "PrefillView", "TorchPagedAttention"]
+if TYPE_CHECKING:
+    from seekserve.engine.cpu_kernels import CpuKernels
+
+__all__ = ["AttentionMetadata", "DecodeView", "PagedAttention", "PrefillChunk", "PrefillView"]
 
 
 @dataclass(frozen=True)
@@ -72,8 +78,15 @@ class AttentionMetadata:
     """[num_decodes, max_blocks] int64 (padded with 0)."""
     prefills: list[PrefillChunk]
     block_size: int
+    kernels: CpuKernels | None = None
+    """CPU kernels for decode attention; None uses the torch path."""
     _decode_views: dict[int | None, DecodeView] = field(default_factory=dict)
     _prefill_views: dict[int | None, list[PrefillView]] = field(default_factory=dict)
+
+    @functools.cached_property
+    def decode_lens(self) -> torch.Tensor:
+        """[num_decodes] int64 context lengths, the new token included."""
+        return torch.tensor(self.decode_seq_lens, dtype=torch.int64, device=self.slot_mapping.device)
 
     def decode_view(self, window: int | None) -> DecodeView:
         """Key slots and padding mask of the decodes, keeping only the last `window` keys if set."""
@@ -90,7 +103,7 @@ class AttentionMetadata:
 
     def _make_decode_view(self, window: int | None) -> DecodeView:
         device = self.slot_mapping.device
-        lens = torch.tensor(self.decode_seq_lens, dtype=torch.int64, device=device)
+        lens = self.decode_lens
         starts = (lens - window).clamp_(min=0) if window else torch.zeros_like(lens)
         counts = lens - starts
         max_len = int(counts.max())
@@ -119,8 +132,8 @@ class AttentionMetadata:
         return PrefillView(slots, mask)
 
 
-class TorchPagedAttention:
-    """Reference attention: gather from the paged cache, then `scaled_dot_product_attention`."""
+class PagedAttention:
+    """Attention over the paged cache: the CPU decode kernel where attached, else gather + SDPA."""
 
     @staticmethod
     def write(cache: torch.Tensor, slot_mapping: torch.Tensor, values: torch.Tensor) -> None:
@@ -145,7 +158,19 @@ class TorchPagedAttention:
         """
         out = torch.empty_like(q)
         nd = meta.num_decodes
-        if nd:
+        kernels = meta.kernels
+        if nd and kernels is not None and kernels.supports(q.dtype) and k_cache.dtype == q.dtype:
+            out[:nd] = kernels.paged_decode(
+                q[:nd],
+                k_cache,
+                v_cache,
+                meta.decode_block_tables,
+                meta.decode_lens,
+                meta.block_size,
+                window,
+                scale,
+            )
+        elif nd:
             decode = meta.decode_view(window)
             keys = k_cache[decode.slots].transpose(1, 2)  # [B, num_kv_heads, max_len, head_dim]
             values = v_cache[decode.slots].transpose(1, 2)

@@ -129,7 +129,7 @@ class LLMEngine:
         self.max_num_batched_tokens = self._max_num_batched_tokens()
         self.scheduler = Scheduler(config.scheduler, self.block_manager, self.max_num_batched_tokens)
         self.runner = ModelRunner(self.model, kv_caches, cache.block_size, self.device)
-        self.sampler = Sampler(config.model.seed)
+        self.sampler = Sampler(config.model.seed, self.runner.kernels)
         self._groups: dict[str, _Group] = {}
         self._detokenizers: dict[Request, IncrementalDetokenizer] = {}
         self._group_of: dict[Request, tuple[_Group, int]] = {}

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from seekserve.engine.attention import AttentionMetadata, PrefillChunk
+from seekserve.engine.cpu_kernels import cpu_kernels
 from seekserve.engine.scheduler import SchedulerOutput
 from seekserve.models.base import CausalLM, LayerCache
 
@@ -33,6 +34,7 @@ class ModelRunner:
         self.kv_caches = kv_caches
         self.block_size = block_size
         self.device = device
+        self.kernels = cpu_kernels() if device.type == "cpu" else None
 
     @torch.inference_mode()
     def execute(self, batch: SchedulerOutput) -> torch.Tensor | None:
@@ -78,6 +80,7 @@ class ModelRunner:
             decode_block_tables=self._block_tables(batch),
             prefills=chunks,
             block_size=bs,
+            kernels=self.kernels,
         )
         return StepInputs(self._tensor(ids), self._tensor(positions), meta, sample_rows)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from seekserve.engine.cpu_kernels import CpuKernels
 from seekserve.engine.request import Logprob, Request
 
 __all__ = ["Sampler", "SamplerOutput"]
@@ -26,24 +27,30 @@ class SamplerOutput:
 
 
 class Sampler:
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, kernels: CpuKernels | None = None) -> None:
         self.generator = torch.Generator()
         self.generator.manual_seed(seed)
+        self.kernels = kernels
+        """CPU kernels for the greedy argmax (one pass over bfloat16 logits); None uses torch."""
 
     def __call__(self, logits: torch.Tensor, requests: list[Request]) -> SamplerOutput:
-        """logits: [num_requests, vocab] float32, one row per request in `requests`."""
+        """logits: [num_requests, vocab], one row per request in `requests`, in float32 or the
+        model's dtype (argmax needs no conversion; everything else runs in float32)."""
         raw = logits
         if any(r.params.has_penalties or r.num_output_tokens < r.params.min_tokens for r in requests):
-            logits = logits.clone()
+            logits = logits.float()
+            logits = logits.clone() if logits is raw else logits
             for row, request in enumerate(requests):
                 self._penalize(logits[row], request)
-        token_ids = torch.empty(len(requests), dtype=torch.int64, device=logits.device)
-        greedy = [i for i, r in enumerate(requests) if r.params.greedy]
-        if greedy:
-            token_ids[greedy] = logits[greedy].argmax(dim=-1)
         random = [i for i, r in enumerate(requests) if not r.params.greedy]
-        if random:
-            token_ids[random] = self._draw(logits[random], [requests[i] for i in random])
+        if not random:  # all greedy: no copy of the [rows, vocab] logits at all
+            token_ids = self.kernels.argmax(logits) if self.kernels else logits.argmax(dim=-1)
+        else:
+            token_ids = torch.empty(len(requests), dtype=torch.int64, device=logits.device)
+            greedy = [i for i, r in enumerate(requests) if r.params.greedy]
+            if greedy:
+                token_ids[greedy] = logits[greedy].argmax(dim=-1)
+            token_ids[random] = self._draw(logits[random].float(), [requests[i] for i in random])
         ids = token_ids.tolist()
         return SamplerOutput(ids, self._logprobs(raw, requests, ids))
 
@@ -98,7 +105,7 @@ class Sampler:
         result: list[Logprob | None] = [None] * len(requests)
         if not rows:
             return result
-        logprobs = raw[rows].log_softmax(dim=-1)
+        logprobs = raw[rows].float().log_softmax(dim=-1)
         width = max(requests[i].params.logprobs or 0 for i in rows)
         top_values, top_ids = logprobs.topk(width, dim=-1) if width else (logprobs[:, :0], logprobs[:, :0])
         for j, i in enumerate(rows):

@@ -49,7 +49,8 @@ class CausalLM(nn.Module, abc.ABC):
     `forward` takes one step's flattened tokens (decodes first, then prefill chunks, as the
     scheduler orders them), writes their K/V into `kv_caches` at `meta.slot_mapping`, and returns
     the final hidden states [num_tokens, hidden]. `compute_logits` maps the rows the engine
-    samples from to float32 logits [num_rows, vocab]. Nothing here may block on I/O.
+    samples from to logits [num_rows, vocab], in the model's dtype or float32 (the sampler converts
+    what it needs; greedy argmax needs nothing). Nothing here may block on I/O.
     """
 
     stacked_params: ClassVar[dict[str, tuple[str, int]]] = {}
@@ -233,4 +234,4 @@ class DecoderLM(CausalLM):
         return h
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden).float()
+        return self.lm_head(hidden)

@@ -124,9 +124,9 @@ class Gemma3ForCausalLM(DecoderLM):
         return tables
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.lm_head(hidden).float()
+        logits = self.lm_head(hidden)
         if self.softcap is not None:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
+            logits = torch.tanh(logits.float() / self.softcap) * self.softcap
         return logits
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seekserve.engine.attention import AttentionMetadata, TorchPagedAttention
+from seekserve.engine.attention import AttentionMetadata, PagedAttention
 from seekserve.models.base import DecoderLayer, DecoderLM, DecoderStack, KVCacheSpec, LayerCache
 from seekserve.models.layers import Linear, RotaryEmbedding, apply_rotary
 from seekserve.models.rope import rope_parameters
@@ -61,9 +61,9 @@ class LlamaAttention(nn.Module):
         k = apply_rotary(k, cos, sin)
         v = v.view(n, self.num_kv_heads, self.head_dim)
         k_cache, v_cache = cache
-        TorchPagedAttention.write(k_cache, meta.slot_mapping, k)
-        TorchPagedAttention.write(v_cache, meta.slot_mapping, v)
-        out = TorchPagedAttention.attend(q, k, v, k_cache, v_cache, meta, self.scale, self.window)
+        PagedAttention.write(k_cache, meta.slot_mapping, k)
+        PagedAttention.write(v_cache, meta.slot_mapping, v)
+        out = PagedAttention.attend(q, k, v, k_cache, v_cache, meta, self.scale, self.window)
         return self.o_proj(out.view(n, self.num_heads * self.head_dim))
 
 

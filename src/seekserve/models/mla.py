@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seekserve.engine.attention import AttentionMetadata, TorchPagedAttention
+from seekserve.engine.attention import AttentionMetadata, PagedAttention
 from seekserve.errors import ModelLoadError
 from seekserve.models.base import LayerCache
 from seekserve.models.layers import Linear, RMSNorm, apply_rotary
@@ -176,7 +176,7 @@ class MLAttention(nn.Module):
         q_pe = rotate(q_pe, cos, sin)  # [n, heads, rope]
         k_pe = rotate(k_pe.unsqueeze(1), cos, sin).squeeze(1)  # [n, rope]
         (rows,) = cache
-        TorchPagedAttention.write(rows, meta.slot_mapping, torch.cat((c_kv, k_pe), dim=-1))
+        PagedAttention.write(rows, meta.slot_mapping, torch.cat((c_kv, k_pe), dim=-1))
         out = h.new_empty(n, cfg.num_heads, cfg.v_head_dim)
         nd = meta.num_decodes
         if nd:

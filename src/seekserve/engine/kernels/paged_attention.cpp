@@ -1,0 +1,223 @@
+// Decode attention over the paged KV cache, for CPUs.
+//
+// One query token per sequence attends to that sequence's keys, read in place from the cache
+// slots its block table names: no gathered copy of K or V is made. Work is split over
+// (sequence, KV head) pairs; each pair serves the G = num_heads / num_kv_heads query heads that
+// share its keys, so every key and value row is read from memory once.
+//
+//   q:            [num_seqs, num_heads, head_dim]   rows q_row_stride elements apart
+//   k/v cache:    [num_slots, num_kv_heads, head_dim]  slot = block_table[p / block_size] * block_size
+//                                                             + p % block_size
+//   block_tables: [num_seqs, max_blocks] int64;  seq_lens: [num_seqs] int64 (the new token included)
+//   out:          [num_seqs, num_heads, head_dim] contiguous
+//
+// With window > 0 only the last `window` keys of each sequence are attended.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace {
+
+inline float load(const float* p, int64_t i) { return p[i]; }
+inline float load(const uint16_t* p, int64_t i) {
+    uint32_t bits = static_cast<uint32_t>(p[i]) << 16;
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+}
+inline void store(float* p, int64_t i, float f) { p[i] = f; }
+inline void store(uint16_t* p, int64_t i, float f) {
+    uint32_t bits;
+    std::memcpy(&bits, &f, sizeof bits);
+    bits += 0x7FFFu + ((bits >> 16) & 1u);  // round to nearest even
+    p[i] = static_cast<uint16_t>(bits >> 16);
+}
+
+// Slot of position p in a sequence's block table.
+inline int64_t slot_of(const int64_t* table, int64_t p, int64_t block_size) {
+    return table[p / block_size] * block_size + p % block_size;
+}
+
+// scores[g * n + i] = q_g . k_i for the G query heads of one KV head (q already scaled, float).
+template <typename T>
+void qk_scores(const float* qf, int64_t group, const T* k_cache, int64_t slot_stride, int64_t kv_offset,
+               const int64_t* table, int64_t first, int64_t n, int64_t block_size, int64_t head_dim,
+               float* row, float* scores) {
+    for (int64_t i = 0; i < n; ++i) {
+        const T* krow = k_cache + slot_of(table, first + i, block_size) * slot_stride + kv_offset;
+        for (int64_t d = 0; d < head_dim; ++d) row[d] = load(krow, d);
+        for (int64_t g = 0; g < group; ++g) {
+            const float* qg = qf + g * head_dim;
+            float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+            for (int64_t d = 0; d < head_dim; ++d) dot += qg[d] * row[d];
+            scores[g * n + i] = dot;
+        }
+    }
+}
+
+// acc[g * head_dim + d] = sum_i p[g * n + i] * v_i[d]. Columns are taken 64 at a time across all
+// tokens, so the G partial sums of a column stay in registers while the value rows stream by.
+template <typename T>
+void pv_accumulate(const float* probs, int64_t group, const T* const* rows, int64_t n,
+                   int64_t head_dim, float* acc) {
+    constexpr int64_t kCols = 64;
+    constexpr int64_t kMaxGroup = 8;
+    for (int64_t g0 = 0; g0 < group; g0 += kMaxGroup) {
+        const int64_t gn = group - g0 < kMaxGroup ? group - g0 : kMaxGroup;
+        for (int64_t c0 = 0; c0 < head_dim; c0 += kCols) {
+            const int64_t cn = head_dim - c0 < kCols ? head_dim - c0 : kCols;
+            float part[kMaxGroup][kCols] = {};
+            for (int64_t i = 0; i < n; ++i) {
+                float col[kCols];
+                const T* vrow = rows[i] + c0;
+#pragma omp simd
+                for (int64_t d = 0; d < cn; ++d) col[d] = load(vrow, d);
+                for (int64_t g = 0; g < gn; ++g) {
+                    const float w = probs[(g0 + g) * n + i];
+#pragma omp simd
+                    for (int64_t d = 0; d < cn; ++d) part[g][d] += w * col[d];
+                }
+            }
+            for (int64_t g = 0; g < gn; ++g)
+                for (int64_t d = 0; d < cn; ++d) acc[(g0 + g) * head_dim + c0 + d] = part[g][d];
+        }
+    }
+}
+
+#if defined(__AVX512F__)
+// AVX-512 versions of qk_scores and pv_accumulate for head_dim % 16 == 0: sixteen columns per
+// register, bf16 widened to float by a shift, up to 8 query heads accumulated at once.
+inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 load16(const uint16_t* p) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+template <typename T>
+void qk_scores_avx512(const float* qf, int64_t group, const T* k_cache, int64_t slot_stride,
+                      int64_t kv_offset, const int64_t* table, int64_t first, int64_t n,
+                      int64_t block_size, int64_t head_dim, float* scores) {
+    for (int64_t g0 = 0; g0 < group; g0 += 8) {
+        const int64_t gn = group - g0 < 8 ? group - g0 : 8;
+        for (int64_t i = 0; i < n; ++i) {
+            const T* krow = k_cache + slot_of(table, first + i, block_size) * slot_stride + kv_offset;
+            __m512 acc[8];
+            for (int64_t g = 0; g < gn; ++g) acc[g] = _mm512_setzero_ps();
+            for (int64_t d = 0; d < head_dim; d += 16) {
+                const __m512 k = load16(krow + d);
+                for (int64_t g = 0; g < gn; ++g)
+                    acc[g] = _mm512_fmadd_ps(_mm512_loadu_ps(qf + (g0 + g) * head_dim + d), k, acc[g]);
+            }
+            for (int64_t g = 0; g < gn; ++g) scores[(g0 + g) * n + i] = _mm512_reduce_add_ps(acc[g]);
+        }
+    }
+}
+
+template <typename T>
+void pv_accumulate_avx512(const float* probs, int64_t group, const T* const* rows, int64_t n,
+                          int64_t head_dim, float* acc) {
+    for (int64_t g0 = 0; g0 < group; g0 += 8) {
+        const int64_t gn = group - g0 < 8 ? group - g0 : 8;
+        for (int64_t d = 0; d < head_dim; d += 16) {
+            __m512 part[8];
+            for (int64_t g = 0; g < gn; ++g) part[g] = _mm512_setzero_ps();
+            for (int64_t i = 0; i < n; ++i) {
+                const __m512 v = load16(rows[i] + d);
+                for (int64_t g = 0; g < gn; ++g)
+                    part[g] = _mm512_fmadd_ps(_mm512_set1_ps(probs[(g0 + g) * n + i]), v, part[g]);
+            }
+            for (int64_t g = 0; g < gn; ++g) _mm512_storeu_ps(acc + (g0 + g) * head_dim + d, part[g]);
+        }
+    }
+}
+#endif
+
+void softmax_rows(float* scores, int64_t rows, int64_t n) {
+    for (int64_t g = 0; g < rows; ++g) {
+        float* sg = scores + g * n;
+        float top = sg[0];
+        for (int64_t i = 1; i < n; ++i) top = sg[i] > top ? sg[i] : top;
+        float total = 0.0f;
+#pragma omp simd reduction(+ : total)
+        for (int64_t i = 0; i < n; ++i) {
+            sg[i] = std::exp(sg[i] - top);
+            total += sg[i];
+        }
+        const float inv = 1.0f / total;
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) sg[i] *= inv;
+    }
+}
+
+template <typename T>
+void decode(const T* q, int64_t q_row_stride, const T* k_cache, const T* v_cache,
+            const int64_t* block_tables, int64_t max_blocks, const int64_t* seq_lens,
+            int64_t num_seqs, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+            int64_t block_size, int64_t window, float scale, T* out) {
+    const int64_t group = num_heads / num_kv_heads;
+    const int64_t slot_stride = num_kv_heads * head_dim;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t task = 0; task < num_seqs * num_kv_heads; ++task) {
+        const int64_t s = task / num_kv_heads, kvh = task % num_kv_heads;
+        const int64_t len = seq_lens[s];
+        const int64_t first = (window > 0 && len > window) ? len - window : 0;
+        const int64_t n = len - first;
+        const int64_t* table = block_tables + s * max_blocks;
+        std::vector<float> qf(group * head_dim), row(head_dim), acc(group * head_dim);
+        std::vector<float> scores(group * n);
+        std::vector<const T*> rows(n);
+        for (int64_t g = 0; g < group; ++g) {
+            const T* qrow = q + s * q_row_stride + (kvh * group + g) * head_dim;
+            for (int64_t d = 0; d < head_dim; ++d) qf[g * head_dim + d] = load(qrow, d) * scale;
+        }
+        for (int64_t i = 0; i < n; ++i)
+            rows[i] = v_cache + slot_of(table, first + i, block_size) * slot_stride + kvh * head_dim;
+#if defined(__AVX512F__)
+        if (head_dim % 16 == 0) {
+            qk_scores_avx512(qf.data(), group, k_cache, slot_stride, kvh * head_dim, table, first, n,
+                             block_size, head_dim, scores.data());
+            softmax_rows(scores.data(), group, n);
+            pv_accumulate_avx512(scores.data(), group, rows.data(), n, head_dim, acc.data());
+        } else
+#endif
+        {
+            qk_scores(qf.data(), group, k_cache, slot_stride, kvh * head_dim, table, first, n,
+                      block_size, head_dim, row.data(), scores.data());
+            softmax_rows(scores.data(), group, n);
+            pv_accumulate(scores.data(), group, rows.data(), n, head_dim, acc.data());
+        }
+        for (int64_t g = 0; g < group; ++g) {
+            T* orow = out + (s * num_heads + kvh * group + g) * head_dim;
+            for (int64_t d = 0; d < head_dim; ++d) store(orow, d, acc[g * head_dim + d]);
+        }
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
+void paged_decode_f32(const float* q, int64_t q_row_stride, const float* k, const float* v,
+                      const int64_t* block_tables, int64_t max_blocks, const int64_t* seq_lens,
+                      int64_t num_seqs, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                      int64_t block_size, int64_t window, float scale, float* out) {
+    decode(q, q_row_stride, k, v, block_tables, max_blocks, seq_lens, num_seqs, num_heads,
+           num_kv_heads, head_dim, block_size, window, scale, out);
+}
+
+void paged_decode_bf16(const uint16_t* q, int64_t q_row_stride, const uint16_t* k,
+                       const uint16_t* v, const int64_t* block_tables, int64_t max_blocks,
+                       const int64_t* seq_lens, int64_t num_seqs, int64_t num_heads,
+                       int64_t num_kv_heads, int64_t head_dim, int64_t block_size, int64_t window,
+                       float scale, uint16_t* out) {
+    decode(q, q_row_stride, k, v, block_tables, max_blocks, seq_lens, num_seqs, num_heads,
+           num_kv_heads, head_dim, block_size, window, scale, out);
+}
+
+}  // extern "C"
