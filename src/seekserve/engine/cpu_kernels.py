@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 _SOURCES = ("paged_attention.cpp", "argmax.cpp")
 _FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
 _I64, _F32, _P = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
-_DECODE_ARGS = [_P, _I64, _P, _P, _P, _I64, _P, _I64, _I64, _I64, _I64, _I64, _I64, _F32, _P]
-_ARGMAX_ARGS = [_P, _I64, _I64, _P]
+_DECODE_ARGS: list[type] = [_P, _I64, _P, _P, _P, _I64, _P, _I64, _I64, _I64, _I64, _I64, _I64, _F32, _P]
+_ARGMAX_ARGS: list[type] = [_P, _I64, _I64, _P]
 
 
 class CpuKernels:
