@@ -101,3 +101,71 @@ def test_argmax_matches_torch_first_maximum_included(dtype: torch.dtype, shape: 
     got = KERNELS.argmax(logits)
     assert got.tolist() == logits.argmax(dim=-1).tolist()
     assert got[0] == 3
+
+
+def _rows(shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("unit_offset", [False, True])
+@pytest.mark.parametrize("rows", [1, 40])
+def test_rms_norm_kernel_matches_the_torch_norm(dtype: torch.dtype, unit_offset: bool, rows: int) -> None:
+    from seekserve.models.layers import RMSNorm
+
+    assert KERNELS is not None
+    norm = RMSNorm(72, 1e-6, dtype, unit_offset=unit_offset)
+    norm.weight.data.copy_(_rows((72,), dtype, 1))
+    wide = _rows((rows, 100), dtype, 2)
+    x = wide[:, 10:82]  # strided rows, as a split of a fused projection gives
+    residual = _rows((rows, 72), dtype, 3)
+    tolerance = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)
+    expected = (h * (1.0 + norm.weight.float())).to(dtype) if unit_offset else norm.weight * h.to(dtype)
+    torch.testing.assert_close(norm(x), expected, **tolerance)
+    out, new_residual = norm.add_forward(x, residual.clone())
+    torch.testing.assert_close(new_residual, x + residual, atol=0, rtol=0)
+    torch.testing.assert_close(out, norm(x + residual), **tolerance)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    ("num_heads", "num_kv_heads", "head_dim", "rotary_dim", "with_norms"),
+    [(4, 1, 32, 32, True), (6, 2, 16, 16, False), (4, 2, 32, 16, False)],
+    ids=["gemma-norms", "llama", "partial-rotary"],
+)
+def test_qk_prepare_matches_norm_rotary_and_cache_writes(
+    dtype: torch.dtype, num_heads: int, num_kv_heads: int, head_dim: int, rotary_dim: int, with_norms: bool
+) -> None:
+    from seekserve.models.layers import RMSNorm, apply_rotary
+
+    assert KERNELS is not None
+    rows, width = 5, (num_heads + 2 * num_kv_heads) * head_dim
+    qkv = _rows((rows, width + 8), dtype, 4)[:, :width]  # strided rows
+    angles = _rows((rows, 1, rotary_dim // 2), torch.float32, 5)
+    cos, sin = angles.cos().to(dtype), angles.sin().to(dtype)
+    norms = None
+    q_ref = qkv[:, : num_heads * head_dim].reshape(rows, num_heads, head_dim)
+    k_ref = qkv[:, num_heads * head_dim : (num_heads + num_kv_heads) * head_dim].reshape(
+        rows, num_kv_heads, head_dim
+    )
+    v_ref = qkv[:, (num_heads + num_kv_heads) * head_dim :].reshape(rows, num_kv_heads, head_dim)
+    if with_norms:
+        q_norm, k_norm = (RMSNorm(head_dim, 1e-6, dtype, unit_offset=True) for _ in range(2))
+        q_norm.weight.data.copy_(_rows((head_dim,), dtype, 6))
+        k_norm.weight.data.copy_(_rows((head_dim,), dtype, 7))
+        norms = (q_norm.weight, k_norm.weight)
+        q_ref, k_ref = q_norm(q_ref), k_norm(k_ref)
+    q_ref, k_ref = apply_rotary(q_ref, cos, sin), apply_rotary(k_ref, cos, sin)
+    slots = torch.tensor([7, 0, 3, 12, 5])
+    k_cache = torch.zeros(16, num_kv_heads, head_dim, dtype=dtype)
+    v_cache = torch.zeros(16, num_kv_heads, head_dim, dtype=dtype)
+    shape = (num_heads, num_kv_heads, head_dim)
+    q, k = KERNELS.qk_prepare(qkv, shape, norms, 1e-6, cos, sin, slots, k_cache, v_cache)
+    tolerance = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 3e-2, "rtol": 3e-2}
+    torch.testing.assert_close(q, q_ref, **tolerance)
+    torch.testing.assert_close(k, k_ref, **tolerance)
+    torch.testing.assert_close(k_cache[slots], k, atol=0, rtol=0)
+    torch.testing.assert_close(v_cache[slots], v_ref, atol=0, rtol=0)
+    assert k_cache[[1, 2, 4]].abs().sum() == 0  # nothing written outside the slots

@@ -170,6 +170,10 @@ class DeviceConfig:
     gpu_memory_utilization: float = 0.9
     """Share of GPU memory the engine may use in all (weights, activations, KV cache)."""
 
+    cpu_prepack_weights: bool = True
+    """On CPU, lay bfloat16 linear weights out for oneDNN once at load: faster matmuls; a tied LM head
+    gets its own packed copy (on Gemma 3 270M, 335 MB more memory)."""
+
     cpu_kv_cache_fraction: float = 0.25
     """On CPU, the share of available memory the KV cache takes when no size is given (at most 4 GiB)."""
 

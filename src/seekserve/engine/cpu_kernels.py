@@ -18,35 +18,104 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from seekserve.env import Environment
 
-__all__ = ["CpuKernels", "cpu_kernels"]
+__all__ = ["CpuKernels", "cpu_kernels", "kernels_for"]
 
 log = logging.getLogger(__name__)
 
-_SOURCES = ("paged_attention.cpp", "argmax.cpp")
+_SOURCES = ("paged_attention.cpp", "argmax.cpp", "layer_ops.cpp")
+_HEADERS = ("simd.h",)
 _FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
 _I64, _F32, _P = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
 _DECODE_ARGS: list[type] = [_P, _I64, _P, _P, _P, _I64, _P, _I64, _I64, _I64, _I64, _I64, _I64, _F32, _P]
 _ARGMAX_ARGS: list[type] = [_P, _I64, _I64, _P]
+_RMS_NORM_ARGS: list[type] = [_P, _I64, _P, _P, _I64, _I64, _F32, ctypes.c_int, _P]
+_RESIDUAL_NORM_ARGS: list[type] = [_P, _P, _P, _P, _I64, _I64, _F32, _P]
+_QK_PREPARE_ARGS: list[type] = [
+    _P, _I64, _I64, _I64, _I64, _I64, _P, _P, _F32, _P, _P, _I64, _P, _P, _P, _P, _P,
+]  # fmt: skip
+_SUFFIX = {torch.float32: "f32", torch.bfloat16: "bf16"}
 
 
 class CpuKernels:
     """The loaded kernel library."""
 
     def __init__(self, lib: ctypes.CDLL) -> None:
-        self._decode = {torch.float32: lib.paged_decode_f32, torch.bfloat16: lib.paged_decode_bf16}
-        self._argmax = {torch.float32: lib.argmax_f32, torch.bfloat16: lib.argmax_bf16}
-        for table, args in ((self._decode, _DECODE_ARGS), (self._argmax, _ARGMAX_ARGS)):
-            for fn in table.values():
-                fn.argtypes = args
-                fn.restype = None
+        self._decode = _bind(lib, "paged_decode", _DECODE_ARGS)
+        self._argmax = _bind(lib, "argmax", _ARGMAX_ARGS)
+        self._rms_norm = _bind(lib, "rms_norm", _RMS_NORM_ARGS)
+        self._residual_norm = _bind(lib, "residual_norm", _RESIDUAL_NORM_ARGS)
+        self._qk_prepare = _bind(lib, "qk_prepare", _QK_PREPARE_ARGS)
 
     def supports(self, dtype: torch.dtype) -> bool:
-        return dtype in self._decode
+        return dtype in _SUFFIX
+
+    def rms_norm(
+        self,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        eps: float,
+        unit_offset: bool,
+        residual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """RMS norm of the rows of x [rows, dim] (rows may be strided); with `residual`, first
+        residual += x in place and normalise that. Rounds as models.layers.RMSNorm does."""
+        rows, dim = x.shape
+        assert x.stride(1) == 1 and weight.is_contiguous(), "rows must be contiguous"
+        assert residual is None or residual.is_contiguous(), "the residual must be contiguous"
+        out = torch.empty((rows, dim), dtype=x.dtype)
+        self._rms_norm[x.dtype](
+            x.data_ptr(), x.stride(0), 0 if residual is None else residual.data_ptr(), weight.data_ptr(),
+            rows, dim, eps, int(unit_offset), out.data_ptr(),
+        )  # fmt: skip
+        return out
+
+    def residual_norm(
+        self, y: torch.Tensor, h: torch.Tensor, w_post: torch.Tensor, w_next: torch.Tensor | None, eps: float
+    ) -> torch.Tensor:
+        """Gemma between sublayers: h += post_norm(y) in place; returns next_norm(h) (or post_norm(y)
+        when w_next is None). All norms unit-offset; all tensors contiguous [rows, dim]."""
+        rows, dim = y.shape
+        assert y.is_contiguous() and h.is_contiguous(), "rows must be contiguous"
+        out = torch.empty((rows, dim), dtype=y.dtype)
+        self._residual_norm[y.dtype](
+            y.data_ptr(), h.data_ptr(), w_post.data_ptr(), 0 if w_next is None else w_next.data_ptr(),
+            rows, dim, eps, out.data_ptr(),
+        )  # fmt: skip
+        return out
+
+    def qk_prepare(
+        self,
+        qkv: torch.Tensor,
+        shape: tuple[int, int, int],
+        norms: tuple[torch.Tensor, torch.Tensor] | None,
+        eps: float,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        slot_mapping: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """From the fused projection qkv [rows, (H + 2 KV) * D]: q and k normed per head (with
+        `norms`, Gemma) and rotated, returned as [rows, H, D] and [rows, KV, D]; k and v written to
+        their cache slots. cos/sin: [rows, 1, rotary_dim // 2] in qkv's dtype."""
+        num_heads, num_kv_heads, head_dim = shape
+        rows = qkv.shape[0]
+        assert qkv.stride(1) == 1 and cos.is_contiguous() and sin.is_contiguous(), "inputs must be dense"
+        q = torch.empty((rows, num_heads, head_dim), dtype=qkv.dtype)
+        k = torch.empty((rows, num_kv_heads, head_dim), dtype=qkv.dtype)
+        q_norm, k_norm = (n.data_ptr() for n in norms) if norms else (0, 0)
+        self._qk_prepare[qkv.dtype](
+            qkv.data_ptr(), qkv.stride(0), rows, num_heads, num_kv_heads, head_dim, q_norm, k_norm, eps,
+            cos.data_ptr(), sin.data_ptr(), cos.shape[-1], slot_mapping.data_ptr(), q.data_ptr(),
+            k.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(),
+        )  # fmt: skip
+        return q, k
 
     def argmax(self, logits: torch.Tensor) -> torch.Tensor:
         """Row-wise argmax of [num_rows, vocab] logits (first maximum wins), as torch.argmax(-1).
@@ -91,6 +160,17 @@ class CpuKernels:
         return out
 
 
+def _bind(lib: ctypes.CDLL, name: str, argtypes: list[type]) -> dict[torch.dtype, Any]:
+    """The f32 and bf16 versions of a kernel, by dtype."""
+    table = {}
+    for dtype, suffix in _SUFFIX.items():
+        fn = getattr(lib, f"{name}_{suffix}")
+        fn.argtypes = argtypes
+        fn.restype = None
+        table[dtype] = fn
+    return table
+
+
 @functools.cache
 def cpu_kernels() -> CpuKernels | None:
     """The kernel library, built on first use; None where it cannot be built or is turned off."""
@@ -110,13 +190,20 @@ def cpu_kernels() -> CpuKernels | None:
         return None
 
 
+def kernels_for(x: torch.Tensor) -> CpuKernels | None:
+    """The CPU kernels when they can process x (a CPU tensor in float32 or bfloat16), else None."""
+    if x.device.type != "cpu" or x.dtype not in _SUFFIX:
+        return None
+    return cpu_kernels()
+
+
 def _build(compiler: str, kernels_dir: Path) -> Path:
     here = Path(__file__).parent / "kernels"
     sources = [here / name for name in _SOURCES]
     key = hashlib.sha256()
     for part in (compiler, *_FLAGS, platform.machine(), _cpu_flags()):
         key.update(part.encode())
-    for src in sources:
+    for src in [*sources, *(here / name for name in _HEADERS)]:
         key.update(src.read_bytes())
     target_dir = kernels_dir / key.hexdigest()[:16]
     target = target_dir / "libseekserve_cpu.so"

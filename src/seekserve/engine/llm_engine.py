@@ -25,6 +25,8 @@ from seekserve.engine.sampler import Sampler
 from seekserve.engine.sampling_params import SamplingParams
 from seekserve.engine.scheduler import Scheduler
 from seekserve.errors import ConfigError, EngineOverloadedError, InvalidRequestError, PromptTooLongError
+from seekserve.models.layers import prepack_linears
+from seekserve.quant.apply import param_bytes
 
 __all__ = ["EngineStats", "LLMEngine"]
 
@@ -102,7 +104,9 @@ class LLMEngine:
         self.hf_config = loaded.hf_config
         self.max_model_len = loaded.max_model_len
         self.eos_token_ids = loaded.eos_token_ids
-        self.weight_bytes = loaded.weight_bytes
+        if self.device.type == "cpu" and config.device.cpu_prepack_weights:
+            prepack_linears(self.model)
+        self.weight_bytes = param_bytes(self.model)
         self.quantization = loaded.quantization
         """What weight quantization did (seekserve.quant.apply.QuantReport), or None."""
         self.weight_bytes_saved = loaded.quantization.saved_bytes if loaded.quantization else 0

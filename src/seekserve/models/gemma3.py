@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seekserve.engine.attention import AttentionMetadata
+from seekserve.engine.cpu_kernels import kernels_for
 from seekserve.errors import UnsupportedModelError
 from seekserve.models.base import DecoderLM, DecoderStack, KVCacheSpec, LayerCache
 from seekserve.models.layers import RMSNorm, RotaryEmbedding
@@ -37,6 +38,9 @@ class Gemma3Attention(LlamaAttention):
 
     def normalize_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.q_norm(q), self.k_norm(k)
+
+    def qk_norms(self) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, float]:
+        return (self.q_norm.weight, self.k_norm.weight), self.q_norm.eps
 
 
 class GeGLU(GatedMLP):
@@ -66,9 +70,27 @@ class Gemma3DecoderLayer(nn.Module):
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         attn = self.self_attn(self.input_layernorm(h), cos, sin, cache, meta)
+        kernels = kernels_for(attn)
+        if kernels is not None and h.is_contiguous() and attn.is_contiguous() and self._same_dtype(attn):
+            # Fused: h += post_norm(attn) in place (h is this layer's own input), then pre_norm(h).
+            eps = self.post_attention_layernorm.eps
+            mlp_in = kernels.residual_norm(
+                attn, h, self.post_attention_layernorm.weight, self.pre_feedforward_layernorm.weight, eps
+            )
+            mlp = self.mlp(mlp_in)
+            kernels.residual_norm(mlp, h, self.post_feedforward_layernorm.weight, None, eps)
+            return h
         h = h + self.post_attention_layernorm(attn)
         mlp = self.mlp(self.pre_feedforward_layernorm(h))
         return h + self.post_feedforward_layernorm(mlp)
+
+    def _same_dtype(self, x: torch.Tensor) -> bool:
+        norms = (
+            self.post_attention_layernorm,
+            self.pre_feedforward_layernorm,
+            self.post_feedforward_layernorm,
+        )
+        return all(n.weight.dtype == x.dtype for n in norms)
 
 
 class Gemma3ForCausalLM(DecoderLM):

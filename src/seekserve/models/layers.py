@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seekserve.engine.cpu_kernels import CpuKernels, kernels_for
 from seekserve.models.fp8_checkpoint import Fp8BlockTensor, as_dense
 
 __all__ = [
@@ -27,7 +28,11 @@ __all__ = [
     "apply_rotary",
     "deferred_weights",
     "empty_param",
+    "prepack_linears",
 ]
+
+_MKLDNN_LAYOUT: torch.layout = torch._mkldnn  # type: ignore[attr-defined]
+"""The layout of weights prepacked for oneDNN (`Linear.prepack`)."""
 
 _DEFERRED = contextvars.ContextVar("seekserve_deferred_weights", default=False)
 
@@ -97,6 +102,8 @@ class Linear(FusedParts, nn.Module):
         self.bias = empty_param(self.out_features, dtype=dtype) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight.layout == _MKLDNN_LAYOUT:
+            return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.weight, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
 
     def load_part(self, index: int, tensor: torch.Tensor | Fp8BlockTensor, is_bias: bool = False) -> None:
@@ -107,10 +114,29 @@ class Linear(FusedParts, nn.Module):
 
     def dense_weight(self) -> torch.Tensor:
         """The weight as a float matrix [out, in] (quantized layers dequantize it)."""
-        return self.weight
+        return self.weight.to_dense() if self.weight.layout == _MKLDNN_LAYOUT else self.weight
+
+    def prepack(self) -> bool:
+        """Lay a CPU bfloat16 weight out once in oneDNN's blocked format, which its matmul reads
+        faster than the plain one (1.5x for one token at Gemma 3 270M's shapes, docs/performance.md).
+        The layer then holds only the packed weight; a weight shared with another module (a tied
+        LM head) is copied, not moved. Returns whether the weight was packed."""
+        w = self.weight
+        if w.device.type != "cpu" or w.dtype != torch.bfloat16 or w.layout != torch.strided:
+            return False
+        if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+            return False
+        packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), 1)
+        self.weight = nn.Parameter(packed, requires_grad=False)
+        return True
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.output_sizes}, bias={self.bias is not None}"
+
+
+def prepack_linears(model: nn.Module) -> int:
+    """Prepack every `Linear` of the model for the CPU (see `Linear.prepack`); returns how many."""
+    return sum(module.prepack() for module in model.modules() if isinstance(module, Linear))
 
 
 def _copy_checked(target: torch.Tensor, tensor: torch.Tensor) -> None:
@@ -138,6 +164,9 @@ class RMSNorm(nn.Module):
         self.weight = empty_param(dim, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernels = self._kernels(x)
+        if kernels is not None:
+            return kernels.rms_norm(x, self.weight, self.eps, self.unit_offset)
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         if self.unit_offset:
@@ -147,10 +176,20 @@ class RMSNorm(nn.Module):
     def add_forward(
         self, x: torch.Tensor, residual: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalise x + residual; return (normalised, the new residual)."""
+        """Normalise x + residual; return (normalised, the new residual). May update `residual`
+        in place (callers own it: it is the previous add's result)."""
+        kernels = self._kernels(x)
+        if kernels is not None and residual is not None and residual.is_contiguous():
+            return kernels.rms_norm(x, self.weight, self.eps, self.unit_offset, residual), residual
         if residual is not None:
             x = x + residual
         return self(x), x
+
+    def _kernels(self, x: torch.Tensor) -> CpuKernels | None:
+        """The fused CPU kernel applies to 2-D rows of the weight's dtype."""
+        if x.dim() != 2 or x.stride(-1) != 1 or x.dtype != self.weight.dtype:
+            return None
+        return kernels_for(x)
 
 
 class RotaryEmbedding(nn.Module):

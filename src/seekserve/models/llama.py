@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seekserve.engine.attention import AttentionMetadata, PagedAttention
+from seekserve.engine.cpu_kernels import kernels_for
 from seekserve.models.base import DecoderLayer, DecoderLM, DecoderStack, KVCacheSpec, LayerCache
 from seekserve.models.layers import Linear, RotaryEmbedding, apply_rotary
 from seekserve.models.rope import rope_parameters
@@ -45,6 +46,10 @@ class LlamaAttention(nn.Module):
         """Per-head transform of queries and keys before rotary; none here (Gemma 3 norms them)."""
         return q, k
 
+    def qk_norms(self) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, float]:
+        """(q and k norm weights, eps) of the per-head unit-offset RMS norms, for the fused kernel."""
+        return None, 0.0
+
     def forward(
         self,
         h: torch.Tensor,
@@ -54,15 +59,28 @@ class LlamaAttention(nn.Module):
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         n = h.shape[0]
-        q, k, v = self.qkv_proj.split(self.qkv_proj(h))
-        q = q.view(n, self.num_heads, self.head_dim)
-        q, k = self.normalize_qk(q, k.view(n, self.num_kv_heads, self.head_dim))
-        q = apply_rotary(q, cos, sin)
-        k = apply_rotary(k, cos, sin)
-        v = v.view(n, self.num_kv_heads, self.head_dim)
+        qkv = self.qkv_proj(h)
         k_cache, v_cache = cache
-        PagedAttention.write(k_cache, meta.slot_mapping, k)
-        PagedAttention.write(v_cache, meta.slot_mapping, v)
+        kernels = kernels_for(qkv)
+        norms, eps = self.qk_norms()
+        if (
+            kernels is not None
+            and k_cache.dtype == qkv.dtype == cos.dtype
+            and (norms is None or all(w.dtype == qkv.dtype for w in norms))
+        ):
+            # One pass: per-head norms, rotary, and K/V into their cache slots.
+            shape = (self.num_heads, self.num_kv_heads, self.head_dim)
+            q, k = kernels.qk_prepare(qkv, shape, norms, eps, cos, sin, meta.slot_mapping, k_cache, v_cache)
+            v = self.qkv_proj.split(qkv)[2].view(n, self.num_kv_heads, self.head_dim)
+        else:
+            q, k, v = self.qkv_proj.split(qkv)
+            q = q.view(n, self.num_heads, self.head_dim)
+            q, k = self.normalize_qk(q, k.view(n, self.num_kv_heads, self.head_dim))
+            q = apply_rotary(q, cos, sin)
+            k = apply_rotary(k, cos, sin)
+            v = v.view(n, self.num_kv_heads, self.head_dim)
+            PagedAttention.write(k_cache, meta.slot_mapping, k)
+            PagedAttention.write(v_cache, meta.slot_mapping, v)
         out = PagedAttention.attend(q, k, v, k_cache, v_cache, meta, self.scale, self.window)
         return self.o_proj(out.view(n, self.num_heads * self.head_dim))
 

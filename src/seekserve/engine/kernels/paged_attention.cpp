@@ -162,8 +162,9 @@ void decode(const T* q, int64_t q_row_stride, const T* k_cache, const T* v_cache
             int64_t block_size, int64_t window, float scale, T* out) {
     const int64_t group = num_heads / num_kv_heads;
     const int64_t slot_stride = num_kv_heads * head_dim;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t task = 0; task < num_seqs * num_kv_heads; ++task) {
+    const int64_t tasks = num_seqs * num_kv_heads;
+#pragma omp parallel for schedule(dynamic, 1) if (tasks > 1)
+    for (int64_t task = 0; task < tasks; ++task) {
         const int64_t s = task / num_kv_heads, kvh = task % num_kv_heads;
         const int64_t len = seq_lens[s];
         const int64_t first = (window > 0 && len > window) ? len - window : 0;

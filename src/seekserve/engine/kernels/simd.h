@@ -1,0 +1,123 @@
+// Sixteen-lane float vectors over float32 or bfloat16 memory, shared by the kernels.
+//
+// bfloat16 values are widened to float by a shift and narrowed with round-to-nearest-even, as
+// torch does, so a kernel that rounds where a torch op would gives torch's bfloat16 results.
+// Without AVX-512 a plain-C++ emulation with the same interface is compiled instead.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace seekserve {
+
+inline float bf16_to_float(uint16_t h) {
+    uint32_t bits = static_cast<uint32_t>(h) << 16;
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+inline uint16_t float_to_bf16(float f) {
+    uint32_t bits;
+    std::memcpy(&bits, &f, sizeof bits);
+    if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);  // NaN
+    bits += 0x7FFFu + ((bits >> 16) & 1u);
+    return static_cast<uint16_t>(bits >> 16);
+}
+
+#if defined(__AVX512F__)
+using vec = __m512;
+
+inline vec load(const float* p, int n = 16) {
+    return n == 16 ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p);
+}
+inline vec load(const uint16_t* p, int n = 16) {
+    const __m256i h = n == 16 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))
+                              : _mm256_maskz_loadu_epi16(static_cast<__mmask16>((1u << n) - 1), p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+inline __m256i narrow(vec v) {  // round to nearest even (NaN handling aside)
+    __m512i bits = _mm512_castps_si512(v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    bits = _mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), lsb));
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(bits, 16));
+}
+inline void store(float* p, vec v, int n = 16) {
+    if (n == 16) _mm512_storeu_ps(p, v);
+    else _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1), v);
+}
+inline void store(uint16_t* p, vec v, int n = 16) {
+    const __m256i h = narrow(v);
+    if (n == 16) _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), h);
+    else _mm256_mask_storeu_epi16(p, static_cast<__mmask16>((1u << n) - 1), h);
+}
+// The value a torch op in T would have stored: identity for float, bfloat16 rounding otherwise.
+inline vec round_to(const float*, vec v) { return v; }
+inline vec round_to(const uint16_t*, vec v) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(narrow(v)), 16));
+}
+inline vec add(vec a, vec b) { return _mm512_add_ps(a, b); }
+inline vec sub(vec a, vec b) { return _mm512_sub_ps(a, b); }
+inline vec mul(vec a, vec b) { return _mm512_mul_ps(a, b); }
+inline vec fmadd(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
+inline vec splat(float f) { return _mm512_set1_ps(f); }
+inline float sum(vec v) { return _mm512_reduce_add_ps(v); }
+#else
+struct vec {
+    float x[16];
+};
+
+inline vec load(const float* p, int n = 16) {
+    vec v{};
+    for (int i = 0; i < n; ++i) v.x[i] = p[i];
+    return v;
+}
+inline vec load(const uint16_t* p, int n = 16) {
+    vec v{};
+    for (int i = 0; i < n; ++i) v.x[i] = bf16_to_float(p[i]);
+    return v;
+}
+inline void store(float* p, vec v, int n = 16) {
+    for (int i = 0; i < n; ++i) p[i] = v.x[i];
+}
+inline void store(uint16_t* p, vec v, int n = 16) {
+    for (int i = 0; i < n; ++i) p[i] = float_to_bf16(v.x[i]);
+}
+inline vec round_to(const float*, vec v) { return v; }
+inline vec round_to(const uint16_t*, vec v) {
+    for (float& f : v.x) f = bf16_to_float(float_to_bf16(f));
+    return v;
+}
+#define SEEKSERVE_LANEWISE(name, expr)                      \
+    inline vec name(vec a, vec b) {                          \
+        vec r;                                               \
+        for (int i = 0; i < 16; ++i) r.x[i] = (expr);        \
+        return r;                                            \
+    }
+SEEKSERVE_LANEWISE(add, a.x[i] + b.x[i])
+SEEKSERVE_LANEWISE(sub, a.x[i] - b.x[i])
+SEEKSERVE_LANEWISE(mul, a.x[i] * b.x[i])
+#undef SEEKSERVE_LANEWISE
+inline vec fmadd(vec a, vec b, vec c) {
+    vec r;
+    for (int i = 0; i < 16; ++i) r.x[i] = a.x[i] * b.x[i] + c.x[i];
+    return r;
+}
+inline vec splat(float f) {
+    vec r;
+    for (float& x : r.x) x = f;
+    return r;
+}
+inline float sum(vec v) {
+    float s = 0.0f;
+    for (float x : v.x) s += x;
+    return s;
+}
+#endif
+
+}  // namespace seekserve
