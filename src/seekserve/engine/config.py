@@ -141,6 +141,13 @@ class SchedulerConfig:
     enable_chunked_prefill: bool = True
     """Split long prompts across steps; off, a prompt is prefilled in one step, whatever its length."""
 
+    max_stall_factor: float | None = 2.5
+    """While streams decode, size prefill chunks so a step takes at most this many times a
+    decode-only step (costs learned online); None lets prompts take the whole token budget."""
+
+    min_prefill_chunk: int = 32
+    """Smallest prefill chunk the stall limit may cut a step's prompt work down to."""
+
     max_queue_len: int | None = None
     """Most requests waiting to be admitted; more are rejected as overload. None is unbounded."""
 
@@ -148,6 +155,12 @@ class SchedulerConfig:
         _check_positive("max_num_seqs", self.max_num_seqs, "e.g. 256")
         _check_positive("max_num_batched_tokens", self.max_num_batched_tokens, "e.g. 512")
         _check_positive("max_queue_len", self.max_queue_len, "or leave it unset for no limit")
+        _check_positive("min_prefill_chunk", self.min_prefill_chunk, "e.g. 32")
+        if self.max_stall_factor is not None and self.max_stall_factor <= 1.0:
+            raise ConfigError(
+                f"max_stall_factor={self.max_stall_factor} is invalid: a step with prompt work must be "
+                f"allowed to take longer than a decode-only step; use a value above 1 (e.g. 2.5) or None"
+            )
         _check_choice("scheduling", self.scheduling, ("continuous", "static"))
         if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < self.max_num_seqs:
             raise ConfigError(

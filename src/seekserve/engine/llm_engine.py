@@ -20,10 +20,11 @@ from seekserve.engine.detokenizer import IncrementalDetokenizer
 from seekserve.engine.memory import available_memory_bytes
 from seekserve.engine.model_runner import ModelRunner
 from seekserve.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput
+from seekserve.engine.pacer import PrefillPacer
 from seekserve.engine.request import FinishReason, Request, RequestStatus
 from seekserve.engine.sampler import Sampler
 from seekserve.engine.sampling_params import SamplingParams
-from seekserve.engine.scheduler import Scheduler
+from seekserve.engine.scheduler import Scheduler, SchedulerOutput
 from seekserve.errors import ConfigError, EngineOverloadedError, InvalidRequestError, PromptTooLongError
 from seekserve.models.layers import prepack_linears
 from seekserve.quant.apply import param_bytes
@@ -131,7 +132,9 @@ class LLMEngine:
         kv_caches = spec.allocate(capacity, self.model.dtype, self.device)
         self.block_manager = BlockManager(self.num_kv_blocks, cache.block_size, cache.enable_prefix_caching)
         self.max_num_batched_tokens = self._max_num_batched_tokens()
-        self.scheduler = Scheduler(config.scheduler, self.block_manager, self.max_num_batched_tokens)
+        self.scheduler = Scheduler(
+            config.scheduler, self.block_manager, self.max_num_batched_tokens, self._pacer()
+        )
         self.runner = ModelRunner(self.model, kv_caches, cache.block_size, self.device)
         self.sampler = Sampler(config.model.seed, self.runner.kernels)
         self._groups: dict[str, _Group] = {}
@@ -147,6 +150,13 @@ class LLMEngine:
         if budget is None:
             budget = _default_kv_budget(self.device, self.config, self.weight_bytes_saved)
         return max(1, budget // (self.kv_bytes_per_token * self.config.cache.block_size))
+
+    def _pacer(self) -> PrefillPacer | None:
+        sched = self.config.scheduler
+        if sched.max_stall_factor is None or not sched.enable_chunked_prefill:
+            return None
+        min_chunk = min(sched.min_prefill_chunk, self.max_num_batched_tokens)
+        return PrefillPacer(sched.max_stall_factor, min_chunk, self.max_num_batched_tokens)
 
     def _max_num_batched_tokens(self) -> int:
         sched = self.config.scheduler
@@ -244,6 +254,7 @@ class LLMEngine:
         for sched in batch.scheduled:
             if sched.request.times.first_scheduled is None:
                 sched.request.times.first_scheduled = now
+        started = time.perf_counter()
         logits = self.runner.execute(batch)
         sampling = [s.request for s in batch.scheduled if s.samples]
         for sched in batch.scheduled:
@@ -258,7 +269,14 @@ class LLMEngine:
                 group = self._group_of[seq][0]
                 self._append_token(seq, token_id, logprob, now)
                 touched[group.request_id] = group
+        self._observe(batch, started)
         return [self._retire(g) if g.finished else g.snapshot() for g in touched.values()]
+
+    def _observe(self, batch: SchedulerOutput, started: float) -> None:
+        """Feed the pacer this step's duration (taken after sampling, which waits for the device)."""
+        if self.scheduler.pacer is not None:
+            prefill_tokens = batch.num_batched_tokens - len(batch.decodes)
+            self.scheduler.pacer.observe(len(batch.decodes), prefill_tokens, time.perf_counter() - started)
 
     def _append_token(self, seq: Request, token_id: int, logprob: Any, now: float) -> None:
         seq.token_ids.append(token_id)

@@ -3,7 +3,8 @@
 Each step spends a token budget (`max_num_batched_tokens`) in this order:
 
 1. every running request that is decoding (one token each), so streams never stall;
-2. running requests still prefilling, a chunk each as far as the budget reaches;
+2. running requests still prefilling, a chunk each as far as the budget reaches (while decodes
+   run, the pacer (engine/pacer.py) also caps the prefill tokens, so streams do not stall);
 3. waiting requests, admitted in arrival order while the budget, `max_num_seqs` and the free
    KV blocks allow (prefix-cache hits skip computing their cached tokens).
 
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 
 from seekserve.engine.block_manager import BlockManager
 from seekserve.engine.config import SchedulerConfig
+from seekserve.engine.pacer import PrefillPacer
 from seekserve.engine.request import Request, RequestStatus
 
 __all__ = ["ScheduledRequest", "Scheduler", "SchedulerOutput"]
@@ -63,10 +65,18 @@ class SchedulerOutput:
 class Scheduler:
     """Owns the waiting queue and the running list. Not thread-safe: the engine thread owns it."""
 
-    def __init__(self, config: SchedulerConfig, block_manager: BlockManager, max_num_batched_tokens: int):
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        block_manager: BlockManager,
+        max_num_batched_tokens: int,
+        pacer: PrefillPacer | None = None,
+    ):
         self.config = config
         self.block_manager = block_manager
         self.max_num_batched_tokens = max_num_batched_tokens
+        self.pacer = pacer
+        """Caps prefill chunks while decodes run (None: the token budget alone decides)."""
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.num_preemptions = 0
@@ -95,7 +105,7 @@ class Scheduler:
             if request.status is RequestStatus.RUNNING and self._reserve(request, 1, out):
                 out.decodes.append(ScheduledRequest(request, 1))
         for request in [r for r in self.running if r.is_prefilling]:
-            budget = self.max_num_batched_tokens - out.num_batched_tokens
+            budget = self._budget(out)
             if request.status is not RequestStatus.RUNNING or budget == 0:
                 continue
             num_new = self._chunk(request.num_tokens - request.num_computed_tokens, budget)
@@ -115,7 +125,7 @@ class Scheduler:
             request = self.waiting[0]
             if static and request.request_id not in self._static_batch:
                 break  # a static batch is in flight: nothing new until all of it has finished
-            budget = self.max_num_batched_tokens - out.num_batched_tokens
+            budget = self._budget(out)
             hit = self.block_manager.lookup_prefix(request)
             num_new = self._chunk(request.num_tokens - hit.num_tokens, budget)
             if num_new == 0 or not self.block_manager.allocate(request, num_new, hit):
@@ -124,6 +134,15 @@ class Scheduler:
             request.status = RequestStatus.RUNNING
             self.running.append(request)
             out.prefills.append(ScheduledRequest(request, num_new))
+
+    def _budget(self, out: SchedulerOutput) -> int:
+        """Prefill tokens this step may still take: what is left of the token budget, capped by the
+        pacer while decodes are running."""
+        left = self.max_num_batched_tokens - out.num_batched_tokens
+        if self.pacer is not None:
+            prefill_tokens = out.num_batched_tokens - len(out.decodes)
+            left = min(left, self.pacer.prefill_budget(len(out.decodes)) - prefill_tokens)
+        return max(left, 0)
 
     def _chunk(self, num_left: int, budget: int) -> int:
         """Tokens of a prefill to run now: as many as the budget allows, or all or none unchunked.

@@ -1,0 +1,55 @@
+"""PrefillPacer: sizes prefill chunks so that running streams never stall.
+
+A step that carries decodes and a prefill chunk takes the decode-only time plus the chunk's cost;
+a big chunk there is a visible gap in every running stream. The pacer learns both costs online
+from the steps the engine runs (exponential moving averages of step durations) and, while decodes
+are running, caps a step's prefill tokens so that the step takes at most `stall_factor` times a
+decode-only step. With no decodes running, prompts get the whole token budget: no stream waits,
+so the first token comes as early as possible.
+
+    budget = (stall_factor - 1) * decode_step_s / prefill_token_s, within [min_chunk, max_tokens]
+"""
+
+from __future__ import annotations
+
+__all__ = ["PrefillPacer"]
+
+_SMOOTHING = 0.2
+"""Weight of the newest observation in the moving averages."""
+
+
+class PrefillPacer:
+    """Learns step costs from observations and turns them into a prefill budget. Engine-thread only."""
+
+    def __init__(self, stall_factor: float, min_chunk: int, max_tokens: int) -> None:
+        assert stall_factor > 1.0, "a stall factor of 1 or less would never admit a prefill token"
+        self.stall_factor = stall_factor
+        self.min_chunk = min_chunk
+        self.max_tokens = max_tokens
+        self.decode_step_s: float | None = None
+        """Moving average of a step with decodes only."""
+        self.prefill_token_s: float | None = None
+        """Moving average of what one prefill token adds to a step."""
+
+    def observe(self, num_decodes: int, num_prefill_tokens: int, seconds: float) -> None:
+        """Record how long a step with this many decodes and prefill tokens took."""
+        if num_prefill_tokens == 0:
+            if num_decodes:
+                self.decode_step_s = _average(self.decode_step_s, seconds)
+            return
+        base = self.decode_step_s if num_decodes and self.decode_step_s is not None else 0.0
+        per_token = max(seconds - base, 0.0) / num_prefill_tokens
+        self.prefill_token_s = _average(self.prefill_token_s, per_token)
+
+    def prefill_budget(self, num_decodes: int) -> int:
+        """Prefill tokens a step with `num_decodes` running decodes may carry."""
+        if num_decodes == 0:
+            return self.max_tokens
+        if self.decode_step_s is None or not self.prefill_token_s:
+            return self.min_chunk  # nothing learned yet: stay small until the costs are known
+        tokens = int((self.stall_factor - 1.0) * self.decode_step_s / self.prefill_token_s)
+        return max(self.min_chunk, min(tokens, self.max_tokens))
+
+
+def _average(current: float | None, value: float) -> float:
+    return value if current is None else (1.0 - _SMOOTHING) * current + _SMOOTHING * value

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from factories import make_request
+from seekserve.engine.block_manager import BlockManager
+from seekserve.engine.config import SchedulerConfig
+from seekserve.engine.pacer import PrefillPacer
+from seekserve.engine.scheduler import Scheduler
+
+
+def test_without_decodes_prompts_get_the_whole_budget() -> None:
+    pacer = PrefillPacer(stall_factor=2.5, min_chunk=8, max_tokens=512)
+    assert pacer.prefill_budget(num_decodes=0) == 512
+
+
+def test_until_costs_are_known_chunks_stay_small() -> None:
+    pacer = PrefillPacer(stall_factor=2.5, min_chunk=8, max_tokens=512)
+    assert pacer.prefill_budget(num_decodes=4) == 8
+    pacer.observe(num_decodes=4, num_prefill_tokens=0, seconds=0.010)
+    assert pacer.prefill_budget(num_decodes=4) == 8  # the prefill cost is still unknown
+
+
+def test_budget_keeps_a_mixed_step_within_the_stall_factor() -> None:
+    pacer = PrefillPacer(stall_factor=2.5, min_chunk=8, max_tokens=512)
+    pacer.observe(num_decodes=4, num_prefill_tokens=0, seconds=0.010)  # decode-only step: 10 ms
+    pacer.observe(num_decodes=4, num_prefill_tokens=100, seconds=0.060)  # 100 tokens add 50 ms
+    # (2.5 - 1) * 10 ms / 0.5 ms per token = 30 tokens: a step of 10 + 15 ms = 2.5x the decode step.
+    assert pacer.prefill_budget(num_decodes=4) == 30
+    pacer.observe(num_decodes=0, num_prefill_tokens=200, seconds=0.100)  # a prompt alone: same cost
+    assert pacer.prefill_budget(num_decodes=4) == 30
+    assert pacer.prefill_budget(num_decodes=0) == 512
+
+
+def test_budget_is_clamped() -> None:
+    pacer = PrefillPacer(stall_factor=3.0, min_chunk=16, max_tokens=64)
+    pacer.observe(num_decodes=2, num_prefill_tokens=0, seconds=0.010)
+    pacer.observe(num_decodes=2, num_prefill_tokens=10, seconds=0.010 + 10 * 1e-6)  # nearly free
+    assert pacer.prefill_budget(num_decodes=2) == 64
+    pacer.observe(num_decodes=2, num_prefill_tokens=10, seconds=10.0)  # suddenly very slow
+    assert pacer.prefill_budget(num_decodes=2) == 16
+
+
+def test_scheduler_caps_prefill_while_decodes_run() -> None:
+    pacer = PrefillPacer(stall_factor=2.0, min_chunk=4, max_tokens=64)
+    pacer.observe(num_decodes=1, num_prefill_tokens=0, seconds=0.010)
+    pacer.observe(num_decodes=1, num_prefill_tokens=10, seconds=0.020)  # 1 ms a token -> 10 tokens
+    config = SchedulerConfig(max_num_batched_tokens=64, max_num_seqs=4)
+    s = Scheduler(config, BlockManager(64, 4, enable_prefix_caching=False), 64, pacer)
+    a = make_request("a", prompt=[1, 2, 3])
+    s.add(a)
+    out = s.schedule()
+    assert [p.num_new_tokens for p in out.prefills] == [3]  # nothing decoding: the whole budget
+    a.num_computed_tokens = 3
+    a.token_ids.append(9)
+    s.add(make_request("b", prompt=list(range(40))))
+    out = s.schedule()
+    assert [d.request.request_id for d in out.decodes] == ["a"]
+    assert [(p.request.request_id, p.num_new_tokens) for p in out.prefills] == [("b", 10)]
