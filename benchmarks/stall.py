@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from common import REPO, machine, median, print_table, write_json
-
 from seekserve.engine.llm_engine import LLMEngine
 from seekserve.engine.sampling_params import SamplingParams
 
