@@ -80,6 +80,18 @@ def spy_on_aborts(server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> list[R
     return aborted
 
 
+def slow_steps(server: LiveServer, monkeypatch: pytest.MonkeyPatch, seconds: float = 0.005) -> None:
+    """Make every engine step take at least `seconds`, so a client reliably leaves mid-request
+    however fast the engine is on this machine."""
+    step = server.engine.engine.step
+
+    def slow() -> list[RequestOutput]:
+        time.sleep(seconds)
+        return step()
+
+    monkeypatch.setattr(server.engine.engine, "step", slow)
+
+
 def access_entries(caplog: pytest.LogCaptureFixture, path: str) -> list[dict[str, Any]]:
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "seekserve.access"]
     return [e for e in lines if e["path"] == path]
@@ -90,6 +102,7 @@ def test_disconnecting_half_of_16_streams_frees_every_block(
 ) -> None:
     caplog.set_level(logging.INFO, logger="seekserve.access")
     aborted = spy_on_aborts(server, monkeypatch)
+    slow_steps(server, monkeypatch)
 
     async def stream(client: openai.AsyncOpenAI, i: int, leave_early: bool) -> int | None:
         response = await client.chat.completions.create(
@@ -127,6 +140,7 @@ def test_a_non_streaming_client_that_disconnects_aborts_its_request(
 ) -> None:
     caplog.set_level(logging.INFO, logger="seekserve.access")
     aborted = spy_on_aborts(server, monkeypatch)
+    slow_steps(server, monkeypatch)
     body = {"model": "tiny", "prompt": "Once upon a time", "max_tokens": 110, "ignore_eos": True}
     with server.http() as http:
         try:
@@ -134,7 +148,7 @@ def test_a_non_streaming_client_that_disconnects_aborts_its_request(
         except httpx.TimeoutException:
             pass
         else:
-            raise AssertionError("the request finished before the client gave up; make it longer")
+            raise AssertionError("the request finished before the client gave up")
 
     def logged() -> list[dict[str, Any]]:
         return [e for e in access_entries(caplog, "/v1/completions") if e["request_id"] == "leaver"]
