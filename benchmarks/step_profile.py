@@ -1,0 +1,96 @@
+"""Where a decode step's time goes: layers, LM head, and the engine around them.
+
+    python benchmarks/step_profile.py                            # default model, bf16 and int4
+    python benchmarks/step_profile.py --quantization none --batch-sizes 1,64
+
+For each batch size, B requests with 32-token prompts are prefilled and decoded for a while; then
+the median of --steps engine steps (schedule, forward, logits, sampling, detokenization, outputs) is
+set against the median forward pass over the layers alone and the LM head alone, both re-run on
+the same prepared inputs. The remainder is the engine's own work (Python, scheduling, sampling).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from common import REPO, machine, median, print_table, write_json
+from seekserve.engine.llm_engine import LLMEngine
+from seekserve.engine.sampling_params import SamplingParams
+
+
+def profile(engine: LLMEngine, batch: int, steps: int) -> dict[str, float]:
+    params = SamplingParams(temperature=0.0, max_tokens=steps * 2 + 64, ignore_eos=True)
+    for i in range(batch):
+        engine.add_request(f"b{batch}-{i}", [1000 + (7 * i + j) % 19000 for j in range(32)], params)
+    for _ in range(16):  # prefill, then settle
+        engine.step()
+    step_times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        engine.step()
+        step_times.append(time.perf_counter() - t)
+    inputs = engine.runner.prepare(engine.scheduler.schedule())  # the next decode, re-run in place
+    model, caches = engine.model, engine.runner.kv_caches
+    layers, head = [], []
+    with torch.inference_mode():
+        for _ in range(steps):
+            t = time.perf_counter()
+            hidden = model(inputs.input_ids, inputs.positions, caches, inputs.meta)
+            t1 = time.perf_counter()
+            model.compute_logits(hidden[inputs.sample_rows])
+            layers.append(t1 - t)
+            head.append(time.perf_counter() - t1)
+    for i in range(batch):
+        engine.abort(f"b{batch}-{i}")
+    step, fwd, lm = (1000 * median(x) for x in (step_times, layers, head))
+    return {
+        "step_ms": step,
+        "layers_ms": fwd,
+        "lm_head_ms": lm,
+        "engine_ms": step - fwd - lm,
+        "tokens_per_s": batch * 1000 / step,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="default: the packaged Gemma 3 270M")
+    ap.add_argument("--quantization", default="none,int4")
+    ap.add_argument("--batch-sizes", default="1,16,64")
+    ap.add_argument("--steps", type=int, default=64)
+    ap.add_argument("--json", type=Path, default=REPO / "results" / "step_profile.json")
+    args = ap.parse_args()
+    rows, results = [], {}
+    for quant in args.quantization.split(","):
+        engine = LLMEngine.from_options(
+            model=args.model, dtype="bfloat16", quantization=quant, max_model_len=1024, max_num_seqs=64
+        )
+        for batch in map(int, args.batch_sizes.split(",")):
+            r = profile(engine, batch, args.steps)
+            results[f"{quant}/{batch}"] = r
+            rows.append(
+                [
+                    quant,
+                    batch,
+                    r["step_ms"],
+                    r["layers_ms"],
+                    r["lm_head_ms"],
+                    r["engine_ms"],
+                    r["tokens_per_s"],
+                ]
+            )
+        del engine
+    print_table(
+        "decode step, medians",
+        ["weights", "batch", "step ms", "layers ms", "LM head ms", "engine ms", "tokens/s"],
+        rows,
+    )
+    write_json(args.json, {"machine": machine(), "results": results})
+
+
+if __name__ == "__main__":
+    main()
