@@ -14,9 +14,13 @@ def test_without_decodes_prompts_get_the_whole_budget() -> None:
 
 def test_until_costs_are_known_chunks_stay_small() -> None:
     pacer = PrefillPacer(stall_factor=2.5, min_chunk=8, max_tokens=512)
-    assert pacer.prefill_budget(num_decodes=4) == 8
+    pacer.observe(num_decodes=0, num_prefill_tokens=512, seconds=0.100)
+    assert pacer.prefill_budget(num_decodes=4, num_pending=10) == 0  # one decode-only step first
     pacer.observe(num_decodes=4, num_prefill_tokens=0, seconds=0.010)
-    assert pacer.prefill_budget(num_decodes=4) == 8  # the prefill cost is still unknown
+    assert pacer.prefill_budget(num_decodes=4, num_pending=10) > 8  # now both costs are known
+    fresh = PrefillPacer(stall_factor=2.5, min_chunk=8, max_tokens=512)
+    fresh.observe(num_decodes=4, num_prefill_tokens=0, seconds=0.010)
+    assert fresh.prefill_budget(num_decodes=4) == 8  # the prefill cost is still unknown
 
 
 def test_budget_keeps_a_mixed_step_within_the_stall_factor() -> None:
@@ -28,6 +32,15 @@ def test_budget_keeps_a_mixed_step_within_the_stall_factor() -> None:
     pacer.observe(num_decodes=0, num_prefill_tokens=200, seconds=0.100)  # a prompt alone: same cost
     assert pacer.prefill_budget(num_decodes=4) == 30
     assert pacer.prefill_budget(num_decodes=0) == 512
+
+
+def test_each_waiting_request_widens_the_budget_by_one_stall() -> None:
+    pacer = PrefillPacer(stall_factor=2.5, min_chunk=8, max_tokens=512)
+    pacer.observe(num_decodes=4, num_prefill_tokens=0, seconds=0.010)
+    pacer.observe(num_decodes=4, num_prefill_tokens=100, seconds=0.060)
+    assert pacer.prefill_budget(num_decodes=4, num_pending=1) == 30  # one long prompt: the stall factor
+    assert pacer.prefill_budget(num_decodes=4, num_pending=3) == 90
+    assert pacer.prefill_budget(num_decodes=4, num_pending=60) == 512  # within the token budget
 
 
 def test_budget_is_clamped() -> None:
@@ -55,3 +68,21 @@ def test_scheduler_caps_prefill_while_decodes_run() -> None:
     out = s.schedule()
     assert [d.request.request_id for d in out.decodes] == ["a"]
     assert [(p.request.request_id, p.num_new_tokens) for p in out.prefills] == [("b", 10)]
+
+
+def test_scheduler_weighs_a_queue_of_waiting_requests_against_the_running_streams() -> None:
+    pacer = PrefillPacer(stall_factor=2.0, min_chunk=4, max_tokens=64)
+    pacer.observe(num_decodes=1, num_prefill_tokens=0, seconds=0.010)
+    pacer.observe(num_decodes=1, num_prefill_tokens=10, seconds=0.020)  # 1 ms a token -> 10 tokens
+    config = SchedulerConfig(max_num_batched_tokens=64, max_num_seqs=8)
+    s = Scheduler(config, BlockManager(64, 4, enable_prefix_caching=False), 64, pacer)
+    a = make_request("a", prompt=[1, 2, 3])
+    s.add(a)
+    s.schedule()
+    a.num_computed_tokens = 3
+    a.token_ids.append(9)
+    for name in "bcd":  # three requests wait behind one stream: three times the prompt tokens
+        s.add(make_request(name, prompt=list(range(20))))
+    out = s.schedule()
+    assert [d.request.request_id for d in out.decodes] == ["a"]
+    assert [(p.request.request_id, p.num_new_tokens) for p in out.prefills] == [("b", 20), ("c", 10)]

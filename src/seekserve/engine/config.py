@@ -143,7 +143,8 @@ class SchedulerConfig:
 
     max_stall_factor: float | None = 2.5
     """While streams decode, size prefill chunks so a step takes at most this many times a
-    decode-only step (costs learned online); None lets prompts take the whole token budget."""
+    decode-only step, widened by one such stall for each request waiting for prompt work (costs
+    learned online; see engine/pacer.py); None lets prompts take the whole token budget."""
 
     min_prefill_chunk: int = 32
     """Smallest prefill chunk the stall limit may cut a step's prompt work down to."""

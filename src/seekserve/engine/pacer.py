@@ -7,7 +7,14 @@ are running, caps a step's prefill tokens so that the step takes at most `stall_
 decode-only step. With no decodes running, prompts get the whole token budget: no stream waits,
 so the first token comes as early as possible.
 
-    budget = (stall_factor - 1) * decode_step_s / prefill_token_s, within [min_chunk, max_tokens]
+The cap weighs the streams it protects against the requests it keeps from their first token:
+each request waiting for prompt work widens the allowed prompt work by one stall's worth, so a
+burst or a batch submitted at once is prefilled at full budget (measured on the batch64 workload:
+290 tokens/s with a fixed cap, 391 with this weighting, 401 with no pacing), while one long prompt
+arriving among running streams is held to the stall factor.
+
+    budget = (stall_factor - 1) * decode_step_s / prefill_token_s * max(1, pending),
+    within [min_chunk, max_tokens]
 """
 
 from __future__ import annotations
@@ -41,13 +48,17 @@ class PrefillPacer:
         per_token = max(seconds - base, 0.0) / num_prefill_tokens
         self.prefill_token_s = _average(self.prefill_token_s, per_token)
 
-    def prefill_budget(self, num_decodes: int) -> int:
-        """Prefill tokens a step with `num_decodes` running decodes may carry."""
+    def prefill_budget(self, num_decodes: int, num_pending: int = 1) -> int:
+        """Prefill tokens a step with `num_decodes` running decodes may carry, while `num_pending`
+        requests wait for prompt work (partly prefilled or not yet admitted)."""
         if num_decodes == 0:
             return self.max_tokens
-        if self.decode_step_s is None or not self.prefill_token_s:
-            return self.min_chunk  # nothing learned yet: stay small until the costs are known
-        tokens = int((self.stall_factor - 1.0) * self.decode_step_s / self.prefill_token_s)
+        if self.decode_step_s is None:
+            return 0  # one decode-only step measures what the streams cost; prompts resume next step
+        if not self.prefill_token_s:
+            return self.min_chunk  # the prompt cost is unknown: stay small until it is measured
+        weight = max(1, num_pending)
+        tokens = int((self.stall_factor - 1.0) * self.decode_step_s / self.prefill_token_s * weight)
         return max(self.min_chunk, min(tokens, self.max_tokens))
 
 

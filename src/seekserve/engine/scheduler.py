@@ -104,17 +104,19 @@ class Scheduler:
         for request in [r for r in self.running if not r.is_prefilling]:
             if request.status is RequestStatus.RUNNING and self._reserve(request, 1, out):
                 out.decodes.append(ScheduledRequest(request, 1))
-        for request in [r for r in self.running if r.is_prefilling]:
-            budget = self._budget(out)
+        prefilling = [r for r in self.running if r.is_prefilling]
+        num_pending = len(prefilling) + len(self.waiting)
+        for request in prefilling:
+            budget = self._budget(out, num_pending)
             if request.status is not RequestStatus.RUNNING or budget == 0:
                 continue
             num_new = self._chunk(request.num_tokens - request.num_computed_tokens, budget)
             if num_new and self._reserve(request, num_new, out):
                 out.prefills.append(ScheduledRequest(request, num_new))
-        self._admit(out)
+        self._admit(out, num_pending)
         return out
 
-    def _admit(self, out: SchedulerOutput) -> None:
+    def _admit(self, out: SchedulerOutput, num_pending: int) -> None:
         static = self.config.scheduling == "static"
         if static and not self._static_batch:
             # The previous batch is done: the next one is the head of the queue, up to max_num_seqs.
@@ -125,7 +127,7 @@ class Scheduler:
             request = self.waiting[0]
             if static and request.request_id not in self._static_batch:
                 break  # a static batch is in flight: nothing new until all of it has finished
-            budget = self._budget(out)
+            budget = self._budget(out, num_pending)
             hit = self.block_manager.lookup_prefix(request)
             num_new = self._chunk(request.num_tokens - hit.num_tokens, budget)
             if num_new == 0 or not self.block_manager.allocate(request, num_new, hit):
@@ -135,13 +137,13 @@ class Scheduler:
             self.running.append(request)
             out.prefills.append(ScheduledRequest(request, num_new))
 
-    def _budget(self, out: SchedulerOutput) -> int:
+    def _budget(self, out: SchedulerOutput, num_pending: int) -> int:
         """Prefill tokens this step may still take: what is left of the token budget, capped by the
-        pacer while decodes are running."""
+        pacer while decodes are running (`num_pending` requests wait for prompt work)."""
         left = self.max_num_batched_tokens - out.num_batched_tokens
         if self.pacer is not None:
             prefill_tokens = out.num_batched_tokens - len(out.decodes)
-            left = min(left, self.pacer.prefill_budget(len(out.decodes)) - prefill_tokens)
+            left = min(left, self.pacer.prefill_budget(len(out.decodes), num_pending) - prefill_tokens)
         return max(left, 0)
 
     def _chunk(self, num_left: int, budget: int) -> int:
