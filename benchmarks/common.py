@@ -89,6 +89,21 @@ def machine() -> dict[str, Any]:
     }
 
 
+def read_bandwidth_gbs(megabytes: int = 512, rounds: int = 5) -> float:
+    """Memory read speed of one thread (median GB/s of summing a large array): a single-stream
+    decode is bound by it, and on a shared host it moves with the neighbours' load."""
+    import numpy as np
+
+    a = np.ones(megabytes * 2**20 // 8)
+    a.sum()
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        a.sum()
+        times.append(time.perf_counter() - t)
+    return a.nbytes / 1e9 / median(times)
+
+
 def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     from rich.console import Console
     from rich.table import Table

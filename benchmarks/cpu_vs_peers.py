@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import DEFAULT_ANCHORS, REPO, machine, median, print_table, write_json
+from common import DEFAULT_ANCHORS, REPO, machine, median, print_table, read_bandwidth_gbs, write_json
 
 WORKLOAD_CONTESTANTS = {
     "single": ["seekserve-bf16", "vllm-r0", "seekserve-int4", "llamacpp"],
@@ -93,9 +93,12 @@ def main() -> None:
     args = ap.parse_args()
 
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    bandwidth: list[float] = []
     for workload in args.workloads.split(","):
         contestants = [c for c in WORKLOAD_CONTESTANTS[workload] if c not in args.drop]
         for repeat in range(args.repeats):
+            bandwidth.append(read_bandwidth_gbs())
+            print(f"[{time.strftime('%H:%M:%S')}] memory read: {bandwidth[-1]:.1f} GB/s", flush=True)
             for contestant in contestants:
                 record = run(command(contestant, workload, args.anchors, args.anchors_dir), args.timeout_s)
                 runs.setdefault(workload, {}).setdefault(contestant, []).append(record)
@@ -115,24 +118,48 @@ def main() -> None:
     for workload, ours, peer, target in TARGETS:
         if ours in summary.get(workload, {}) and peer in summary.get(workload, {}):
             ratio = summary[workload][ours]["median"] / summary[workload][peer]["median"]
+            pairs = [
+                a["output_tok_s"] / b["output_tok_s"]
+                for a, b in zip(runs[workload][ours], runs[workload][peer], strict=True)
+                if "output_tok_s" in a and "output_tok_s" in b
+            ]
             ratios.append(
                 {
                     "workload": workload,
                     "seekserve": ours,
                     "peer": peer,
                     "ratio": ratio,
+                    "pair_ratios": pairs,
                     "target": target,
                     "met": ratio >= target,
                 }
             )
     print_table(
-        "ratios against the targets",
-        ["workload", "seekserve", "peer", "ratio", "target", "met"],
-        [[r["workload"], r["seekserve"], r["peer"], r["ratio"], r["target"], r["met"]] for r in ratios],
+        "ratios against the targets (ratio of medians; range of the paired runs' ratios)",
+        ["workload", "seekserve", "peer", "ratio", "pairs", "target", "met"],
+        [
+            [
+                r["workload"],
+                r["seekserve"],
+                r["peer"],
+                r["ratio"],
+                f"{min(r['pair_ratios'], default=0):.2f}-{max(r['pair_ratios'], default=0):.2f}",
+                r["target"],
+                r["met"],
+            ]
+            for r in ratios
+        ],
     )
     write_json(
         args.json,
-        {"machine": machine(), "repeats": args.repeats, "summary": summary, "ratios": ratios, "runs": runs},
+        {
+            "machine": machine(),
+            "repeats": args.repeats,
+            "read_gbs": bandwidth,
+            "summary": summary,
+            "ratios": ratios,
+            "runs": runs,
+        },
     )
 
 
