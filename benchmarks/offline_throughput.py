@@ -119,6 +119,7 @@ def main() -> None:
             scheduling=mode,
             max_num_seqs=args.max_num_seqs,
             max_model_len=args.max_model_len,
+            enable_prefix_caching=False,  # every repeat sends the same prompts, and must compute them
         )
         for mode in modes
     }

@@ -79,7 +79,14 @@ def main() -> None:
     args = ap.parse_args()
     modes = args.modes.split(",")
     engines = {
-        m: LLMEngine.from_options(model=args.model, dtype=args.dtype, max_model_len=8192, **MODES[m])
+        m: LLMEngine.from_options(
+            # without prefix caching: every repeat sends the same prompts, and must compute them
+            model=args.model,
+            dtype=args.dtype,
+            max_model_len=8192,
+            enable_prefix_caching=False,
+            **MODES[m],
+        )
         for m in modes
     }
     for engine in engines.values():  # warm-up (and the pacer's first estimates)
