@@ -178,6 +178,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     report = engine.quantization
     result |= {
         "weight_bytes": engine.weight_bytes,
+        "packed_copy_bytes": engine.packed_copy_bytes,
         "load_peak_bytes": peak.peak_bytes,
         "load_transient_bytes": peak.peak_bytes - peak.final_bytes,
         "num_params": sum(p.numel() for p in engine.model.parameters()),

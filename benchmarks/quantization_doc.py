@@ -47,8 +47,9 @@ trip; in the other modes they are dequantized to float32 one tensor at a time an
 **FP8 without FP8 matmuls.** Converting FP8 to bf16 on this CPU costs about 40× a bf16 matmul of the
 same weights (4 ms against 0.1 ms for 2048×640; a 256-entry lookup table brings it to ~0.8 ms), and
 `torch._scaled_mm` on CPU is slower still. So where no FP8 matmul exists (CPUs, GPUs before sm_89)
-fp8 layers hold the FP8-rounded weights in the compute dtype: FP8's accuracy at bf16's speed and
-memory. Only when the dequantized model would not fit (more than half the free memory) are the FP8
+fp8 layers hold the FP8-rounded weights in the compute dtype: FP8's accuracy at bf16's memory, and
+at the speed of plain bf16 matmuls (the unquantized engine is faster still on CPU: it prepacks its
+bf16 weights for oneDNN, which fp8 layers do not yet, hence fp8's ×0.63 below). Only when the dequantized model would not fit (more than half the free memory) are the FP8
 bytes kept and dequantized per layer as it runs: memory saved, several times slower. On CUDA sm_89+
 the FP8 bytes stay in memory and `torch._scaled_mm` multiplies them (per-token activation scales with
 per-channel weights, or 1×128 activation blocks with 128×128 weight blocks).
@@ -140,6 +141,16 @@ def _machine(m: dict[str, Any]) -> str:
     )
 
 
+def model_bytes(r: dict[str, Any]) -> int:
+    """The model's weight bytes, without the packed copy of a tied head the bf16 engine keeps for speed."""
+    return int(r["weight_bytes"] - r.get("packed_copy_bytes", 0))
+
+
+def _weights_mb(r: dict[str, Any]) -> str:
+    copy = r.get("packed_copy_bytes", 0)
+    return f"{_mb(model_bytes(r))} (+{_mb(copy)} packed head)" if copy else _mb(r["weight_bytes"])
+
+
 def results_table(payload: dict[str, Any]) -> str:
     results = payload["results"]
     ref = results[0]
@@ -150,7 +161,7 @@ def results_table(payload: dict[str, Any]) -> str:
     ]
     for r in results:
         lines.append(
-            f"| {r['mode']} | {_mb(r['weight_bytes'])} | {_ratio(r, ref, 'weight_bytes')} "
+            f"| {r['mode']} | {_weights_mb(r)} | {model_bytes(r) / model_bytes(ref):.2f} "
             f"| {_mb(r['load_peak_bytes'])} | {_opt(r, 'decode_tok_s', '.1f')} | {_ratio(r, ref, 'decode_tok_s')} "
             f"| {_opt(r, 'batch_tok_s', '.1f')} | {_ratio(r, ref, 'batch_tok_s')} | {r['perplexity']:.2f} "
             f"| {_opt(r, 'top1_agreement', '.3f')} |"
@@ -168,7 +179,7 @@ def _fp8_claims(fp8: dict[str, Any], ref: dict[str, Any], fp32_bytes: int) -> li
         f"less well than the 671B one the claim is about; top-1 agreement is stricter than task accuracy, since "
         f"near-ties flip"
     )
-    stored = fp8["weight_bytes"]
+    stored = model_bytes(fp8)
     where = "FP8 bytes held" if fp8["fp8_kept"] else "dequantized at load: this device has no FP8 matmul"
     size = (
         "holds for the quantized layers (1 byte against 4 per weight); embeddings and norms stay unquantized"
@@ -178,7 +189,7 @@ def _fp8_claims(fp8: dict[str, Any], ref: dict[str, Any], fp32_bytes: int) -> li
     return [
         f"| FP8 keeps 98 % accuracy | top-1 agreement {agree:.1%}, perplexity {ppl:+.1%} | {accuracy} |",
         f"| FP8 weights 4× smaller than FP32 | {fp32_bytes / stored:.2f}× smaller than FP32, "
-        f"{ref['weight_bytes'] / stored:.2f}× than the reference ({where}) | {size} |",
+        f"{model_bytes(ref) / stored:.2f}× than the reference ({where}) | {size} |",
     ]
 
 
@@ -209,13 +220,14 @@ def claims(payload: dict[str, Any]) -> str:
     """The guide's claims beside the measurements, each with a verdict computed from them."""
     by_mode = {r["mode"]: r for r in payload["results"]}
     ref = by_mode["none"]
-    fp32_bytes = 4 * ref["num_params"]
+    element = {"float32": 4}.get(payload["args"]["dtype"], 2)
+    fp32_bytes = model_bytes(ref) * 4 // element
     out = ["| claim | measured | verdict |", "|---|---|---|"]
     fp8, int8, int4 = by_mode.get("fp8"), by_mode.get("int8"), by_mode.get("int4")
     if fp8:
         out += _fp8_claims(fp8, ref, fp32_bytes)
     saved = [
-        (r["mode"], 1 - r["weight_bytes"] / fp32_bytes, 1 - r["weight_bytes"] / ref["weight_bytes"])
+        (r["mode"], 1 - model_bytes(r) / fp32_bytes, 1 - model_bytes(r) / model_bytes(ref))
         for r in (int8, int4)
         if r
     ]

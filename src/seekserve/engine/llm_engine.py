@@ -105,9 +105,13 @@ class LLMEngine:
         self.hf_config = loaded.hf_config
         self.max_model_len = loaded.max_model_len
         self.eos_token_ids = loaded.eos_token_ids
+        unpacked_bytes = param_bytes(self.model)
         if self.device.type == "cpu" and config.device.cpu_prepack_weights:
             prepack_linears(self.model)
         self.weight_bytes = param_bytes(self.model)
+        """Bytes of weights held, packed copies included."""
+        self.packed_copy_bytes = self.weight_bytes - unpacked_bytes
+        """Of those, the packed copies of shared weights (a tied LM head's): bytes held for speed."""
         self.quantization = loaded.quantization
         """What weight quantization did (seekserve.quant.apply.QuantReport), or None."""
         self.weight_bytes_saved = loaded.quantization.saved_bytes if loaded.quantization else 0
