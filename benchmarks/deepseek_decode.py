@@ -89,7 +89,7 @@ def llama_shape(deepseek: dict[str, Any], kv_heads: int) -> dict[str, Any]:
 
 def measure(model_dir: Path, batch: int, context: int, steps: int, dtype: str) -> dict[str, float]:
     """Prefill `batch` random prompts, warm up one step, then time `steps` decode steps."""
-    max_len = context + steps + 8
+    max_len = context + steps + 72  # room for the tokens early requests decode while later ones prefill
     engine = LLMEngine.from_options(
         model=str(model_dir),
         dtype=dtype,
@@ -97,11 +97,12 @@ def measure(model_dir: Path, batch: int, context: int, steps: int, dtype: str) -
         max_num_seqs=batch,
         max_num_batched_tokens=max(512, batch),
         enable_prefix_caching=False,
+        max_stall_factor=None,  # prompts take the whole budget: this measures decoding, not pacing
         num_kv_blocks=batch * -(-max_len // 16) + 1,
     )
     gen = torch.Generator().manual_seed(batch)
     vocab = engine.model.config.vocab_size
-    params = SamplingParams(temperature=0.0, max_tokens=steps + 4, ignore_eos=True)
+    params = SamplingParams(temperature=0.0, max_tokens=steps + 64, ignore_eos=True)
     for i in range(batch):
         engine.add_request(f"r{i}", torch.randint(10, vocab, (context,), generator=gen).tolist(), params)
     started: set[str] = set()
