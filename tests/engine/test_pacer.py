@@ -52,25 +52,9 @@ def test_budget_is_clamped() -> None:
     assert pacer.prefill_budget(num_decodes=2) == 16
 
 
-def test_scheduler_caps_prefill_while_decodes_run() -> None:
-    pacer = PrefillPacer(stall_factor=2.0, min_chunk=4, max_tokens=64)
-    pacer.observe(num_decodes=1, num_prefill_tokens=0, seconds=0.010)
-    pacer.observe(num_decodes=1, num_prefill_tokens=10, seconds=0.020)  # 1 ms a token -> 10 tokens
-    config = SchedulerConfig(max_num_batched_tokens=64, max_num_seqs=4)
-    s = Scheduler(config, BlockManager(64, 4, enable_prefix_caching=False), 64, pacer)
-    a = make_request("a", prompt=[1, 2, 3])
-    s.add(a)
-    out = s.schedule()
-    assert [p.num_new_tokens for p in out.prefills] == [3]  # nothing decoding: the whole budget
-    a.num_computed_tokens = 3
-    a.token_ids.append(9)
-    s.add(make_request("b", prompt=list(range(40))))
-    out = s.schedule()
-    assert [d.request.request_id for d in out.decodes] == ["a"]
-    assert [(p.request.request_id, p.num_new_tokens) for p in out.prefills] == [("b", 10)]
-
-
-def test_scheduler_weighs_a_queue_of_waiting_requests_against_the_running_streams() -> None:
+def one_stream_decoding() -> Scheduler:
+    """A scheduler whose pacer allows 10 prompt tokens a stall, with request "a" prefilled in its
+    first step (nothing decoding: the whole budget) and now decoding."""
     pacer = PrefillPacer(stall_factor=2.0, min_chunk=4, max_tokens=64)
     pacer.observe(num_decodes=1, num_prefill_tokens=0, seconds=0.010)
     pacer.observe(num_decodes=1, num_prefill_tokens=10, seconds=0.020)  # 1 ms a token -> 10 tokens
@@ -78,9 +62,22 @@ def test_scheduler_weighs_a_queue_of_waiting_requests_against_the_running_stream
     s = Scheduler(config, BlockManager(64, 4, enable_prefix_caching=False), 64, pacer)
     a = make_request("a", prompt=[1, 2, 3])
     s.add(a)
-    s.schedule()
+    assert [p.num_new_tokens for p in s.schedule().prefills] == [3]
     a.num_computed_tokens = 3
     a.token_ids.append(9)
+    return s
+
+
+def test_scheduler_caps_prefill_while_decodes_run() -> None:
+    s = one_stream_decoding()
+    s.add(make_request("b", prompt=list(range(40))))
+    out = s.schedule()
+    assert [d.request.request_id for d in out.decodes] == ["a"]
+    assert [(p.request.request_id, p.num_new_tokens) for p in out.prefills] == [("b", 10)]
+
+
+def test_scheduler_weighs_a_queue_of_waiting_requests_against_the_running_streams() -> None:
+    s = one_stream_decoding()
     for name in "bcd":  # three requests wait behind one stream: three times the prompt tokens
         s.add(make_request(name, prompt=list(range(20))))
     out = s.schedule()
