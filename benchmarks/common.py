@@ -62,6 +62,20 @@ def random_model_dir(name: str, config_cls: str, shape: dict[str, Any], dtype: s
     return path
 
 
+def parse_engine_options(pairs: list[str]) -> dict[str, Any]:
+    """KEY=VALUE engine options; values are read as JSON where they parse (numbers, true/false)."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            sys.exit(f"--engine {pair!r}: write KEY=VALUE, e.g. --engine max_num_seqs=128")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-th percentile (0..100), linear interpolation between closest ranks."""
     ordered = sorted(values)

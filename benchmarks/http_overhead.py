@@ -35,7 +35,16 @@ from typing import Any
 
 import httpx
 
-from common import QWEN2_0_5B_SHAPE, REPO, machine, percentile, print_table, random_model_dir, write_json
+from common import (
+    QWEN2_0_5B_SHAPE,
+    REPO,
+    machine,
+    parse_engine_options,
+    percentile,
+    print_table,
+    random_model_dir,
+    write_json,
+)
 
 Prompt = list[int]
 RunOne = Callable[[Prompt], Awaitable[tuple[float, int]]]
@@ -183,20 +192,6 @@ def run_http(
         proc.send_signal(signal.SIGINT)
         proc.wait(60)
     return results
-
-
-def parse_engine_options(pairs: list[str]) -> dict[str, Any]:
-    """KEY=VALUE engine options; values are read as JSON where they parse (numbers, true/false)."""
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep:
-            sys.exit(f"--engine {pair!r}: write KEY=VALUE, e.g. --engine max_num_seqs=128")
-        try:
-            options[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            options[key] = raw
-    return options
 
 
 def main() -> None:

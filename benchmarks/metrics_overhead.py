@@ -26,12 +26,19 @@ from typing import Any
 
 import httpx
 
-from common import QWEN2_0_5B_SHAPE, REPO, machine, print_table, random_model_dir, write_json
+from common import (
+    QWEN2_0_5B_SHAPE,
+    REPO,
+    machine,
+    parse_engine_options,
+    print_table,
+    random_model_dir,
+    write_json,
+)
 from http_overhead import (
     Prompt,
     closed_loop,
     make_prompts,
-    parse_engine_options,
     start_server,
     stream_completion,
 )

@@ -12,25 +12,11 @@ load and a 4-token warm-up are excluded from `wall_s`. The record has the fields
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
-from typing import Any
 
-from common import DEFAULT_ANCHORS, load_workloads
-
-
-def parse_options(items: list[str]) -> dict[str, Any]:
-    """KEY=VALUE pairs; values are read as JSON where they parse (numbers, true/false), else as text."""
-    options: dict[str, Any] = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
+from common import DEFAULT_ANCHORS, load_workloads, parse_engine_options
 
 
 def main() -> None:
@@ -50,7 +36,7 @@ def main() -> None:
 
     workloads = load_workloads(args.anchors)
     w = workloads.get(args.workload)
-    options = {"max_model_len": 1024, "max_num_seqs": 64, **parse_options(args.engine)}
+    options = {"max_model_len": 1024, "max_num_seqs": 64, **parse_engine_options(args.engine)}
     t = time.perf_counter()
     llm = LLM(args.model, dtype=args.dtype, quantization=args.quantization, **options)
     load_s = time.perf_counter() - t

@@ -87,18 +87,26 @@ def engine_loader(model_dir: Path, **options: Any) -> Callable[[], AsyncEngine]:
     return lambda: AsyncEngine.from_options(model=str(model_dir), **merged)
 
 
+def slow_down(
+    engine: AsyncEngine, delay_s: float, set_attr: Callable[[Any, str, Any], None] = setattr
+) -> None:
+    """Make the engine sleep `delay_s` before every step, as a slow device would (`set_attr` may be
+    pytest's monkeypatch.setattr, to undo it after a test)."""
+    execute = engine.engine.runner.execute
+
+    def slow_execute(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(delay_s)
+        return execute(*args, **kwargs)
+
+    set_attr(engine.engine.runner, "execute", slow_execute)
+
+
 def slowed(load: Callable[[], AsyncEngine], delay_s: float) -> Callable[[], AsyncEngine]:
     """A loader whose engine sleeps before every step, as a slow device would."""
 
     def load_slow() -> AsyncEngine:
         engine = load()
-        execute = engine.engine.runner.execute
-
-        def slow_execute(*args: Any, **kwargs: Any) -> Any:
-            time.sleep(delay_s)
-            return execute(*args, **kwargs)
-
-        engine.engine.runner.execute = slow_execute  # type: ignore[method-assign]
+        slow_down(engine, delay_s)
         return engine
 
     return load_slow

@@ -13,7 +13,7 @@ import pytest
 
 from seekserve import LLM, SamplingParams
 from seekserve.engine.outputs import RequestOutput
-from server.live import LiveServer
+from server.live import LiveServer, slow_down
 
 EXTRA: dict[str, Any] = {"ignore_eos": True}
 
@@ -80,18 +80,6 @@ def spy_on_aborts(server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> list[R
     return aborted
 
 
-def slow_steps(server: LiveServer, monkeypatch: pytest.MonkeyPatch, seconds: float = 0.005) -> None:
-    """Make every engine step take at least `seconds`, so a client reliably leaves mid-request
-    however fast the engine is on this machine."""
-    step = server.engine.engine.step
-
-    def slow() -> list[RequestOutput]:
-        time.sleep(seconds)
-        return step()
-
-    monkeypatch.setattr(server.engine.engine, "step", slow)
-
-
 def access_entries(caplog: pytest.LogCaptureFixture, path: str) -> list[dict[str, Any]]:
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "seekserve.access"]
     return [e for e in lines if e["path"] == path]
@@ -102,7 +90,7 @@ def test_disconnecting_half_of_16_streams_frees_every_block(
 ) -> None:
     caplog.set_level(logging.INFO, logger="seekserve.access")
     aborted = spy_on_aborts(server, monkeypatch)
-    slow_steps(server, monkeypatch)
+    slow_down(server.engine, 0.005, monkeypatch.setattr)  # the client leaves mid-request
 
     async def stream(client: openai.AsyncOpenAI, i: int, leave_early: bool) -> int | None:
         response = await client.chat.completions.create(
@@ -140,7 +128,7 @@ def test_a_non_streaming_client_that_disconnects_aborts_its_request(
 ) -> None:
     caplog.set_level(logging.INFO, logger="seekserve.access")
     aborted = spy_on_aborts(server, monkeypatch)
-    slow_steps(server, monkeypatch)
+    slow_down(server.engine, 0.005, monkeypatch.setattr)  # the client leaves mid-request
     body = {"model": "tiny", "prompt": "Once upon a time", "max_tokens": 110, "ignore_eos": True}
     with server.http() as http:
         try:

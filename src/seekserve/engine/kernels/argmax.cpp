@@ -8,6 +8,8 @@
 
 #include <omp.h>
 
+#include "simd.h"
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -15,12 +17,7 @@
 namespace {
 
 inline float value(const float* p, int64_t i) { return p[i]; }
-inline float value(const uint16_t* p, int64_t i) {
-    uint32_t bits = static_cast<uint32_t>(p[i]) << 16;
-    float f;
-    std::memcpy(&f, &bits, sizeof f);
-    return f;
-}
+inline float value(const uint16_t* p, int64_t i) { return seekserve::bf16_to_float(p[i]); }
 
 struct Best {
     float value;

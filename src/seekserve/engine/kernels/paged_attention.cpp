@@ -17,6 +17,8 @@
 #include <cstring>
 #include <vector>
 
+#include "simd.h"
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -24,19 +26,9 @@
 namespace {
 
 inline float load(const float* p, int64_t i) { return p[i]; }
-inline float load(const uint16_t* p, int64_t i) {
-    uint32_t bits = static_cast<uint32_t>(p[i]) << 16;
-    float f;
-    std::memcpy(&f, &bits, sizeof f);
-    return f;
-}
+inline float load(const uint16_t* p, int64_t i) { return seekserve::bf16_to_float(p[i]); }
 inline void store(float* p, int64_t i, float f) { p[i] = f; }
-inline void store(uint16_t* p, int64_t i, float f) {
-    uint32_t bits;
-    std::memcpy(&bits, &f, sizeof bits);
-    bits += 0x7FFFu + ((bits >> 16) & 1u);  // round to nearest even
-    p[i] = static_cast<uint16_t>(bits >> 16);
-}
+inline void store(uint16_t* p, int64_t i, float f) { p[i] = seekserve::float_to_bf16(f); }
 
 // Slot of position p in a sequence's block table.
 inline int64_t slot_of(const int64_t* table, int64_t p, int64_t block_size) {
