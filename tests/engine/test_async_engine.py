@@ -92,7 +92,7 @@ def test_full_queue_rejects_with_overload(llama_dir: Path) -> None:
 def test_engine_death_reaches_every_stream_and_health(llama_dir: Path) -> None:
     engine = make_engine(llama_dir)
 
-    def broken(*args: object) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("simulated device failure")
 
     engine.engine.runner.execute = broken  # type: ignore[method-assign]

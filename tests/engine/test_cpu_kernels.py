@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from seekserve.engine import cpu_kernels as cpu_kernels_module
 from seekserve.engine.attention import AttentionMetadata, PagedAttention
 from seekserve.engine.cpu_kernels import cpu_kernels
 
 KERNELS = cpu_kernels()
+# Skipped only without a compiler: with one, a kernel that fails to build fails these tests.
 pytestmark = pytest.mark.skipif(
-    KERNELS is None, reason="no C++ compiler: install g++ to build the CPU kernels"
+    shutil.which(os.environ.get("CXX", "g++")) is None and shutil.which("c++") is None,
+    reason="no C++ compiler: install g++ to build the CPU kernels",
 )
 
 
@@ -169,3 +174,26 @@ def test_qk_prepare_matches_norm_rotary_and_cache_writes(
     torch.testing.assert_close(k_cache[slots], k, atol=0, rtol=0)
     torch.testing.assert_close(v_cache[slots], v_ref, atol=0, rtol=0)
     assert k_cache[[1, 2, 4]].abs().sum() == 0  # nothing written outside the slots
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("gelu", [False, True], ids=["silu", "gelu-tanh"])
+@pytest.mark.parametrize("rows", [1, 40])
+def test_gated_activation_matches_torch(dtype: torch.dtype, gelu: bool, rows: int) -> None:
+    assert KERNELS is not None
+    wide = _rows((rows, 2 * 72 + 6), dtype, 4) * 6.0
+    gate_up = wide[:, 3:147]  # strided rows
+    gate, up = gate_up[:, :72], gate_up[:, 72:]
+    act = F.gelu(gate, approximate="tanh") if gelu else F.silu(gate)
+    expected = act * up
+    got = KERNELS.gated_act(gate_up, gelu)
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)  # torch loses 1 + tanh(u) near -1
+    else:  # torch's rounding points: only a last-bit flip where float32 exp differs by an ulp
+        assert (got != expected).float().mean() <= 0.01
+        torch.testing.assert_close(got, expected, atol=1e-2, rtol=8e-3)
+    extreme = torch.tensor([[-200.0, -30.0, 0.0, 30.0, 200.0] + [0.0] * 11 + [1.0] * 16], dtype=dtype)
+    expected = (F.gelu(extreme[:, :16], approximate="tanh") if gelu else F.silu(extreme[:, :16])) * extreme[
+        :, 16:
+    ]
+    torch.testing.assert_close(KERNELS.gated_act(extreme, gelu), expected)

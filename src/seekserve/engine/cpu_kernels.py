@@ -28,13 +28,16 @@ __all__ = ["CpuKernels", "cpu_kernels", "kernels_for"]
 
 log = logging.getLogger(__name__)
 
-_SOURCES = ("paged_attention.cpp", "argmax.cpp", "layer_ops.cpp")
+_SOURCES = ("paged_attention.cpp", "argmax.cpp", "layer_ops.cpp", "greedy_head.cpp")
 _HEADERS = ("simd.h",)
 _FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
 _I64, _F32, _P = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
 _DECODE_ARGS: list[type] = [_P, _I64, _P, _P, _P, _I64, _P, _I64, _I64, _I64, _I64, _I64, _I64, _F32, _P]
 _ARGMAX_ARGS: list[type] = [_P, _I64, _I64, _P]
+_GREEDY_HEAD_ARGS: list[type] = [_P, _I64, _P, _P, _P, _I64, _I64, _P, _P]
+_QUANTIZE_ROWS_ARGS: list[type] = [_P, _I64, _I64, _P, _P]
 _RMS_NORM_ARGS: list[type] = [_P, _I64, _P, _P, _I64, _I64, _F32, ctypes.c_int, _P]
+_GATED_ACT_ARGS: list[type] = [_P, _I64, _I64, _I64, ctypes.c_int, _P]
 _RESIDUAL_NORM_ARGS: list[type] = [_P, _P, _P, _P, _I64, _I64, _F32, _P]
 _QK_PREPARE_ARGS: list[type] = [
     _P, _I64, _I64, _I64, _I64, _I64, _P, _P, _F32, _P, _P, _I64, _P, _P, _P, _P, _P,
@@ -51,6 +54,9 @@ class CpuKernels:
         self._rms_norm = _bind(lib, "rms_norm", _RMS_NORM_ARGS)
         self._residual_norm = _bind(lib, "residual_norm", _RESIDUAL_NORM_ARGS)
         self._qk_prepare = _bind(lib, "qk_prepare", _QK_PREPARE_ARGS)
+        self._gated_act = _bind(lib, "gated_act", _GATED_ACT_ARGS)
+        self._greedy_head = _bind(lib, "greedy_head", _GREEDY_HEAD_ARGS)
+        self._quantize_rows = _bind(lib, "quantize_rows", _QUANTIZE_ROWS_ARGS)
 
     def supports(self, dtype: torch.dtype) -> bool:
         return dtype in _SUFFIX
@@ -87,6 +93,17 @@ class CpuKernels:
             y.data_ptr(), h.data_ptr(), w_post.data_ptr(), 0 if w_next is None else w_next.data_ptr(),
             rows, dim, eps, out.data_ptr(),
         )  # fmt: skip
+        return out
+
+    def gated_act(self, gate_up: torch.Tensor, gelu: bool) -> torch.Tensor:
+        """act(gate) * up from the fused projection [rows, 2 * width] (rows may be strided), act =
+        tanh-approximated gelu or silu, rounded as torch rounds `act(gate) * up`. [rows, width]."""
+        rows, width = gate_up.shape[0], gate_up.shape[1] // 2
+        assert gate_up.stride(1) == 1, "rows must be contiguous"
+        out = torch.empty((rows, width), dtype=gate_up.dtype)
+        self._gated_act[gate_up.dtype](
+            gate_up.data_ptr(), gate_up.stride(0), rows, width, int(gelu), out.data_ptr()
+        )
         return out
 
     def qk_prepare(
@@ -128,6 +145,32 @@ class CpuKernels:
         out = torch.empty(logits.shape[0], dtype=torch.int64)
         self._argmax[logits.dtype](logits.data_ptr(), logits.shape[0], logits.shape[1], out.data_ptr())
         return out
+
+    def quantize_rows(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row-wise symmetric int8 copy of weight [rows, dim]: (q int8 [rows, dim], scale float32
+        [rows]) with weight ~ q * scale[:, None] and |weight - q * scale| <= scale / 2."""
+        assert weight.is_contiguous() and weight.dim() == 2, "the weight must be a contiguous matrix"
+        q = torch.empty(weight.shape, dtype=torch.int8)
+        scale = torch.empty(weight.shape[0], dtype=torch.float32)
+        self._quantize_rows[weight.dtype](weight.data_ptr(), *weight.shape, q.data_ptr(), scale.data_ptr())
+        return q, scale
+
+    def greedy_head(
+        self, hidden: torch.Tensor, weight: torch.Tensor, q: torch.Tensor, scale: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """argmax(hidden @ weight.T) per row, reading the int8 copy (q, scale) of the weight and only
+        the rows of it that could be the maximum; see greedy_head.cpp. Returns (tokens int64 [rows],
+        rows rescored int64 [rows]). The hidden size must be a multiple of 16."""
+        rows, dim = hidden.shape
+        assert dim % 16 == 0 and weight.shape[1] == dim and hidden.dtype == weight.dtype, "shapes must agree"
+        hidden = hidden.contiguous()
+        tokens = torch.empty(rows, dtype=torch.int64)
+        candidates = torch.empty(rows, dtype=torch.int64)
+        self._greedy_head[hidden.dtype](
+            hidden.data_ptr(), rows, weight.data_ptr(), q.data_ptr(), scale.data_ptr(), weight.shape[0], dim,
+            tokens.data_ptr(), candidates.data_ptr(),
+        )  # fmt: skip
+        return tokens, candidates
 
     def paged_decode(
         self,

@@ -13,16 +13,19 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+from torch import nn
 
 from seekserve.engine.block_manager import BlockManager
 from seekserve.engine.config import EngineConfig
+from seekserve.engine.cpu_kernels import cpu_kernels
 from seekserve.engine.detokenizer import IncrementalDetokenizer
+from seekserve.engine.greedy_head import GreedyHead
 from seekserve.engine.memory import available_memory_bytes
 from seekserve.engine.model_runner import ModelRunner
 from seekserve.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput
 from seekserve.engine.pacer import PrefillPacer
 from seekserve.engine.request import FinishReason, Request, RequestStatus
-from seekserve.engine.sampler import Sampler
+from seekserve.engine.sampler import Sampler, SamplerOutput
 from seekserve.engine.sampling_params import SamplingParams
 from seekserve.engine.scheduler import Scheduler, SchedulerOutput
 from seekserve.errors import ConfigError, EngineOverloadedError, InvalidRequestError, PromptTooLongError
@@ -106,12 +109,18 @@ class LLMEngine:
         self.max_model_len = loaded.max_model_len
         self.eos_token_ids = loaded.eos_token_ids
         unpacked_bytes = param_bytes(self.model)
+        greedy_rows = config.device.cpu_greedy_head_rows if self.device.type == "cpu" else 0
         if self.device.type == "cpu" and config.device.cpu_prepack_weights:
-            prepack_linears(self.model)
-        self.weight_bytes = param_bytes(self.model)
-        """Bytes of weights held, packed copies included."""
+            # An untied head screened for greedy steps stays plain: the screen rescores its rows.
+            untied = not getattr(self.hf_config, "tie_word_embeddings", False)
+            head = getattr(self.model, "lm_head", None)
+            prepack_linears(self.model, [head] if greedy_rows and untied and isinstance(head, nn.Module) else [])
+        greedy_head = GreedyHead.build(self.model, cpu_kernels() if greedy_rows else None, greedy_rows)
+        self.weight_bytes = param_bytes(self.model) + (greedy_head.nbytes if greedy_head else 0)
+        """Bytes of weights held, copies kept for speed included."""
         self.packed_copy_bytes = self.weight_bytes - unpacked_bytes
-        """Of those, the packed copies of shared weights (a tied LM head's): bytes held for speed."""
+        """Of those, the copies kept for speed: a tied LM head's packed copy, the greedy head's int8
+        copy (DeviceConfig.cpu_greedy_head_rows)."""
         self.quantization = loaded.quantization
         """What weight quantization did (seekserve.quant.apply.QuantReport), or None."""
         self.weight_bytes_saved = loaded.quantization.saved_bytes if loaded.quantization else 0
@@ -139,7 +148,7 @@ class LLMEngine:
         self.scheduler = Scheduler(
             config.scheduler, self.block_manager, self.max_num_batched_tokens, self._pacer()
         )
-        self.runner = ModelRunner(self.model, kv_caches, cache.block_size, self.device)
+        self.runner = ModelRunner(self.model, kv_caches, cache.block_size, self.device, greedy_head)
         self.sampler = Sampler(config.model.seed, self.runner.kernels)
         self._groups: dict[str, _Group] = {}
         self._detokenizers: dict[Request, IncrementalDetokenizer] = {}
@@ -259,15 +268,18 @@ class LLMEngine:
             if sched.request.times.first_scheduled is None:
                 sched.request.times.first_scheduled = now
         started = time.perf_counter()
-        logits = self.runner.execute(batch)
         sampling = [s.request for s in batch.scheduled if s.samples]
+        step = self.runner.execute(batch, greedy=not self.sampler.needs_logits(sampling))
         for sched in batch.scheduled:
             sched.request.num_computed_tokens += sched.num_new_tokens
             self.block_manager.cache_full_blocks(sched.request)
         touched: dict[str, _Group] = {}
         if sampling:
-            assert logits is not None, "sampling requests but the runner returned no logits"
-            result = self.sampler(logits, sampling)
+            if step.token_ids is not None:
+                result = SamplerOutput(step.token_ids.tolist(), [None] * len(sampling))
+            else:
+                assert step.logits is not None, "sampling requests but the runner returned no logits"
+                result = self.sampler(step.logits, sampling)
             now = time.monotonic()
             for seq, token_id, logprob in zip(sampling, result.token_ids, result.logprobs, strict=True):
                 group = self._group_of[seq][0]

@@ -9,10 +9,11 @@ import torch
 
 from seekserve.engine.attention import AttentionMetadata, PrefillChunk
 from seekserve.engine.cpu_kernels import cpu_kernels
+from seekserve.engine.greedy_head import GreedyHead
 from seekserve.engine.scheduler import SchedulerOutput
 from seekserve.models.base import CausalLM, LayerCache
 
-__all__ = ["ModelRunner", "StepInputs"]
+__all__ = ["ModelRunner", "StepInputs", "StepResult"]
 
 
 @dataclass
@@ -26,25 +27,49 @@ class StepInputs:
     """Rows of the hidden states to compute logits for, one per request that samples this step."""
 
 
+@dataclass
+class StepResult:
+    """What a step computed for its sampling requests, in batch order: their logits, or (when the
+    engine asked for greedy tokens and the runner could take them without logits) their tokens."""
+
+    logits: torch.Tensor | None = None
+    """[num_sampling_requests, vocab] in the model's dtype or float32."""
+    token_ids: torch.Tensor | None = None
+    """[num_sampling_requests] int64."""
+
+
 class ModelRunner:
     """Runs the model over the paged KV cache. Owns the cache tensors; not thread-safe."""
 
-    def __init__(self, model: CausalLM, kv_caches: list[LayerCache], block_size: int, device: torch.device):
+    def __init__(
+        self,
+        model: CausalLM,
+        kv_caches: list[LayerCache],
+        block_size: int,
+        device: torch.device,
+        greedy_head: GreedyHead | None = None,
+    ):
         self.model = model
         self.kv_caches = kv_caches
         self.block_size = block_size
         self.device = device
         self.kernels = cpu_kernels() if device.type == "cpu" else None
+        self.greedy_head = greedy_head
+        """Greedy tokens from a screened LM head (see DeviceConfig.cpu_greedy_head_rows), or None."""
 
     @torch.inference_mode()
-    def execute(self, batch: SchedulerOutput) -> torch.Tensor | None:
-        """Logits [num_sampling_requests, vocab] float32 in batch order, or None if nothing samples."""
+    def execute(self, batch: SchedulerOutput, greedy: bool = False) -> StepResult:
+        """Run the step. With `greedy` (every sampling request takes the argmax of the raw logits)
+        the result may hold the tokens instead of the logits."""
         inputs = self.prepare(batch)
         hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
         if not inputs.sample_rows:
-            return None
+            return StepResult()
         rows = torch.tensor(inputs.sample_rows, dtype=torch.int64, device=self.device)
-        return self.model.compute_logits(hidden.index_select(0, rows))
+        hidden = hidden.index_select(0, rows)
+        if greedy and self.greedy_head is not None and self.greedy_head.accepts(len(inputs.sample_rows)):
+            return StepResult(token_ids=self.greedy_head.tokens(hidden))
+        return StepResult(logits=self.model.compute_logits(hidden))
 
     def prepare(self, batch: SchedulerOutput) -> StepInputs:
         bs = self.block_size

@@ -33,6 +33,17 @@ class Sampler:
         self.kernels = kernels
         """CPU kernels for the greedy argmax (one pass over bfloat16 logits); None uses torch."""
 
+    @staticmethod
+    def needs_logits(requests: list[Request]) -> bool:
+        """Whether some request needs more than the argmax of its raw logits."""
+        return any(
+            not r.params.greedy
+            or r.params.has_penalties
+            or r.num_output_tokens < r.params.min_tokens
+            or r.params.logprobs is not None
+            for r in requests
+        )
+
     def __call__(self, logits: torch.Tensor, requests: list[Request]) -> SamplerOutput:
         """logits: [num_requests, vocab], one row per request in `requests`, in float32 or the
         model's dtype (argmax needs no conversion; everything else runs in float32)."""

@@ -79,6 +79,11 @@ class CausalLM(nn.Module, abc.ABC):
     @abc.abstractmethod
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor: ...
 
+    def plain_lm_head(self) -> torch.Tensor | None:
+        """The weight W [vocab, hidden] when `compute_logits(h)` is exactly h W^T (no bias, no
+        quantization, no transform after the matmul) and W is a plain tensor; else None."""
+        return None
+
     def tied_params(self) -> dict[str, str]:
         """Parameter name -> the parameter it shares storage with (not loaded on its own)."""
         return {}
@@ -235,3 +240,11 @@ class DecoderLM(CausalLM):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden)
+
+    def plain_lm_head(self) -> torch.Tensor | None:
+        head = self.lm_head
+        if type(head) is not Linear or head.bias is not None:
+            return None  # quantized or biased
+        if self.config.tie_word_embeddings:
+            return self.model.embed_tokens.weight  # plain even when the head's copy is prepacked
+        return head.weight if head.weight.layout == torch.strided else None

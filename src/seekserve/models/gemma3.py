@@ -46,6 +46,8 @@ class Gemma3Attention(LlamaAttention):
 class GeGLU(GatedMLP):
     """down(gelu_tanh(gate(x)) * up(x))."""
 
+    gelu = True
+
     def act(self, gate: torch.Tensor) -> torch.Tensor:
         return F.gelu(gate, approximate="tanh")
 
@@ -150,6 +152,9 @@ class Gemma3ForCausalLM(DecoderLM):
         if self.softcap is not None:
             logits = torch.tanh(logits.float() / self.softcap) * self.softcap
         return logits
+
+    def plain_lm_head(self) -> torch.Tensor | None:
+        return None if self.softcap is not None else super().plain_lm_head()
 
 
 def _check_supported(config: Any) -> None:

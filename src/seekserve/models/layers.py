@@ -134,9 +134,12 @@ class Linear(FusedParts, nn.Module):
         return f"in={self.in_features}, out={self.output_sizes}, bias={self.bias is not None}"
 
 
-def prepack_linears(model: nn.Module) -> int:
-    """Prepack every `Linear` of the model for the CPU (see `Linear.prepack`); returns how many."""
-    return sum(module.prepack() for module in model.modules() if isinstance(module, Linear))
+def prepack_linears(model: nn.Module, keep: Sequence[nn.Module] = ()) -> int:
+    """Prepack every `Linear` of the model but those in `keep` for the CPU (see `Linear.prepack`);
+    returns how many."""
+    return sum(
+        m.prepack() for m in model.modules() if isinstance(m, Linear) and all(m is not k for k in keep)
+    )
 
 
 def _copy_checked(target: torch.Tensor, tensor: torch.Tensor) -> None:

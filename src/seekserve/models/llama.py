@@ -93,11 +93,18 @@ class GatedMLP(nn.Module):
         self.gate_up_proj = Linear(hidden, [intermediate, intermediate], bias=bias, dtype=dtype)
         self.down_proj = Linear(intermediate, [hidden], bias=bias, dtype=dtype)
 
+    gelu: ClassVar[bool] = False
+    """The CPU kernel's activation: tanh-approximated gelu, else silu (must agree with `act`)."""
+
     def act(self, gate: torch.Tensor) -> torch.Tensor:
         return F.silu(gate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj.split(self.gate_up_proj(x))
+        gate_up = self.gate_up_proj(x)
+        kernels = kernels_for(gate_up)
+        if kernels is not None and gate_up.dim() == 2 and gate_up.stride(1) == 1:
+            return self.down_proj(kernels.gated_act(gate_up, self.gelu))
+        gate, up = self.gate_up_proj.split(gate_up)
         return self.down_proj(self.act(gate) * up)
 
 

@@ -1,6 +1,7 @@
 // Fused per-token operations of the decoder layers, for CPUs: RMS norms (optionally adding the
-// residual first), Gemma's norm-add-norm between sublayers, and the query/key preparation that
-// follows the q/k/v projection (per-head norms, rotary, K and V into their cache slots).
+// residual first), Gemma's norm-add-norm between sublayers, the query/key preparation that
+// follows the q/k/v projection (per-head norms, rotary, K and V into their cache slots), and the
+// gated MLP's activation.
 //
 // Each kernel rounds to T exactly where the torch code it replaces does (see simd.h), so the
 // bfloat16 results are torch's; sums of squares are in float32 as in torch, in another order.
@@ -124,6 +125,34 @@ void qk_prepare(const T* qkv, int64_t qkv_stride, int64_t rows, int64_t num_head
     }
 }
 
+// The gated MLP's activation: out = round(round(act(gate)) * up) from the fused projection's row
+// [gate | up] (each `width` wide), as torch computes act(gate) * up, with act = silu (gelu = 0),
+// x / (1 + e^-x), or tanh-approximated gelu, 0.5 x (1 + tanh(u)) with u = sqrt(2 / pi) (x + 0.044715
+// x^3) and tanh(u) = (1 - e^-2u) / (1 + e^-2u): the same formulas in the same order as torch's.
+template <typename T>
+void gated_act(const T* gate_up, int64_t stride, int64_t rows, int64_t width, int gelu, T* out) {
+    const vec one = splat(1.0f), half = splat(0.5f), minus_two = splat(-2.0f);
+    const vec beta = splat(0.7978845608028654f), kappa = splat(0.044715f);
+#pragma omp parallel for if (rows * width >= 16384)
+    for (int64_t r = 0; r < rows; ++r) {
+        const T* gate = gate_up + r * stride;
+        const T* up = gate + width;
+        for (int64_t d = 0; d < width; d += 16) {
+            const int n = lanes(width - d);
+            const vec x = load(gate + d, n);
+            vec act;
+            if (gelu) {
+                const vec u = mul(beta, add(x, mul(kappa, mul(mul(x, x), x))));
+                const vec e = exp(mul(minus_two, u));
+                act = mul(mul(half, x), add(one, div(sub(one, e), add(one, e))));
+            } else {
+                act = div(x, add(one, exp(sub(splat(0.0f), x))));
+            }
+            store(out + r * width + d, mul(round_to(gate, act), load(up + d, n)), n);
+        }
+    }
+}
+
 }  // namespace
 
 #define SEEKSERVE_LAYER_OPS(suffix, T)                                                                         \
@@ -142,6 +171,10 @@ void qk_prepare(const T* qkv, int64_t qkv_stride, int64_t rows, int64_t num_head
                                         T* k_cache, T* v_cache) {                                              \
         qk_prepare(qkv, qkv_stride, rows, num_heads, num_kv_heads, head_dim, q_norm, k_norm, eps, cos, sin,   \
                    rot_half, slots, q_out, k_out, k_cache, v_cache);                                          \
+    }                                                                                                          \
+    extern "C" void gated_act_##suffix(const T* gate_up, int64_t stride, int64_t rows, int64_t width, int gelu, \
+                                       T* out) {                                                               \
+        gated_act(gate_up, stride, rows, width, gelu, out);                                                    \
     }
 
 SEEKSERVE_LAYER_OPS(f32, float)

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -67,6 +68,17 @@ inline vec mul(vec a, vec b) { return _mm512_mul_ps(a, b); }
 inline vec fmadd(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
 inline vec splat(float f) { return _mm512_set1_ps(f); }
 inline float sum(vec v) { return _mm512_reduce_add_ps(v); }
+inline vec div(vec a, vec b) { return _mm512_div_ps(a, b); }
+// e^x to about 2 ulp: x = n ln2 + r, |r| <= ln2 / 2, e^r by its degree-6 Taylor polynomial.
+inline vec exp(vec x) {
+    x = _mm512_max_ps(_mm512_min_ps(x, splat(88.7f)), splat(-104.0f));
+    const vec n = _mm512_roundscale_ps(_mm512_mul_ps(x, splat(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
+    vec r = _mm512_fnmadd_ps(n, splat(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, splat(1.428606765330187045e-06f), r);
+    vec p = splat(1.0f / 720.0f);
+    for (float c : {1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f}) p = _mm512_fmadd_ps(p, r, splat(c));
+    return _mm512_scalef_ps(p, n);
+}
 #else
 struct vec {
     float x[16];
@@ -117,6 +129,15 @@ inline float sum(vec v) {
     float s = 0.0f;
     for (float x : v.x) s += x;
     return s;
+}
+inline vec div(vec a, vec b) {
+    vec r;
+    for (int i = 0; i < 16; ++i) r.x[i] = a.x[i] / b.x[i];
+    return r;
+}
+inline vec exp(vec v) {
+    for (float& f : v.x) f = std::exp(f);
+    return v;
 }
 #endif
 

@@ -1,0 +1,97 @@
+"""The screened greedy LM head: the argmax of the full logits, from an int8 screen and a rescore."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from factories import greedy, random_prompts
+from seekserve import LLM, SamplingParams
+from seekserve.engine.cpu_kernels import cpu_kernels
+
+KERNELS = cpu_kernels()
+# Skipped only without a compiler: with one, a kernel that fails to build fails these tests.
+pytestmark = pytest.mark.skipif(
+    shutil.which(os.environ.get("CXX", "g++")) is None and shutil.which("c++") is None,
+    reason="no C++ compiler: install g++ to build the CPU kernels",
+)
+
+
+def head_case(vocab: int, dim: int, rows: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(vocab + dim + rows)
+    weight = (torch.randn(vocab, dim, generator=gen) * 0.05).to(dtype)
+    hidden = torch.randn(rows, dim, generator=gen)
+    hidden[:, :3] *= 25.0  # a few large dimensions, as final hidden states of real models have
+    return weight, hidden.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("vocab", "dim", "rows"), [(1003, 80, 1), (4099, 64, 3), (517, 640, 9)])
+def test_tokens_are_the_argmax_of_the_full_logits(
+    vocab: int, dim: int, rows: int, dtype: torch.dtype
+) -> None:
+    assert KERNELS is not None
+    weight, hidden = head_case(vocab, dim, rows, dtype)
+    q, scale = KERNELS.quantize_rows(weight)
+    assert (q.float() * scale[:, None] - weight.float()).abs().max() <= scale.max() / 2 * 1.0001
+    tokens, rescored = KERNELS.greedy_head(hidden, weight, q, scale)
+    assert tokens.tolist() == F.linear(hidden, weight).argmax(dim=-1).tolist()
+    assert (rescored >= 1).all() and (rescored <= vocab).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_clear_winner_is_found_reading_few_exact_rows_and_ties_go_to_the_first(dtype: torch.dtype) -> None:
+    assert KERNELS is not None
+    weight, _ = head_case(8192, 64, 1, dtype)
+    weight[5000] = weight[37]  # the same logit twice: torch.argmax takes the first
+    hidden = torch.stack([weight[37].float() * 40, weight[6000].float() * 40]).to(dtype)
+    q, scale = KERNELS.quantize_rows(weight)
+    tokens, rescored = KERNELS.greedy_head(hidden, weight, q, scale)
+    assert tokens.tolist() == [37, 6000] == F.linear(hidden, weight).argmax(dim=-1).tolist()
+    assert rescored.tolist()[0] >= 2, "both tied rows must be rescored"
+    assert (rescored <= 8192 // 50).all(), f"the screen ruled out too few rows: {rescored.tolist()}"
+
+
+def test_a_zero_row_and_zero_hidden_state() -> None:
+    assert KERNELS is not None
+    weight, hidden = head_case(300, 32, 2, torch.float32)
+    weight[:10] = 0.0
+    hidden[1] = 0.0  # every logit 0: token 0
+    q, scale = KERNELS.quantize_rows(weight)
+    tokens, _ = KERNELS.greedy_head(hidden, weight, q, scale)
+    assert tokens.tolist() == F.linear(hidden, weight).argmax(dim=-1).tolist()
+
+
+def outputs(
+    model_dir: Path, prompts: list[list[int]], params: list[SamplingParams], **options: object
+) -> LLM:
+    llm = LLM(str(model_dir), num_kv_blocks=64, block_size=4, max_model_len=128, **options)  # type: ignore[arg-type]
+    llm.results = [o.outputs[0].token_ids for o in llm.generate(prompts, params)]  # type: ignore[attr-defined]
+    return llm
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("model", ["llama_dir", "qwen2_dir"], ids=["untied-head", "tied-head"])
+def test_engine_tokens_equal_those_of_the_full_head(
+    model: str, dtype: str, request: pytest.FixtureRequest
+) -> None:
+    model_dir = request.getfixturevalue(model)
+    prompts = random_prompts(4, lengths=[9, 30, 4, 17], seed=3)
+    params = [greedy(12), greedy(12), SamplingParams(temperature=1.0, seed=5, max_tokens=12, ignore_eos=True),
+              greedy(12, logprobs=2)]  # fmt: skip
+    screened = outputs(model_dir, prompts, params, dtype=dtype)
+    full = outputs(model_dir, prompts, params, dtype=dtype, cpu_greedy_head_rows=0)
+    assert screened.results == full.results  # type: ignore[attr-defined]  # steps that need logits
+    alone = outputs(model_dir, prompts[:2], params[:2], dtype=dtype)  # greedy-only steps
+    assert alone.results == full.results[:2]  # type: ignore[attr-defined]
+    head = alone.engine.runner.greedy_head
+    assert head is not None and full.engine.runner.greedy_head is None
+    assert head.rows_rescored > 0, "the screened head never ran"
+    assert screened.engine.packed_copy_bytes - full.engine.packed_copy_bytes == head.nbytes
+    untied = model == "llama_dir"
+    assert (screened.engine.model.lm_head.weight.layout == torch.strided) == (untied or dtype == "float32")
