@@ -22,6 +22,24 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+SCREENS = ["float", "vnni"]
+
+
+def screen(kind: str, hidden: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens, rows rescored) from the float or the integer (VNNI) screen of weight's int8 copy."""
+    assert KERNELS is not None
+    q, scale = KERNELS.quantize_rows(weight)
+    assert (q.float() * scale[:, None] - weight.float()).abs().max() <= scale.max() / 2 * 1.0001
+    if kind == "float":
+        return KERNELS.greedy_head(hidden, weight, q, scale)
+    if not KERNELS.has_vnni:
+        pytest.skip("this CPU has no AVX-512 VNNI: the integer screen is not built")
+    packed, l1 = KERNELS.pack_vnni(q)
+    padded = torch.zeros_like(l1)
+    padded[: scale.shape[0]] = scale
+    return KERNELS.greedy_head_vnni(hidden, weight, packed, padded, l1)
+
+
 def head_case(vocab: int, dim: int, rows: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(vocab + dim + rows)
     weight = (torch.randn(vocab, dim, generator=gen) * 0.05).to(dtype)
@@ -30,40 +48,40 @@ def head_case(vocab: int, dim: int, rows: int, dtype: torch.dtype) -> tuple[torc
     return weight, hidden.to(dtype)
 
 
+@pytest.mark.parametrize("kind", SCREENS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize(("vocab", "dim", "rows"), [(1003, 80, 1), (4099, 64, 3), (517, 640, 9)])
+@pytest.mark.parametrize(
+    ("vocab", "dim", "rows"), [(1003, 80, 1), (4099, 64, 3), (517, 640, 9), (2000, 96, 37)]
+)
 def test_tokens_are_the_argmax_of_the_full_logits(
-    vocab: int, dim: int, rows: int, dtype: torch.dtype
+    vocab: int, dim: int, rows: int, dtype: torch.dtype, kind: str
 ) -> None:
-    assert KERNELS is not None
     weight, hidden = head_case(vocab, dim, rows, dtype)
-    q, scale = KERNELS.quantize_rows(weight)
-    assert (q.float() * scale[:, None] - weight.float()).abs().max() <= scale.max() / 2 * 1.0001
-    tokens, rescored = KERNELS.greedy_head(hidden, weight, q, scale)
+    tokens, rescored = screen(kind, hidden, weight)
     assert tokens.tolist() == F.linear(hidden, weight).argmax(dim=-1).tolist()
     assert (rescored >= 1).all() and (rescored <= vocab).all()
 
 
+@pytest.mark.parametrize("kind", SCREENS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_a_clear_winner_is_found_reading_few_exact_rows_and_ties_go_to_the_first(dtype: torch.dtype) -> None:
-    assert KERNELS is not None
+def test_a_clear_winner_is_found_reading_few_exact_rows_and_ties_go_to_the_first(
+    dtype: torch.dtype, kind: str
+) -> None:
     weight, _ = head_case(8192, 64, 1, dtype)
     weight[5000] = weight[37]  # the same logit twice: torch.argmax takes the first
     hidden = torch.stack([weight[37].float() * 40, weight[6000].float() * 40]).to(dtype)
-    q, scale = KERNELS.quantize_rows(weight)
-    tokens, rescored = KERNELS.greedy_head(hidden, weight, q, scale)
+    tokens, rescored = screen(kind, hidden, weight)
     assert tokens.tolist() == [37, 6000] == F.linear(hidden, weight).argmax(dim=-1).tolist()
     assert rescored.tolist()[0] >= 2, "both tied rows must be rescored"
     assert (rescored <= 8192 // 50).all(), f"the screen ruled out too few rows: {rescored.tolist()}"
 
 
-def test_a_zero_row_and_zero_hidden_state() -> None:
-    assert KERNELS is not None
+@pytest.mark.parametrize("kind", SCREENS)
+def test_a_zero_row_and_zero_hidden_state(kind: str) -> None:
     weight, hidden = head_case(300, 32, 2, torch.float32)
     weight[:10] = 0.0
     hidden[1] = 0.0  # every logit 0: token 0
-    q, scale = KERNELS.quantize_rows(weight)
-    tokens, _ = KERNELS.greedy_head(hidden, weight, q, scale)
+    tokens, _ = screen(kind, hidden, weight)
     assert tokens.tolist() == F.linear(hidden, weight).argmax(dim=-1).tolist()
 
 

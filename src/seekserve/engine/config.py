@@ -188,7 +188,7 @@ class DeviceConfig:
     """On CPU, lay bfloat16 linear weights out for oneDNN once at load: faster matmuls; a tied LM head
     gets its own packed copy (on Gemma 3 270M, 335 MB more memory)."""
 
-    cpu_greedy_head_rows: int = 8
+    cpu_greedy_head_rows: int = 24
     """On CPU, a step whose requests all take the argmax of raw logits (temperature 0, no penalties
     or log-probabilities) and has at most this many of them gets its tokens from an int8 copy of the
     LM head that screens the vocabulary, the exact weight deciding among the rows it cannot rule out

@@ -36,6 +36,7 @@ _DECODE_ARGS: list[type] = [_P, _I64, _P, _P, _P, _I64, _P, _I64, _I64, _I64, _I
 _ARGMAX_ARGS: list[type] = [_P, _I64, _I64, _P]
 _GREEDY_HEAD_ARGS: list[type] = [_P, _I64, _P, _P, _P, _I64, _I64, _P, _P]
 _QUANTIZE_ROWS_ARGS: list[type] = [_P, _I64, _I64, _P, _P]
+_GREEDY_HEAD_VNNI_ARGS: list[type] = [_P, _I64, _P, _P, _P, _P, _I64, _I64, _P, _P]
 _RMS_NORM_ARGS: list[type] = [_P, _I64, _P, _P, _I64, _I64, _F32, ctypes.c_int, _P]
 _GATED_ACT_ARGS: list[type] = [_P, _I64, _I64, _I64, ctypes.c_int, _P]
 _RESIDUAL_NORM_ARGS: list[type] = [_P, _P, _P, _P, _I64, _I64, _F32, _P]
@@ -57,6 +58,12 @@ class CpuKernels:
         self._gated_act = _bind(lib, "gated_act", _GATED_ACT_ARGS)
         self._greedy_head = _bind(lib, "greedy_head", _GREEDY_HEAD_ARGS)
         self._quantize_rows = _bind(lib, "quantize_rows", _QUANTIZE_ROWS_ARGS)
+        self._greedy_head_vnni = _bind(lib, "greedy_head_vnni", _GREEDY_HEAD_VNNI_ARGS)
+        self._pack_vnni = lib.greedy_head_pack_vnni
+        self._pack_vnni.argtypes = [_P, _I64, _I64, _P, _P]
+        self._pack_vnni.restype = None
+        self.has_vnni = bool(lib.greedy_head_has_vnni())
+        """Whether the greedy head's integer-dot-product screen (AVX-512 VNNI) was compiled in."""
 
     def supports(self, dtype: torch.dtype) -> bool:
         return dtype in _SUFFIX
@@ -169,6 +176,38 @@ class CpuKernels:
         self._greedy_head[hidden.dtype](
             hidden.data_ptr(), rows, weight.data_ptr(), q.data_ptr(), scale.data_ptr(), weight.shape[0], dim,
             tokens.data_ptr(), candidates.data_ptr(),
+        )  # fmt: skip
+        return tokens, candidates
+
+    def pack_vnni(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The VNNI layout of an int8 copy q [vocab, dim] (dim a multiple of 4): (packed uint8
+        [tiles * 16 * dim], l1 float32 [tiles * 16] = sum |q| per row, 0 past the vocabulary)."""
+        vocab, dim = q.shape
+        tiles = -(-vocab // 16)
+        packed = torch.empty(tiles * 16 * dim, dtype=torch.uint8)
+        l1 = torch.empty(tiles * 16, dtype=torch.float32)
+        self._pack_vnni(q.data_ptr(), vocab, dim, packed.data_ptr(), l1.data_ptr())
+        return packed, l1
+
+    def greedy_head_vnni(
+        self,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        packed: torch.Tensor,
+        scale: torch.Tensor,
+        l1: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`greedy_head` screening with integer dot products over `pack_vnni`'s layout (scale padded
+        with zeros to its length)."""
+        rows, dim = hidden.shape
+        assert dim % 16 == 0 and weight.shape[1] == dim and hidden.dtype == weight.dtype, "shapes must agree"
+        assert scale.shape == l1.shape and packed.numel() == l1.numel() * dim, "use pack_vnni's layout"
+        hidden = hidden.contiguous()
+        tokens = torch.empty(rows, dtype=torch.int64)
+        candidates = torch.empty(rows, dtype=torch.int64)
+        self._greedy_head_vnni[hidden.dtype](
+            hidden.data_ptr(), rows, weight.data_ptr(), packed.data_ptr(), scale.data_ptr(), l1.data_ptr(),
+            weight.shape[0], dim, tokens.data_ptr(), candidates.data_ptr(),
         )  # fmt: skip
         return tokens, candidates
 

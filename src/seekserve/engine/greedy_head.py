@@ -26,7 +26,15 @@ class GreedyHead:
         self.kernels = kernels
         self.max_rows = max_rows
         """Most hidden rows per call: above it the full matmul (compute-bound) is faster."""
-        self.q, self.scale = kernels.quantize_rows(weight)
+        q, scale = kernels.quantize_rows(weight)
+        self.vnni = kernels.has_vnni
+        """Screen with integer dot products (the int8 copy in the VNNI layout), else float ones."""
+        if self.vnni:
+            self.q, self.l1 = kernels.pack_vnni(q)
+            self.scale = torch.zeros_like(self.l1)
+            self.scale[: scale.shape[0]] = scale
+        else:
+            self.q, self.scale, self.l1 = q, scale, torch.empty(0)
         self.rows_rescored = 0
         """Vocabulary rows the last call rescored with the exact weight, over all its hidden rows."""
 
@@ -44,15 +52,17 @@ class GreedyHead:
     @property
     def nbytes(self) -> int:
         """Bytes of the int8 copy and its scales (held in addition to the model's weights)."""
-        return self.q.nbytes + self.scale.nbytes
+        return self.q.nbytes + self.scale.nbytes + self.l1.nbytes
 
     def accepts(self, num_rows: int) -> bool:
         return num_rows <= self.max_rows
 
     def tokens(self, hidden: torch.Tensor) -> torch.Tensor:
         """argmax(compute_logits(hidden)) per row, int64 [rows]."""
-        tokens, rescored = self.kernels.greedy_head(
-            hidden.to(self.weight.dtype), self.weight, self.q, self.scale
-        )
+        hidden = hidden.to(self.weight.dtype)
+        if self.vnni:
+            tokens, rescored = self.kernels.greedy_head_vnni(hidden, self.weight, self.q, self.scale, self.l1)
+        else:
+            tokens, rescored = self.kernels.greedy_head(hidden, self.weight, self.q, self.scale)
         self.rows_rescored = int(rescored.sum())
         return tokens

@@ -114,7 +114,9 @@ class LLMEngine:
             # An untied head screened for greedy steps stays plain: the screen rescores its rows.
             untied = not getattr(self.hf_config, "tie_word_embeddings", False)
             head = getattr(self.model, "lm_head", None)
-            prepack_linears(self.model, [head] if greedy_rows and untied and isinstance(head, nn.Module) else [])
+            prepack_linears(
+                self.model, [head] if greedy_rows and untied and isinstance(head, nn.Module) else []
+            )
         greedy_head = GreedyHead.build(self.model, cpu_kernels() if greedy_rows else None, greedy_rows)
         self.weight_bytes = param_bytes(self.model) + (greedy_head.nbytes if greedy_head else 0)
         """Bytes of weights held, copies kept for speed included."""

@@ -18,6 +18,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <functional>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <omp.h>
@@ -143,6 +147,38 @@ void screen_block(const int8_t* q, int64_t dim, int nv, const typename S::H* h, 
     }
 }
 
+// Per thread, per hidden row: the candidates a screen kept and its best lower bound.
+using Found = std::vector<std::vector<std::vector<Candidate>>>;
+using Lower = std::vector<std::vector<float>>;
+
+// The screens' common end: the threshold from all threads' lower bounds, the candidates above it
+// rescored with the exact weight, the first maximum taken.
+template <typename T>
+void rescore(const T* hidden, int64_t rows, const T* weight, int64_t dim, const Found& found, const Lower& lower,
+             int64_t* out, int64_t* num_candidates) {
+    const size_t threads = found.size();
+    for (int64_t r = 0; r < rows; ++r) {
+        float threshold = -INFINITY;
+        for (size_t t = 0; t < threads; ++t) threshold = std::max(threshold, lower[t][r]);
+        const float cut = with_margin(threshold);
+        std::vector<int32_t> rescore;
+        for (size_t t = 0; t < threads; ++t)
+            for (const Candidate& c : found[t][r])
+                if (c.upper >= cut) rescore.push_back(c.index);
+        std::sort(rescore.begin(), rescore.end());
+        const int64_t n = static_cast<int64_t>(rescore.size());
+        std::vector<float> exact(n);
+#pragma omp parallel for schedule(static) if (n > 256)
+        for (int64_t i = 0; i < n; ++i) exact[i] = exact_logit(weight + rescore[i] * dim, hidden + r * dim, dim);
+        int64_t best = n ? rescore[0] : 0;
+        float best_value = -INFINITY;
+        for (int64_t i = 0; i < n; ++i)
+            if (exact[i] > best_value) best_value = exact[i], best = rescore[i];
+        out[r] = best;
+        num_candidates[r] = n;
+    }
+}
+
 template <typename T>
 void greedy_head(const T* hidden, int64_t rows, const T* weight, const int8_t* q, const float* scale,
                  int64_t vocab, int64_t dim, int64_t* out, int64_t* num_candidates) {
@@ -160,8 +196,8 @@ void greedy_head(const T* hidden, int64_t rows, const T* weight, const int8_t* q
     // bfloat16 hidden rows screen as they are where the CPU has bfloat16 dot products.
     const bool as_bf16 = kBf16Screen && sizeof(T) == 2 && dim % 32 == 0;
     const int threads = omp_get_max_threads();
-    std::vector<std::vector<std::vector<Candidate>>> found(threads, std::vector<std::vector<Candidate>>(rows));
-    std::vector<std::vector<float>> lower(threads, std::vector<float>(rows, -INFINITY));
+    Found found(threads, std::vector<std::vector<Candidate>>(rows));
+    Lower lower(threads, std::vector<float>(rows, -INFINITY));
 #pragma omp parallel
     {
         const int t = omp_get_thread_num(), n = omp_get_num_threads();
@@ -189,25 +225,211 @@ void greedy_head(const T* hidden, int64_t rows, const T* weight, const int8_t* q
             }
         }
     }
+    rescore(hidden, rows, weight, dim, found, lower, out, num_candidates);
+}
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+// The screen with integer dot products (VNNI: 64 int8 products per instruction, twice bfloat16's),
+// which keeps several hidden rows memory-bound. Each hidden row is quantized to int8 in two digits:
+// h ~ s1 q1 + s2 q2, where s1 fits all but its kOutliers largest values in +-127 (final hidden
+// states have a few huge dimensions that would otherwise take all the resolution) and q2, nonzero
+// only on the clamped dimensions, carries what they lost. With eps = h - s1 q1 - s2 q2,
+//   |x_v - a_v| <= s_v (sum_d |q_vd| |eps_d| + sum_d |h_d| / 2)
+//              <= s_v (s1 / 2 * l1_v + 127 * sum_{clamped d} |eps_d| + sum_d |h_d| / 2),
+// with l1_v = sum_d |q_vd| kept per row. The weights are the unsigned operand, stored as q + 128 in
+// tiles of 16 vocabulary rows by 4 dimensions, [tile][dim / 4][16][4], so one 64-byte load feeds
+// one instruction per hidden row and each of its 16 lanes sums one vocabulary row:
+//   sum_d (q_vd + 128) q1_d = sum_d q_vd q1_d + 128 sum_d q1_d.
+constexpr int kOutliers = 8;
+constexpr int kTile = 16;
+constexpr int kTokensPerPass = 16;
+
+struct QuantizedRow {
+    std::vector<int32_t> q1;                         // [dim / 4], four int8 per word
+    std::vector<std::pair<int64_t, int32_t>> q2;    // (dim / 4 index, four int8), clamped words only
+    float s1 = 0.0f, s2 = 0.0f, half_s1 = 0.0f, constant = 0.0f;
+    int32_t sum1 = 0, sum2 = 0;
+};
+
+QuantizedRow quantize_hidden(const float* h, int64_t dim) {
+    QuantizedRow row;
+    std::vector<float> mags(dim);
+    double l1 = 0.0;
+    for (int64_t d = 0; d < dim; ++d) mags[d] = std::fabs(h[d]), l1 += mags[d];
+    const int64_t k = std::min<int64_t>(kOutliers, dim - 1);
+    std::nth_element(mags.begin(), mags.begin() + k, mags.end(), std::greater<float>());
+    const float peak = mags[k] > 0.0f ? mags[k] : *std::max_element(mags.begin(), mags.end());
+    row.s1 = peak > 0.0f ? peak / 127.0f : 1.0f;
+    std::vector<int8_t> q1(dim), q2(dim, 0);
+    std::vector<float> rest(dim);
+    std::vector<bool> clamped(dim);
+    float rest_peak = 0.0f;
+    for (int64_t d = 0; d < dim; ++d) {
+        const float rounded = std::nearbyint(h[d] / row.s1), x = std::clamp(rounded, -127.0f, 127.0f);
+        q1[d] = static_cast<int8_t>(x);
+        row.sum1 += q1[d];
+        rest[d] = h[d] - row.s1 * x;
+        clamped[d] = rounded != x;
+        if (clamped[d]) rest_peak = std::max(rest_peak, std::fabs(rest[d]));
+    }
+    row.s2 = rest_peak / 127.0f;
+    double clamped_error = 0.0;
+    for (int64_t d = 0; d < dim; ++d) {
+        if (!clamped[d]) continue;
+        const float x = std::clamp(std::nearbyint(rest[d] / row.s2), -127.0f, 127.0f);
+        q2[d] = static_cast<int8_t>(x);
+        row.sum2 += q2[d];
+        clamped_error += std::fabs(rest[d] - row.s2 * x) + std::fabs(h[d]) * 0x1p-20;
+    }
+    row.q1.resize(dim / 4);
+    std::memcpy(row.q1.data(), q1.data(), dim);
+    for (int64_t w = 0; w < dim / 4; ++w) {
+        int32_t word;
+        std::memcpy(&word, q2.data() + 4 * w, 4);
+        if (word != 0) row.q2.push_back({w, word});
+    }
+    // Unclamped dims err by s1 / 2 (widened for the rounding of h / s1); float32 rounding of the
+    // scaled sums adds under 2^-20 of 127 l1.
+    row.half_s1 = row.s1 * 0.5f * (1.0f + 0x1p-18f);
+    row.constant = static_cast<float>((127.0 * clamped_error + l1 * (0.5 + 127.0 * 0x1p-20)) * 1.0001);
+    return row;
+}
+
+// The screen of tiles [tile_begin, tile_end) for hidden rows [r0, r0 + MH); q1: their first
+// digits, [dim / 4][MH] words.
+template <int MH>
+void screen_tiles_vnni(const uint8_t* packed, const float* scale, const float* l1, int64_t vocab, int64_t dim,
+                       int64_t tile_begin, int64_t tile_end, const QuantizedRow* rows, const int32_t* q1,
+                       int64_t r0, std::vector<std::vector<Candidate>>& found, float* best) {
+    const int64_t words = dim / 4;
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (int64_t t = tile_begin; t < tile_end; ++t) {
+        const uint8_t* tile = packed + t * kTile * dim;
+        __m512i acc[MH];
+        for (auto& a : acc) a = _mm512_setzero_si512();
+        for (int64_t w = 0; w < words; ++w) {
+            const __m512i weights = _mm512_loadu_si512(tile + w * 64);
+            for (int j = 0; j < MH; ++j) acc[j] = _mm512_dpbusd_epi32(acc[j], weights, _mm512_set1_epi32(q1[w * MH + j]));
+        }
+        const __m512 s = _mm512_loadu_ps(scale + t * kTile), norm = _mm512_loadu_ps(l1 + t * kTile);
+        const __mmask16 valid = static_cast<__mmask16>(
+            _mm512_cmplt_epi32_mask(_mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(t * kTile)), lane),
+                                    _mm512_set1_epi32(static_cast<int32_t>(vocab))));
+        for (int j = 0; j < MH; ++j) {
+            const QuantizedRow& row = rows[r0 + j];
+            __m512i acc2 = _mm512_setzero_si512();
+            for (const auto& [w, word] : row.q2)
+                acc2 = _mm512_dpbusd_epi32(acc2, _mm512_loadu_si512(tile + w * 64), _mm512_set1_epi32(word));
+            const __m512 dot1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[j], _mm512_set1_epi32(128 * row.sum1)));
+            const __m512 dot2 = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc2, _mm512_set1_epi32(128 * row.sum2)));
+            const __m512 a = _mm512_mul_ps(
+                s, _mm512_fmadd_ps(_mm512_set1_ps(row.s1), dot1, _mm512_mul_ps(_mm512_set1_ps(row.s2), dot2)));
+            const __m512 e =
+                _mm512_mul_ps(s, _mm512_fmadd_ps(_mm512_set1_ps(row.half_s1), norm, _mm512_set1_ps(row.constant)));
+            const __m512 lower = _mm512_sub_ps(a, e), upper = _mm512_add_ps(a, e);
+            const __m512 b = _mm512_mask_max_ps(_mm512_loadu_ps(best + (r0 + j) * 16), valid,
+                                                 _mm512_loadu_ps(best + (r0 + j) * 16), lower);
+            _mm512_storeu_ps(best + (r0 + j) * 16, b);
+            // with_margin per lane: b - |b| 2^-6 - 1e-30
+            const __m512 cut = _mm512_sub_ps(
+                _mm512_fnmadd_ps(_mm512_abs_ps(b), _mm512_set1_ps(0x1p-6f), b), _mm512_set1_ps(1e-30f));
+            __mmask16 keep = _mm512_mask_cmp_ps_mask(valid, upper, cut, _CMP_GE_OQ);
+            if (!keep) continue;
+            alignas(64) float ups[16];
+            _mm512_store_ps(ups, upper);
+            while (keep) {
+                const int i = __builtin_ctz(keep);
+                keep &= keep - 1;
+                found[r0 + j].push_back({ups[i], static_cast<int32_t>(t * kTile + i)});
+            }
+        }
+    }
+}
+
+template <typename T>
+void greedy_head_vnni(const T* hidden, int64_t rows, const T* weight, const uint8_t* packed, const float* scale,
+                      const float* l1, int64_t vocab, int64_t dim, int64_t* out, int64_t* num_candidates) {
+    std::vector<QuantizedRow> quantized;
+    std::vector<float> h(dim);
     for (int64_t r = 0; r < rows; ++r) {
-        float threshold = -INFINITY;
-        for (int t = 0; t < threads; ++t) threshold = std::max(threshold, lower[t][r]);
-        const float cut = with_margin(threshold);
-        std::vector<int32_t> rescore;
-        for (int t = 0; t < threads; ++t)
-            for (const Candidate& c : found[t][r])
-                if (c.upper >= cut) rescore.push_back(c.index);
-        std::sort(rescore.begin(), rescore.end());
-        const int64_t n = static_cast<int64_t>(rescore.size());
-        std::vector<float> exact(n);
-#pragma omp parallel for schedule(static) if (n > 256)
-        for (int64_t i = 0; i < n; ++i) exact[i] = exact_logit(weight + rescore[i] * dim, hidden + r * dim, dim);
-        int64_t best = n ? rescore[0] : 0;
-        float best_value = -INFINITY;
-        for (int64_t i = 0; i < n; ++i)
-            if (exact[i] > best_value) best_value = exact[i], best = rescore[i];
-        out[r] = best;
-        num_candidates[r] = n;
+        for (int64_t d = 0; d < dim; ++d) h[d] = widen(hidden[r * dim + d]);
+        quantized.push_back(quantize_hidden(h.data(), dim));
+    }
+    // First digits by groups of kTokensPerPass rows, [group][dim / 4][rows in group].
+    const int64_t words = dim / 4;
+    std::vector<int32_t> q1(rows * words);
+    for (int64_t r = 0; r < rows; ++r) {
+        const int64_t r0 = r / kTokensPerPass * kTokensPerPass, mh = std::min<int64_t>(kTokensPerPass, rows - r0);
+        for (int64_t w = 0; w < words; ++w) q1[r0 * words + w * mh + (r - r0)] = quantized[r].q1[w];
+    }
+    const int threads = omp_get_max_threads();
+    const int64_t tiles = (vocab + kTile - 1) / kTile;
+    Found found(threads, std::vector<std::vector<Candidate>>(rows));
+    Lower lower(threads, std::vector<float>(rows, -INFINITY));
+#pragma omp parallel
+    {
+        const int t = omp_get_thread_num(), n = omp_get_num_threads();
+        const int64_t span = (tiles + n - 1) / n, begin = std::min(tiles, t * span), end = std::min(tiles, begin + span);
+        std::vector<float> best(rows * 16, -INFINITY);  // per hidden row, per lane
+        // Blocks of tiles small enough to stay in cache while every group of hidden rows reads them.
+        constexpr int64_t kTilesPerBlock = 16;
+        for (int64_t b0 = begin; b0 < end; b0 += kTilesPerBlock) {
+            const int64_t b1 = std::min(end, b0 + kTilesPerBlock);
+            for (int64_t r0 = 0; r0 < rows; r0 += kTokensPerPass) {
+                const int64_t mh = std::min<int64_t>(kTokensPerPass, rows - r0);
+                auto run = [&](auto count) {
+                    screen_tiles_vnni<decltype(count)::value>(packed, scale, l1, vocab, dim, b0, b1,
+                                                              quantized.data(), q1.data() + r0 * words, r0,
+                                                              found[t], best.data());
+                };
+                switch (mh) {
+                    case 1: run(std::integral_constant<int, 1>{}); break;
+                    case 2: run(std::integral_constant<int, 2>{}); break;
+                    case 3: run(std::integral_constant<int, 3>{}); break;
+                    case 4: run(std::integral_constant<int, 4>{}); break;
+                    case 5: run(std::integral_constant<int, 5>{}); break;
+                    case 6: run(std::integral_constant<int, 6>{}); break;
+                    case 7: run(std::integral_constant<int, 7>{}); break;
+                    case 8: run(std::integral_constant<int, 8>{}); break;
+                    case 9: run(std::integral_constant<int, 9>{}); break;
+                    case 10: run(std::integral_constant<int, 10>{}); break;
+                    case 11: run(std::integral_constant<int, 11>{}); break;
+                    case 12: run(std::integral_constant<int, 12>{}); break;
+                    case 13: run(std::integral_constant<int, 13>{}); break;
+                    case 14: run(std::integral_constant<int, 14>{}); break;
+                    case 15: run(std::integral_constant<int, 15>{}); break;
+                    default: run(std::integral_constant<int, 16>{}); break;
+                }
+            }
+        }
+        for (int64_t r = 0; r < rows; ++r) lower[t][r] = *std::max_element(&best[r * 16], &best[r * 16] + 16);
+    }
+    rescore(hidden, rows, weight, dim, found, lower, out, num_candidates);
+}
+constexpr bool kVnni = true;
+#else
+template <typename T>
+void greedy_head_vnni(const T*, int64_t, const T*, const uint8_t*, const float*, const float*, int64_t, int64_t,
+                      int64_t*, int64_t*) {}
+constexpr bool kVnni = false;
+#endif
+
+// The VNNI layout of the int8 copy: [tile][dim / 4][16 rows][4] as q + 128 (rows past the vocabulary
+// are zeros, scale 0), and l1[v] = sum_d |q_vd|. packed: [tiles * 16 * dim]; scale, l1: [tiles * 16].
+void pack_vnni(const int8_t* q, int64_t vocab, int64_t dim, uint8_t* packed, float* l1) {
+    const int64_t tiles = (vocab + 15) / 16;
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < tiles; ++t) {
+        for (int64_t i = 0; i < 16; ++i) {
+            const int64_t v = t * 16 + i;
+            int64_t norm = 0;
+            for (int64_t d = 0; d < dim; ++d) {
+                const int8_t x = v < vocab ? q[v * dim + d] : 0;
+                packed[((t * (dim / 4) + d / 4) * 16 + i) * 4 + d % 4] = static_cast<uint8_t>(x + 128);
+                norm += x < 0 ? -x : x;
+            }
+            l1[v] = static_cast<float>(norm);
+        }
     }
 }
 
@@ -246,6 +468,24 @@ void quantize_rows_f32(const float* weight, int64_t vocab, int64_t dim, int8_t* 
 
 void quantize_rows_bf16(const uint16_t* weight, int64_t vocab, int64_t dim, int8_t* q, float* scale) {
     quantize_rows(weight, vocab, dim, q, scale);
+}
+
+int greedy_head_has_vnni() { return kVnni ? 1 : 0; }
+
+void greedy_head_pack_vnni(const int8_t* q, int64_t vocab, int64_t dim, uint8_t* packed, float* l1) {
+    pack_vnni(q, vocab, dim, packed, l1);
+}
+
+void greedy_head_vnni_f32(const float* hidden, int64_t rows, const float* weight, const uint8_t* packed,
+                          const float* scale, const float* l1, int64_t vocab, int64_t dim, int64_t* out,
+                          int64_t* num_candidates) {
+    greedy_head_vnni(hidden, rows, weight, packed, scale, l1, vocab, dim, out, num_candidates);
+}
+
+void greedy_head_vnni_bf16(const uint16_t* hidden, int64_t rows, const uint16_t* weight, const uint8_t* packed,
+                           const float* scale, const float* l1, int64_t vocab, int64_t dim, int64_t* out,
+                           int64_t* num_candidates) {
+    greedy_head_vnni(hidden, rows, weight, packed, scale, l1, vocab, dim, out, num_candidates);
 }
 
 }  // extern "C"
