@@ -113,3 +113,18 @@ def test_engine_tokens_equal_those_of_the_full_head(
     assert screened.engine.packed_copy_bytes - full.engine.packed_copy_bytes == head.nbytes
     untied = model == "llama_dir"
     assert (screened.engine.model.lm_head.weight.layout == torch.strided) == (untied or dtype == "float32")
+
+
+@pytest.mark.parametrize("quantization", ["int8", "int4"])
+def test_an_int8_head_is_screened_in_place(llama_dir: Path, quantization: str) -> None:
+    """int8 and int4 models keep an int8 head: it is its own screen (no copy), the same tokens."""
+    prompts = random_prompts(3, lengths=[9, 30, 17], seed=4)
+    params = [greedy(12)] * 3
+    screened = outputs(llama_dir, prompts, params, dtype="bfloat16", quantization=quantization)
+    full = outputs(
+        llama_dir, prompts, params, dtype="bfloat16", quantization=quantization, cpu_greedy_head_rows=0
+    )
+    head = screened.engine.runner.greedy_head
+    assert head is not None and head.weight is None and not head.vnni
+    assert head.rows_rescored > 0 and head.nbytes == 4 * 384  # float32 scales only
+    assert screened.results == full.results  # type: ignore[attr-defined]

@@ -163,18 +163,23 @@ class CpuKernels:
         return q, scale
 
     def greedy_head(
-        self, hidden: torch.Tensor, weight: torch.Tensor, q: torch.Tensor, scale: torch.Tensor
+        self, hidden: torch.Tensor, weight: torch.Tensor | None, q: torch.Tensor, scale: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """argmax(hidden @ weight.T) per row, reading the int8 copy (q, scale) of the weight and only
-        the rows of it that could be the maximum; see greedy_head.cpp. Returns (tokens int64 [rows],
-        rows rescored int64 [rows]). The hidden size must be a multiple of 16."""
+        the rows of it that could be the maximum; see greedy_head.cpp. Without a weight, (q, scale)
+        is the head itself (an int8 head, scale float32). Returns (tokens int64 [rows], rows
+        rescored int64 [rows]). The hidden size must be a multiple of 16."""
         rows, dim = hidden.shape
-        assert dim % 16 == 0 and weight.shape[1] == dim and hidden.dtype == weight.dtype, "shapes must agree"
+        assert dim % 16 == 0 and q.shape[1] == dim and scale.dtype == torch.float32, "shapes must agree"
+        assert weight is None or (weight.shape == q.shape and weight.dtype == hidden.dtype), (
+            "shapes must agree"
+        )
         hidden = hidden.contiguous()
         tokens = torch.empty(rows, dtype=torch.int64)
         candidates = torch.empty(rows, dtype=torch.int64)
+        weight_ptr = 0 if weight is None else weight.data_ptr()
         self._greedy_head[hidden.dtype](
-            hidden.data_ptr(), rows, weight.data_ptr(), q.data_ptr(), scale.data_ptr(), weight.shape[0], dim,
+            hidden.data_ptr(), rows, weight_ptr, q.data_ptr(), scale.data_ptr(), q.shape[0], dim,
             tokens.data_ptr(), candidates.data_ptr(),
         )  # fmt: skip
         return tokens, candidates

@@ -14,53 +14,84 @@ import torch
 
 from seekserve.engine.cpu_kernels import CpuKernels
 from seekserve.models.base import CausalLM
+from seekserve.quant.int8 import Int8Weight
+from seekserve.quant.linear import QuantizedLinear
 
 __all__ = ["GreedyHead"]
 
 
 class GreedyHead:
-    """The screened argmax of one model's LM head; built by `GreedyHead.build`."""
+    """The screened argmax of one model's LM head; built by `GreedyHead.build`.
 
-    def __init__(self, weight: torch.Tensor, kernels: CpuKernels, max_rows: int) -> None:
-        self.weight = weight
+    A plain head (float32 or bfloat16) gets an int8 copy, in the VNNI layout where the CPU has
+    integer dot products; a head already quantized to int8 per row is screened in place (its own
+    values, no copy) and its rescore reproduces the int8 matmul, so int8 and int4 models (whose
+    head is int8) read their head at the screen's speed rather than torch's int8 kernel's.
+    """
+
+    def __init__(
+        self,
+        kernels: CpuKernels,
+        max_rows: int,
+        dtype: torch.dtype,
+        weight: torch.Tensor | None,
+        int8: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
         self.kernels = kernels
         self.max_rows = max_rows
         """Most hidden rows per call: above it the full matmul (compute-bound) is faster."""
-        q, scale = kernels.quantize_rows(weight)
-        self.vnni = kernels.has_vnni
+        self.dtype = dtype
+        self.weight = weight
+        """The plain head, or None when the head is int8 (q and scale are then the head itself)."""
+        q, scale = int8 if int8 is not None else kernels.quantize_rows(weight)  # type: ignore[arg-type]
+        self.vnni = weight is not None and kernels.has_vnni
         """Screen with integer dot products (the int8 copy in the VNNI layout), else float ones."""
         if self.vnni:
             self.q, self.l1 = kernels.pack_vnni(q)
             self.scale = torch.zeros_like(self.l1)
             self.scale[: scale.shape[0]] = scale
         else:
-            self.q, self.scale, self.l1 = q, scale, torch.empty(0)
+            self.q, self.scale, self.l1 = q, scale.float(), torch.empty(0)
+        self.copy_bytes = self.scale.nbytes + self.l1.nbytes + (self.q.nbytes if int8 is None else 0)
+        """Bytes held in addition to the model's weights (the int8 copy and its scales)."""
         self.rows_rescored = 0
         """Vocabulary rows the last call rescored with the exact weight, over all its hidden rows."""
 
     @classmethod
     def build(cls, model: CausalLM, kernels: CpuKernels | None, max_rows: int) -> GreedyHead | None:
         """The screened head of `model`, or None when its logits are not a plain matmul the
-        kernels can screen (quantized, biased or soft-capped heads; other dtypes; odd sizes)."""
+        kernels can screen (biased, soft-capped or non-int8 quantized heads; other dtypes; odd
+        sizes)."""
+        if kernels is None or max_rows < 1 or not kernels.supports(model.dtype):
+            return None
         weight = model.plain_lm_head()
-        if kernels is None or max_rows < 1 or weight is None or weight.device.type != "cpu":
+        if weight is not None:
+            if weight.device.type != "cpu" or weight.shape[1] % 16 or not weight.is_contiguous():
+                return None
+            return cls(kernels, max_rows, weight.dtype, weight)
+        head = model.logits_head()
+        if (
+            not (isinstance(head, QuantizedLinear) and isinstance(head.qweight, Int8Weight))
+            or head.bias is not None
+        ):
             return None
-        if not kernels.supports(weight.dtype) or weight.shape[1] % 16 or not weight.is_contiguous():
+        values, scales = head.qweight.values, head.qweight.scales
+        if values.dim() != 2 or values.device.type != "cpu" or values.shape[1] % 16:
             return None
-        return cls(weight, kernels, max_rows)
+        return cls(kernels, max_rows, model.dtype, None, (values.detach(), scales.detach()))
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the int8 copy and its scales (held in addition to the model's weights)."""
-        return self.q.nbytes + self.scale.nbytes + self.l1.nbytes
+        return self.copy_bytes
 
     def accepts(self, num_rows: int) -> bool:
         return num_rows <= self.max_rows
 
     def tokens(self, hidden: torch.Tensor) -> torch.Tensor:
         """argmax(compute_logits(hidden)) per row, int64 [rows]."""
-        hidden = hidden.to(self.weight.dtype)
+        hidden = hidden.to(self.dtype)
         if self.vnni:
+            assert self.weight is not None
             tokens, rescored = self.kernels.greedy_head_vnni(hidden, self.weight, self.q, self.scale, self.l1)
         else:
             tokens, rescored = self.kernels.greedy_head(hidden, self.weight, self.q, self.scale)

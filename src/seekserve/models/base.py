@@ -79,6 +79,10 @@ class CausalLM(nn.Module, abc.ABC):
     @abc.abstractmethod
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor: ...
 
+    def logits_head(self) -> nn.Module | None:
+        """The module whose output `compute_logits` returns as it is, or None when it transforms it."""
+        return None
+
     def plain_lm_head(self) -> torch.Tensor | None:
         """The weight W [vocab, hidden] when `compute_logits(h)` is exactly h W^T (no bias, no
         quantization, no transform after the matmul) and W is a plain tensor; else None."""
@@ -241,8 +245,11 @@ class DecoderLM(CausalLM):
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden)
 
+    def logits_head(self) -> nn.Module | None:
+        return self.lm_head
+
     def plain_lm_head(self) -> torch.Tensor | None:
-        head = self.lm_head
+        head = self.logits_head()
         if type(head) is not Linear or head.bias is not None:
             return None  # quantized or biased
         if self.config.tie_word_embeddings:

@@ -153,8 +153,8 @@ class Gemma3ForCausalLM(DecoderLM):
             logits = torch.tanh(logits.float() / self.softcap) * self.softcap
         return logits
 
-    def plain_lm_head(self) -> torch.Tensor | None:
-        return None if self.softcap is not None else super().plain_lm_head()
+    def logits_head(self) -> nn.Module | None:
+        return None if self.softcap is not None else super().logits_head()
 
 
 def _check_supported(config: Any) -> None:

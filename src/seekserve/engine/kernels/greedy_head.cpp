@@ -12,9 +12,11 @@
 //
 // The screen reads the int8 copy (half of a bfloat16 weight) once for all rows of h: vocabulary
 // ranges are split across OpenMP threads, each keeping a running threshold and its candidates.
+// A head quantized to int8 per row (weight null) is its own copy: the bound keeps only rounding,
+// and the rescore computes scale_v * sum_d q_vd h_d as the int8 matmul does.
 //
-//   hidden: [rows, dim] float32 or bfloat16; weight: [vocab, dim] same type; q: [vocab, dim] int8;
-//   scale: [vocab] float32; out: [rows] int64 tokens; candidates: [rows] int64 rows rescored.
+//   hidden: [rows, dim] float32 or bfloat16; weight: [vocab, dim] same type, or null; q: [vocab,
+//   dim] int8; scale: [vocab] float32; out: [rows] int64 tokens; candidates: [rows] int64 rescored.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -56,6 +58,14 @@ float exact_logit(const T* w, const T* h, int64_t dim) {
     vec acc = splat(0.0f);
     for (int64_t d = 0; d < dim; d += 16) acc = fmadd(load(w + d), load(h + d), acc);
     return stored(w, sum(acc));
+}
+
+// The logit of an int8 head (q, scale per row), as its matmul stores it.
+template <typename T>
+float exact_logit(const int8_t* q, float scale, const T* h, int64_t dim) {
+    float acc = 0.0f;
+    for (int64_t d = 0; d < dim; ++d) acc += static_cast<float>(q[d]) * widen(h[d]);
+    return stored(h, scale * acc);
 }
 
 // Screening arithmetic: S::W holds S::kStep int8 weights widened for S::madd with as many hidden
@@ -153,9 +163,10 @@ using Lower = std::vector<std::vector<float>>;
 
 // The screens' common end: the threshold from all threads' lower bounds, the candidates above it
 // rescored with the exact weight, the first maximum taken.
+// weight: the head, or null when the head is the int8 copy itself (q, scale).
 template <typename T>
-void rescore(const T* hidden, int64_t rows, const T* weight, int64_t dim, const Found& found, const Lower& lower,
-             int64_t* out, int64_t* num_candidates) {
+void rescore(const T* hidden, int64_t rows, const T* weight, const int8_t* q, const float* scale, int64_t dim,
+             const Found& found, const Lower& lower, int64_t* out, int64_t* num_candidates) {
     const size_t threads = found.size();
     for (int64_t r = 0; r < rows; ++r) {
         float threshold = -INFINITY;
@@ -169,7 +180,11 @@ void rescore(const T* hidden, int64_t rows, const T* weight, int64_t dim, const 
         const int64_t n = static_cast<int64_t>(rescore.size());
         std::vector<float> exact(n);
 #pragma omp parallel for schedule(static) if (n > 256)
-        for (int64_t i = 0; i < n; ++i) exact[i] = exact_logit(weight + rescore[i] * dim, hidden + r * dim, dim);
+        for (int64_t i = 0; i < n; ++i) {
+            const int64_t v = rescore[i];
+            exact[i] = weight != nullptr ? exact_logit(weight + v * dim, hidden + r * dim, dim)
+                                         : exact_logit(q + v * dim, scale[v], hidden + r * dim, dim);
+        }
         int64_t best = n ? rescore[0] : 0;
         float best_value = -INFINITY;
         for (int64_t i = 0; i < n; ++i)
@@ -183,7 +198,10 @@ template <typename T>
 void greedy_head(const T* hidden, int64_t rows, const T* weight, const int8_t* q, const float* scale,
                  int64_t vocab, int64_t dim, int64_t* out, int64_t* num_candidates) {
     std::vector<float> h(rows * dim);
-    std::vector<float> half_l1(rows);  // e_v = scale_v * half_l1: sum |h| / 2, widened for rounding
+    // e_v = scale_v * half_l1: sum |h| / 2 for the int8 copy's error (none when it is the head
+    // itself: weight null), widened for float32 rounding.
+    const double weight_error = weight != nullptr ? 0.5 : 0.0;
+    std::vector<float> half_l1(rows);
     for (int64_t r = 0; r < rows; ++r) {
         double l1 = 0.0;
         for (int64_t d = 0; d < dim; ++d) {
@@ -191,7 +209,7 @@ void greedy_head(const T* hidden, int64_t rows, const T* weight, const int8_t* q
             l1 += std::fabs(h[r * dim + d]);
         }
         // float32 sums of dim terms each |q h| <= 127 |h| err by under dim * 2^-24 of 127 * l1.
-        half_l1[r] = static_cast<float>(l1 * (0.5 + 127.0 * static_cast<double>(dim) * 0x1p-23) * 1.0001);
+        half_l1[r] = static_cast<float>(l1 * (weight_error + 127.0 * static_cast<double>(dim) * 0x1p-23) * 1.0001);
     }
     // bfloat16 hidden rows screen as they are where the CPU has bfloat16 dot products.
     const bool as_bf16 = kBf16Screen && sizeof(T) == 2 && dim % 32 == 0;
@@ -225,11 +243,11 @@ void greedy_head(const T* hidden, int64_t rows, const T* weight, const int8_t* q
             }
         }
     }
-    rescore(hidden, rows, weight, dim, found, lower, out, num_candidates);
+    rescore(hidden, rows, weight, q, scale, dim, found, lower, out, num_candidates);
 }
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-// The screen with integer dot products (VNNI: 64 int8 products per instruction, twice bfloat16's),
+// The screen with integer dot products (VNNI: 64 int8 products per instruction),
 // which keeps several hidden rows memory-bound. Each hidden row is quantized to int8 in two digits:
 // h ~ s1 q1 + s2 q2, where s1 fits all but its kOutliers largest values in +-127 (final hidden
 // states have a few huge dimensions that would otherwise take all the resolution) and q2, nonzero
@@ -404,7 +422,7 @@ void greedy_head_vnni(const T* hidden, int64_t rows, const T* weight, const uint
         }
         for (int64_t r = 0; r < rows; ++r) lower[t][r] = *std::max_element(&best[r * 16], &best[r * 16] + 16);
     }
-    rescore(hidden, rows, weight, dim, found, lower, out, num_candidates);
+    rescore(hidden, rows, weight, static_cast<const int8_t*>(nullptr), scale, dim, found, lower, out, num_candidates);
 }
 constexpr bool kVnni = true;
 #else
