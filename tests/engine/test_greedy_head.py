@@ -128,3 +128,15 @@ def test_an_int8_head_is_screened_in_place(llama_dir: Path, quantization: str) -
     assert head is not None and head.weight is None and not head.vnni
     assert head.rows_rescored > 0 and head.nbytes == 4 * 384  # float32 scales only
     assert screened.results == full.results  # type: ignore[attr-defined]
+
+
+def test_min_tokens_without_stop_tokens_still_takes_the_screened_head(qwen2_dir: Path) -> None:
+    """ignore_eos with min_tokens (exact output lengths, as benchmarks ask) masks nothing: no logits."""
+    prompts = random_prompts(2, lengths=[9, 30], seed=6)
+    params = [greedy(10, min_tokens=10)] * 2
+    screened = outputs(qwen2_dir, prompts, params, dtype="float32")
+    full = outputs(qwen2_dir, prompts, params, dtype="float32", cpu_greedy_head_rows=0)
+    head = screened.engine.runner.greedy_head
+    assert head is not None and head.rows_rescored > 0
+    assert screened.results == full.results  # type: ignore[attr-defined]
+    assert all(len(tokens) == 10 for tokens in screened.results)  # type: ignore[attr-defined]

@@ -39,7 +39,7 @@ class Sampler:
         return any(
             not r.params.greedy
             or r.params.has_penalties
-            or r.num_output_tokens < r.params.min_tokens
+            or _masks_stop_tokens(r)
             or r.params.logprobs is not None
             for r in requests
         )
@@ -48,7 +48,7 @@ class Sampler:
         """logits: [num_requests, vocab], one row per request in `requests`, in float32 or the
         model's dtype (argmax needs no conversion; everything else runs in float32)."""
         raw = logits
-        if any(r.params.has_penalties or r.num_output_tokens < r.params.min_tokens for r in requests):
+        if any(r.params.has_penalties or _masks_stop_tokens(r) for r in requests):
             logits = logits.float()
             logits = logits.clone() if logits is raw else logits
             for row, request in enumerate(requests):
@@ -124,3 +124,8 @@ class Sampler:
             top = tuple(zip(top_ids[j, :n].tolist(), top_values[j, :n].tolist(), strict=True))
             result[i] = Logprob(ids[i], float(logprobs[j, ids[i]]), top)
         return result
+
+
+def _masks_stop_tokens(request: Request) -> bool:
+    """Whether `min_tokens` still hides stop tokens from this request's next token."""
+    return request.num_output_tokens < request.params.min_tokens and bool(request.stop_token_ids)
