@@ -6,7 +6,9 @@
 For each batch size, B requests with 32-token prompts are prefilled and decoded for a while; then
 the median of --steps engine steps (schedule, forward, logits, sampling, detokenization, outputs) is
 set against the median forward pass over the layers alone and the LM head alone, both re-run on
-the same prepared inputs. The remainder is the engine's own work (Python, scheduling, sampling).
+the same prepared inputs; the head is timed as the step takes it (the screened greedy head up to
+`cpu_greedy_head_rows` rows, else the logits). The remainder is the engine's own work (Python,
+scheduling, sampling).
 """
 
 from __future__ import annotations
@@ -35,13 +37,16 @@ def profile(engine: LLMEngine, batch: int, steps: int) -> dict[str, float]:
         step_times.append(time.perf_counter() - t)
     inputs = engine.runner.prepare(engine.scheduler.schedule())  # the next decode, re-run in place
     model, caches = engine.model, engine.runner.kv_caches
+    greedy = engine.runner.greedy_head  # the step's head, as the engine takes it for greedy rows
+    screened = greedy is not None and greedy.accepts(len(inputs.sample_rows))
     layers, head = [], []
     with torch.inference_mode():
         for _ in range(steps):
             t = time.perf_counter()
             hidden = model(inputs.input_ids, inputs.positions, caches, inputs.meta)
             t1 = time.perf_counter()
-            model.compute_logits(hidden[inputs.sample_rows])
+            rows = hidden[inputs.sample_rows]
+            greedy.tokens(rows) if screened else model.compute_logits(rows)  # type: ignore[union-attr]
             layers.append(t1 - t)
             head.append(time.perf_counter() - t1)
     for i in range(batch):
@@ -52,6 +57,7 @@ def profile(engine: LLMEngine, batch: int, steps: int) -> dict[str, float]:
         "layers_ms": fwd,
         "lm_head_ms": lm,
         "engine_ms": step - fwd - lm,
+        "screened_head": screened,
         "tokens_per_s": batch * 1000 / step,
     }
 

@@ -110,14 +110,14 @@ class LLMEngine:
         self.eos_token_ids = loaded.eos_token_ids
         unpacked_bytes = param_bytes(self.model)
         greedy_rows = config.device.cpu_greedy_head_rows if self.device.type == "cpu" else 0
+        greedy_head = GreedyHead.build(self.model, cpu_kernels() if greedy_rows else None, greedy_rows)
         if self.device.type == "cpu" and config.device.cpu_prepack_weights:
-            # An untied head screened for greedy steps stays plain: the screen rescores its rows.
+            # A screened untied head stays plain: the screen rescores its rows (a tied head's plain
+            # rows are the embedding's, and the head gets its packed copy as before).
             untied = not getattr(self.hf_config, "tie_word_embeddings", False)
             head = getattr(self.model, "lm_head", None)
-            prepack_linears(
-                self.model, [head] if greedy_rows and untied and isinstance(head, nn.Module) else []
-            )
-        greedy_head = GreedyHead.build(self.model, cpu_kernels() if greedy_rows else None, greedy_rows)
+            keep = greedy_head is not None and greedy_head.weight is not None and untied
+            prepack_linears(self.model, [head] if keep and isinstance(head, nn.Module) else [])
         self.weight_bytes = param_bytes(self.model) + (greedy_head.nbytes if greedy_head else 0)
         """Bytes of weights held, copies kept for speed included."""
         self.packed_copy_bytes = self.weight_bytes - unpacked_bytes
