@@ -52,7 +52,7 @@ class GreedyHead:
             self.scale[: scale.shape[0]] = scale
         else:
             self.q, self.scale, self.l1 = q, scale.float(), torch.empty(0)
-        self.copy_bytes = self.scale.nbytes + self.l1.nbytes + (self.q.nbytes if int8 is None else 0)
+        self.nbytes = self.scale.nbytes + self.l1.nbytes + (self.q.nbytes if int8 is None else 0)
         """Bytes held in addition to the model's weights (the int8 copy and its scales)."""
         self.rows_rescored = 0
         """Vocabulary rows the last call rescored with the exact weight, over all its hidden rows."""
@@ -79,10 +79,6 @@ class GreedyHead:
         if values.dim() != 2 or values.device.type != "cpu" or values.shape[1] % 16:
             return None
         return cls(kernels, max_rows, model.dtype, None, (values.detach(), scales.detach()))
-
-    @property
-    def nbytes(self) -> int:
-        return self.copy_bytes
 
     def accepts(self, num_rows: int) -> bool:
         return num_rows <= self.max_rows

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from seekserve.engine.attention import AttentionMetadata
@@ -47,9 +46,6 @@ class GeGLU(GatedMLP):
     """down(gelu_tanh(gate(x)) * up(x))."""
 
     gelu = True
-
-    def act(self, gate: torch.Tensor) -> torch.Tensor:
-        return F.gelu(gate, approximate="tanh")
 
 
 class Gemma3DecoderLayer(nn.Module):

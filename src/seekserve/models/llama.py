@@ -94,10 +94,10 @@ class GatedMLP(nn.Module):
         self.down_proj = Linear(intermediate, [hidden], bias=bias, dtype=dtype)
 
     gelu: ClassVar[bool] = False
-    """The CPU kernel's activation: tanh-approximated gelu, else silu (must agree with `act`)."""
+    """The activation: tanh-approximated gelu, else silu (for the torch path and the CPU kernel)."""
 
     def act(self, gate: torch.Tensor) -> torch.Tensor:
-        return F.silu(gate)
+        return F.gelu(gate, approximate="tanh") if self.gelu else F.silu(gate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate_up = self.gate_up_proj(x)
