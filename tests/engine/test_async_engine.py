@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import threading
 from pathlib import Path
 
 import pytest
 
 from factories import greedy, hf_greedy, random_prompts
 from seekserve.engine.async_engine import AsyncEngine
-from seekserve.errors import EngineDeadError, EngineOverloadedError, PromptTooLongError
+from seekserve.errors import EngineDeadError, EngineOverloadedError, ModelLoadError, PromptTooLongError
 
 PROMPTS = random_prompts(6, seed=3)
 
@@ -107,3 +109,44 @@ def test_engine_death_reaches_every_stream_and_health(llama_dir: Path) -> None:
             await engine.add_request(PROMPTS[1], greedy(4))
 
     asyncio.run(main())
+
+
+def test_engine_is_built_and_stepped_on_one_thread(llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # OpenMP keeps a worker team per thread that ran a parallel region; building on the stepping
+    # thread keeps the loader's team from slowing every step (see the module's docstring).
+    from seekserve.engine import llm_engine
+
+    threads: dict[str, set[int]] = {"init": set(), "step": set()}
+    init, step = llm_engine.LLMEngine.__init__, llm_engine.LLMEngine.step
+
+    def record_init(self: llm_engine.LLMEngine, *args: object, **kwargs: object) -> None:
+        threads["init"].add(threading.get_ident())
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    def record_step(self: llm_engine.LLMEngine) -> list[object]:
+        threads["step"].add(threading.get_ident())
+        return step(self)  # type: ignore[return-value]
+
+    monkeypatch.setattr(llm_engine.LLMEngine, "__init__", record_init)
+    monkeypatch.setattr(llm_engine.LLMEngine, "step", record_step)
+    engine = make_engine(llama_dir)
+    assert not engine.is_healthy  # built, not started
+    tokens, _, _ = asyncio.run(collect(engine, PROMPTS[0], 4))
+    engine.shutdown()
+    assert tokens == hf_greedy(llama_dir, PROMPTS[:1], 4)[0]
+    assert threads["init"] == threads["step"] and threading.get_ident() not in threads["step"]
+
+
+def test_an_engine_dropped_before_start_lets_its_thread_go(llama_dir: Path) -> None:
+    engine = make_engine(llama_dir)
+    thread = engine._thread
+    assert thread is not None and thread.is_alive()
+    del engine
+    gc.collect()
+    thread.join(5.0)
+    assert not thread.is_alive()
+
+
+def test_a_failed_build_raises_to_the_caller(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        AsyncEngine.from_options(model=str(tmp_path / "missing"))

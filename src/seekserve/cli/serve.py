@@ -101,13 +101,12 @@ def run_server(config: ServerConfig, engine_config: EngineConfig, log_level: str
     import uvicorn
 
     from seekserve.engine.async_engine import AsyncEngine
-    from seekserve.engine.llm_engine import LLMEngine
     from seekserve.server import create_app
 
     failures: list[BaseException] = []
 
     def load() -> AsyncEngine:
-        return AsyncEngine(LLMEngine(engine_config))
+        return AsyncEngine.from_config(engine_config)
 
     def on_load_error(error: BaseException) -> None:
         failures.append(error)
