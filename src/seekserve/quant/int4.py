@@ -104,10 +104,12 @@ class Int4Weight(QuantizedWeight):
             return self.dequantized_matmul(x, index)
         if x.shape[1] < self.layout.cols:
             x = F.pad(x, (0, self.layout.cols - x.shape[1]))
-        y = torch._weight_int4pack_mm_for_cpu(
-            x.contiguous(), self.packed[index], self.layout.group, self.scales_zeros[index]
-        )
-        return y[:, : self.out_features]
+        # One decode step makes a few of these calls per layer: no views it does not need.
+        packed, sz = self.packed, self.scales_zeros
+        if index:
+            packed, sz = packed[index], sz[index]
+        y = torch._weight_int4pack_mm_for_cpu(x.contiguous(), packed, self.layout.group, sz)
+        return y if self.layout.rows == self.out_features else y[:, : self.out_features]
 
     def dequantize_rows(self, index: Index, start: int, end: int) -> torch.Tensor:
         rows, cols, group = self.layout

@@ -67,7 +67,7 @@ class Int8Weight(QuantizedWeight):
         self.scales.data[index][start:end].copy_(scale)
 
     def matmul(self, x: torch.Tensor, index: Index = ()) -> torch.Tensor:
-        q, scale = self.values[index], self.scales[index]
+        q, scale = (self.values[index], self.scales[index]) if index else (self.values, self.scales)
         large = x.shape[0] > self.max_kernel_rows
         if large and self.dynamic_activations and (x.is_cpu or x.shape[0] > 16):  # CUDA's _int_mm: M > 16
             return int8_dynamic_matmul(x, q, scale)

@@ -33,6 +33,9 @@ class QuantizedLinear(FusedParts, nn.Module):
         self._parts_loaded: set[int] = set()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:  # the engine's [tokens, features]: no reshaping
+            y = self.qweight.matmul(x.contiguous())
+            return y if self.bias is None else y + self.bias
         rows = x.reshape(-1, self.in_features)
         y = self.qweight.matmul(rows if rows.is_contiguous() else rows.contiguous())
         if self.bias is not None:
