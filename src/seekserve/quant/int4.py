@@ -105,7 +105,8 @@ class Int4Weight(QuantizedWeight):
         if x.shape[1] < self.layout.cols:
             x = F.pad(x, (0, self.layout.cols - x.shape[1]))
         # One decode step makes a few of these calls per layer: no views it does not need.
-        packed, sz = self.packed, self.scales_zeros
+        packed: torch.Tensor = self.packed
+        sz: torch.Tensor = self.scales_zeros
         if index:
             packed, sz = packed[index], sz[index]
         y = torch._weight_int4pack_mm_for_cpu(x.contiguous(), packed, self.layout.group, sz)
