@@ -83,3 +83,15 @@ def test_scheduler_weighs_a_queue_of_waiting_requests_against_the_running_stream
     out = s.schedule()
     assert [d.request.request_id for d in out.decodes] == ["a"]
     assert [(p.request.request_id, p.num_new_tokens) for p in out.prefills] == [("b", 20), ("c", 10)]
+
+
+def test_a_rising_prompt_cost_is_taken_at_once_and_a_falling_one_averaged() -> None:
+    # A long prompt's later chunks attend to more context: sizing them from a stale average stalls.
+    pacer = PrefillPacer(stall_factor=2.5, min_chunk=8, max_tokens=512)
+    pacer.observe(num_decodes=4, num_prefill_tokens=0, seconds=0.010)
+    pacer.observe(num_decodes=4, num_prefill_tokens=100, seconds=0.060)  # 0.5 ms a token
+    assert pacer.prefill_budget(num_decodes=4) == 30
+    pacer.observe(num_decodes=4, num_prefill_tokens=30, seconds=0.010 + 30 * 0.001)  # now 1 ms a token
+    assert pacer.prefill_budget(num_decodes=4) == 15  # (2.5 - 1) * 10 ms / 1 ms
+    pacer.observe(num_decodes=4, num_prefill_tokens=15, seconds=0.010 + 15 * 0.0005)  # cheaper again
+    assert pacer.prefill_budget(num_decodes=4) == int(1.5 * 0.010 / (0.8 * 0.001 + 0.2 * 0.0005))

@@ -46,7 +46,13 @@ class PrefillPacer:
             return
         base = self.decode_step_s if num_decodes and self.decode_step_s is not None else 0.0
         per_token = max(seconds - base, 0.0) / num_prefill_tokens
-        self.prefill_token_s = _average(self.prefill_token_s, per_token)
+        if self.prefill_token_s is None or per_token > self.prefill_token_s:
+            # A prompt's later chunks attend to more context and cost more a token than its first
+            # ones: a rise is taken at once (a chunk sized from a stale, lower cost is a stall),
+            # a fall is averaged in.
+            self.prefill_token_s = per_token
+        else:
+            self.prefill_token_s = _average(self.prefill_token_s, per_token)
 
     def prefill_budget(self, num_decodes: int, num_pending: int = 1) -> int:
         """Prefill tokens a step with `num_decodes` running decodes may carry, while `num_pending`
