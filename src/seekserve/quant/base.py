@@ -24,10 +24,16 @@ from torch import nn
 
 from seekserve.models.fp8_checkpoint import Fp8BlockTensor
 
-__all__ = ["Index", "QuantizedWeight", "StackShape", "storage_param"]
+__all__ = ["Index", "QuantizedWeight", "StackShape", "stack_part", "storage_param"]
 
 Index = tuple[int, ...]
 """Which matrix of the stack: () for an unstacked weight, (expert,) for stacked experts."""
+
+
+def stack_part(tensor: torch.Tensor, index: Index) -> torch.Tensor:
+    """tensor[index]; an unstacked weight (index ()) as it is, without the view a decode step's
+    many small products would otherwise each make."""
+    return tensor[index] if index else tensor
 
 
 class StackShape(NamedTuple):

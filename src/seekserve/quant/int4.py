@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from seekserve.quant import cuda
-from seekserve.quant.base import Index, QuantizedWeight, StackShape, storage_param
+from seekserve.quant.base import Index, QuantizedWeight, StackShape, stack_part, storage_param
 from seekserve.quant.config import INT4_GROUP_SIZES
 from seekserve.quant.int4_layout import cpu_block_layout, dequantize_with_kernel, pack_cpu, unpack_cpu
 from seekserve.quant.int8 import storage_scale
@@ -104,11 +104,7 @@ class Int4Weight(QuantizedWeight):
             return self.dequantized_matmul(x, index)
         if x.shape[1] < self.layout.cols:
             x = F.pad(x, (0, self.layout.cols - x.shape[1]))
-        # One decode step makes a few of these calls per layer: no views it does not need.
-        packed: torch.Tensor = self.packed
-        sz: torch.Tensor = self.scales_zeros
-        if index:
-            packed, sz = packed[index], sz[index]
+        packed, sz = stack_part(self.packed, index), stack_part(self.scales_zeros, index)
         y = torch._weight_int4pack_mm_for_cpu(x.contiguous(), packed, self.layout.group, sz)
         return y if self.layout.rows == self.out_features else y[:, : self.out_features]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from seekserve.quant import cuda
-from seekserve.quant.base import Index, QuantizedWeight, StackShape, storage_param
+from seekserve.quant.base import Index, QuantizedWeight, StackShape, stack_part, storage_param
 
 __all__ = ["Int8Weight", "int8_dynamic_matmul", "quantize_int8", "storage_scale"]
 
@@ -67,7 +67,7 @@ class Int8Weight(QuantizedWeight):
         self.scales.data[index][start:end].copy_(scale)
 
     def matmul(self, x: torch.Tensor, index: Index = ()) -> torch.Tensor:
-        q, scale = (self.values[index], self.scales[index]) if index else (self.values, self.scales)
+        q, scale = stack_part(self.values, index), stack_part(self.scales, index)
         large = x.shape[0] > self.max_kernel_rows
         if large and self.dynamic_activations and (x.is_cpu or x.shape[0] > 16):  # CUDA's _int_mm: M > 16
             return int8_dynamic_matmul(x, q, scale)

@@ -15,7 +15,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <type_traits>
 #include <vector>
 
 #include "simd.h"
@@ -194,6 +193,27 @@ void qk_scores_bf16(const uint16_t* q, int64_t group, const uint16_t* k_cache,
 }
 #endif
 
+// Scores straight from the query as stored, where the CPU has bf16 dot products and the cache is
+// bf16 (qk_scores_bf16); false where the caller scores from the widened, scaled query instead.
+inline bool qk_scores_direct(const float*, int64_t, const float*, const float*, int64_t, int64_t,
+                             const int64_t*, int64_t, int64_t, int64_t, int64_t, float, float*) {
+    return false;
+}
+
+inline bool qk_scores_direct(const uint16_t* q, int64_t group, const uint16_t* k_cache,
+                             const uint16_t* v_cache, int64_t slot_stride, int64_t kv_offset,
+                             const int64_t* table, int64_t first, int64_t n, int64_t block_size,
+                             int64_t head_dim, float scale, float* scores) {
+#if defined(__AVX512BF16__) && defined(__AVX512DQ__)
+    if (head_dim % 32 == 0) {
+        qk_scores_bf16(q, group, k_cache, v_cache, slot_stride, kv_offset, table, first, n, block_size,
+                       head_dim, scale, scores);
+        return true;
+    }
+#endif
+    return false;
+}
+
 void softmax_rows(float* scores, int64_t rows, int64_t n) {
     for (int64_t g = 0; g < rows; ++g) {
         float* sg = scores + g * n;
@@ -229,37 +249,28 @@ void decode(const T* q, int64_t q_row_stride, const T* k_cache, const T* v_cache
         std::vector<float> qf(group * head_dim), row(head_dim), acc(group * head_dim);
         std::vector<float> scores(group * n);
         std::vector<const T*> rows(n);
-        for (int64_t g = 0; g < group; ++g) {
-            const T* qrow = q + s * q_row_stride + (kvh * group + g) * head_dim;
-            for (int64_t d = 0; d < head_dim; ++d) qf[g * head_dim + d] = load(qrow, d) * scale;
-        }
         for (int64_t i = 0; i < n; ++i)
             rows[i] = v_cache + slot_of(table, first + i, block_size) * slot_stride + kvh * head_dim;
+        const T* qs = q + s * q_row_stride + kvh * group * head_dim;  // this KV head's query heads
+        if (!qk_scores_direct(qs, group, k_cache, v_cache, slot_stride, kvh * head_dim, table, first, n,
+                              block_size, head_dim, scale, scores.data())) {
+            for (int64_t d = 0; d < group * head_dim; ++d) qf[d] = load(qs, d) * scale;
 #if defined(__AVX512F__)
-        if (head_dim % 16 == 0) {
-#if defined(__AVX512BF16__) && defined(__AVX512DQ__)
-            if constexpr (std::is_same_v<T, uint16_t>) {
-                if (head_dim % 32 == 0)
-                    qk_scores_bf16(q + s * q_row_stride + kvh * group * head_dim, group, k_cache,
-                                   v_cache, slot_stride, kvh * head_dim, table, first, n, block_size, head_dim,
-                                   scale, scores.data());
-                else
-                    qk_scores_avx512(qf.data(), group, k_cache, v_cache, slot_stride, kvh * head_dim,
-                                     table, first, n, block_size, head_dim, scores.data());
-            } else
+            if (head_dim % 16 == 0)
+                qk_scores_avx512(qf.data(), group, k_cache, v_cache, slot_stride, kvh * head_dim, table,
+                                 first, n, block_size, head_dim, scores.data());
+            else
 #endif
-            qk_scores_avx512(qf.data(), group, k_cache, v_cache, slot_stride, kvh * head_dim, table,
-                             first, n, block_size, head_dim, scores.data());
-            softmax_rows(scores.data(), group, n);
-            pv_accumulate_avx512(scores.data(), group, rows.data(), n, head_dim, acc.data());
-        } else
-#endif
-        {
-            qk_scores(qf.data(), group, k_cache, slot_stride, kvh * head_dim, table, first, n,
-                      block_size, head_dim, row.data(), scores.data());
-            softmax_rows(scores.data(), group, n);
-            pv_accumulate(scores.data(), group, rows.data(), n, head_dim, acc.data());
+                qk_scores(qf.data(), group, k_cache, slot_stride, kvh * head_dim, table, first, n,
+                          block_size, head_dim, row.data(), scores.data());
         }
+        softmax_rows(scores.data(), group, n);
+#if defined(__AVX512F__)
+        if (head_dim % 16 == 0)
+            pv_accumulate_avx512(scores.data(), group, rows.data(), n, head_dim, acc.data());
+        else
+#endif
+            pv_accumulate(scores.data(), group, rows.data(), n, head_dim, acc.data());
         for (int64_t g = 0; g < group; ++g) {
             T* orow = out + (s * num_heads + kvh * group + g) * head_dim;
             for (int64_t d = 0; d < head_dim; ++d) store(orow, d, acc[g * head_dim + d]);
