@@ -7,7 +7,7 @@ import torch
 
 from factories import fill_weight, relative_error
 from seekserve.quant.base import StackShape
-from seekserve.quant.int4 import Int4Weight, int4_shape
+from seekserve.quant.int4 import Int4Weight, int4_shape, vnni_kernels
 from seekserve.quant.int4_layout import cpu_block_layout, dequantize_with_kernel, pack_cpu, unpack_cpu
 
 # Gaussian weights: groups of 32 span ~4σ in 15 steps, so rounding leaves ~7.5 % relative error
@@ -110,3 +110,42 @@ def test_stacked_matrices_are_packed_one_by_one() -> None:
     x = torch.randn(3, 64, dtype=torch.bfloat16)
     for e in range(2):
         assert relative_error(q.matmul(x, (e,)), x.float() @ ws[e].t()) < OUTPUT_BOUND
+
+
+@pytest.mark.skipif(vnni_kernels() is None, reason="the int4 kernel needs a CPU with AVX-512 VNNI and VBMI")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("group", [32, 64, 128])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 6, 33])
+def test_the_integer_kernel_computes_the_dequantized_product(
+    dtype: torch.dtype, group: int, rows: int
+) -> None:
+    """x is quantized in int8 digits to 2^-16 (bfloat16) or 2^-24 (float32) of its group's largest
+    value: the product is the float one within that rounding (and bfloat16's rounding of the result)."""
+    gen = torch.Generator().manual_seed(rows + group)
+    w = torch.randn(192, 256, generator=gen)
+    w[5, :group] = 0.0  # a group of zeros, and a group of large activations below
+    q = make(w, dtype, group)
+    assert q.kernels is not None
+    wide = torch.randn(rows, 300, generator=gen)
+    wide[:, 32:64] *= 1000.0
+    x = wide.to(dtype)[:, 10:266]  # rows strided, as a slice of a wider tensor
+    y = q.kernels.int4_matmul(x, q.packed, q.scales_zeros, group)
+    assert y.shape == (rows, 192) and y.dtype == dtype
+    if rows <= q.max_kernel_rows:  # 4 here; above it, the dequantized matmul
+        assert torch.equal(q.matmul(x), y)
+    sz = q.scales_zeros.double()
+    scale, zero = (sz[..., i].t().repeat_interleave(group, 1) for i in (0, 1))
+    centred = (unpack_cpu(q.packed).double() - 8) * scale  # W - zero, in float64
+    exact = x.double() @ (centred + zero).t()
+    peak = x.double().abs().view(rows, -1, group).amax(-1).repeat_interleave(group, 1)
+    resolution = 127 * 254 * 2 * (254 if dtype == torch.float32 else 1)
+    bound = peak / resolution @ centred.abs().t() + x.double().abs() @ (centred + zero).abs().t() * 2e-6
+    if dtype == torch.bfloat16:
+        bound += exact.abs() * 2.0**-8
+    assert ((y.double() - exact).abs() <= bound).all()
+
+
+def test_the_integer_kernel_reads_whole_row_blocks_only() -> None:
+    """Rows padded to 16 but not 64 leave the last block in torch's other layout: torch's kernel runs."""
+    assert make(torch.randn(80, 64), torch.float32).kernels is None
+    assert make(torch.randn(128, 64), torch.float32).kernels is vnni_kernels()

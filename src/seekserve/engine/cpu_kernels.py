@@ -28,7 +28,13 @@ __all__ = ["CpuKernels", "cpu_kernels", "kernels_for"]
 
 log = logging.getLogger(__name__)
 
-_SOURCES = ("paged_attention.cpp", "argmax.cpp", "layer_ops.cpp", "greedy_head.cpp")
+_SOURCES = (
+    "paged_attention.cpp",
+    "argmax.cpp",
+    "layer_ops.cpp",
+    "greedy_head.cpp",
+    "int4_matmul.cpp",
+)
 _HEADERS = ("simd.h",)
 _FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
 _I64, _F32, _P = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
@@ -43,6 +49,7 @@ _RESIDUAL_NORM_ARGS: list[type] = [_P, _P, _P, _P, _I64, _I64, _F32, _P]
 _QK_PREPARE_ARGS: list[type] = [
     _P, _I64, _I64, _I64, _I64, _I64, _P, _P, _F32, _P, _P, _I64, _P, _P, _P, _P, _P,
 ]  # fmt: skip
+_INT4_MATMUL_ARGS: list[type] = [_P, _I64, _I64, _I64, _P, _P, _I64, _I64, _P, _I64]
 _SUFFIX = {torch.float32: "f32", torch.bfloat16: "bf16"}
 
 
@@ -64,6 +71,9 @@ class CpuKernels:
         self._pack_vnni.restype = None
         self.has_vnni = bool(lib.greedy_head_has_vnni())
         """Whether the greedy head's integer-dot-product screen (AVX-512 VNNI) was compiled in."""
+        self._int4_matmul = _bind(lib, "int4_matmul", _INT4_MATMUL_ARGS)
+        self.has_int4_matmul = bool(lib.int4_matmul_available())
+        """Whether `int4_matmul` (AVX-512 VNNI and VBMI) was compiled in."""
 
     def supports(self, dtype: torch.dtype) -> bool:
         return dtype in _SUFFIX
@@ -140,6 +150,27 @@ class CpuKernels:
             k.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(),
         )  # fmt: skip
         return q, k
+
+    def int4_matmul(
+        self, x: torch.Tensor, packed: torch.Tensor, scales_zeros: torch.Tensor, group: int
+    ) -> torch.Tensor:
+        """x [rows, K] @ W^T for int4 weights in torch's CPU packing of 64-row blocks (packed [N, K / 2],
+        N a multiple of 64; scales_zeros [K / group, N, 2] in x's dtype); see int4_matmul.cpp. Needs
+        `has_int4_matmul`. Returns [rows, N]."""
+        rows, k = x.shape
+        n = packed.shape[0]
+        assert self.has_int4_matmul, "int4_matmul needs AVX-512 VNNI and VBMI"
+        assert x.stride(1) == 1 and packed.is_contiguous() and scales_zeros.is_contiguous(), (
+            "inputs must be dense"
+        )
+        assert n % 64 == 0 and k % group == 0 and packed.shape[1] * 2 == k, "shapes must agree"
+        assert scales_zeros.shape == (k // group, n, 2) and scales_zeros.dtype == x.dtype, "shapes must agree"
+        out = torch.empty((rows, n), dtype=x.dtype)
+        self._int4_matmul[x.dtype](
+            x.data_ptr(), x.stride(0), rows, k, packed.data_ptr(), scales_zeros.data_ptr(), n, group,
+            out.data_ptr(), n,
+        )  # fmt: skip
+        return out
 
     def argmax(self, logits: torch.Tensor) -> torch.Tensor:
         """Row-wise argmax of [num_rows, vocab] logits (first maximum wins), as torch.argmax(-1).

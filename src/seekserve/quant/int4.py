@@ -8,9 +8,11 @@ CPU the weights are packed into torch._weight_int4pack_mm_for_cpu's layout, two 
 row blocks that depend on the CPU (see `int4_layout.py`); elsewhere they are kept two a byte in
 row order and dequantized per call (quant/cuda.py).
 
-Per call on CPU, by the number of token rows M: M ≤ max_kernel_rows runs the packed kernel (reads
+Per call on CPU, by the number of token rows M: M ≤ max_kernel_rows runs a packed kernel (reads
 an eighth of a float32 matmul's bytes); larger M dequantizes the layer and runs a float matmul,
-which wins once the kernel's per-row cost outgrows the unpacking (docs/quantization.md).
+which wins once the kernel's per-row cost outgrows the unpacking (docs/quantization.md). The packed
+kernel is seekserve's integer-dot-product one (engine/kernels/int4_matmul.cpp) where the CPU has
+AVX-512 VNNI and VBMI and torch packs 64-row blocks, else torch's.
 """
 
 from __future__ import annotations
@@ -20,16 +22,31 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from seekserve.engine.cpu_kernels import CpuKernels, cpu_kernels
 from seekserve.quant import cuda
 from seekserve.quant.base import Index, QuantizedWeight, StackShape, stack_part, storage_param
 from seekserve.quant.config import INT4_GROUP_SIZES
-from seekserve.quant.int4_layout import cpu_block_layout, dequantize_with_kernel, pack_cpu, unpack_cpu
+from seekserve.quant.int4_layout import (
+    BlockLayout,
+    cpu_block_layout,
+    dequantize_with_kernel,
+    pack_cpu,
+    unpack_cpu,
+)
 from seekserve.quant.int8 import storage_scale
 
 __all__ = ["Int4Shape", "Int4Weight", "int4_shape", "quantize_int4"]
 
 _FLAT_GROUP_STEP = 2.0**-12
 """A group whose values are all equal gets a grid this fine relative to them, so it stays exact."""
+
+
+def vnni_kernels() -> CpuKernels | None:
+    """The kernels whose `int4_matmul` reads this process's int4 packing, where there are any."""
+    kernels = cpu_kernels()
+    if kernels is None or not kernels.has_int4_matmul or cpu_block_layout() != BlockLayout(64, True):
+        return None
+    return kernels
 
 
 class Int4Shape(NamedTuple):
@@ -72,6 +89,8 @@ class Int4Weight(QuantizedWeight):
         self.packed = storage_param(*shape.lead, rows, cols // 2, dtype=torch.uint8)
         self.scales_zeros = storage_param(*shape.lead, cols // group, rows, 2, dtype=dtype)
         self.on_cpu = self.packed.device.type == "cpu"
+        self.kernels = vnni_kernels() if self.on_cpu and rows % 64 == 0 else None
+        """Set where `matmul` runs the integer-dot-product kernel for up to max_kernel_rows rows."""
         self._pending: dict[Index, torch.Tensor] = {}
 
     def load_rows(self, index: Index, start: int, rows: torch.Tensor) -> None:
@@ -105,7 +124,10 @@ class Int4Weight(QuantizedWeight):
         if x.shape[1] < self.layout.cols:
             x = F.pad(x, (0, self.layout.cols - x.shape[1]))
         packed, sz = stack_part(self.packed, index), stack_part(self.scales_zeros, index)
-        y = torch._weight_int4pack_mm_for_cpu(x.contiguous(), packed, self.layout.group, sz)
+        if self.kernels is not None and x.dtype == sz.dtype and x.stride(1) == 1:
+            y = self.kernels.int4_matmul(x, packed, sz, self.layout.group)
+        else:
+            y = torch._weight_int4pack_mm_for_cpu(x.contiguous(), packed, self.layout.group, sz)
         return y if self.layout.rows == self.out_features else y[:, : self.out_features]
 
     def dequantize_rows(self, index: Index, start: int, end: int) -> torch.Tensor:
