@@ -34,6 +34,7 @@ _SOURCES = (
     "layer_ops.cpp",
     "greedy_head.cpp",
     "int4_matmul.cpp",
+    "decode_layer.cpp",
 )
 _HEADERS = ("simd.h",)
 _FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
@@ -74,6 +75,8 @@ class CpuKernels:
         self._int4_matmul = _bind(lib, "int4_matmul", _INT4_MATMUL_ARGS)
         self.has_int4_matmul = bool(lib.int4_matmul_available())
         """Whether `int4_matmul` (AVX-512 VNNI and VBMI) was compiled in."""
+        self.decode_layer = _bind(lib, "decode_layer", [_P] * 5)
+        """One decoder layer of a decode step, by dtype (models/fused_decode.py builds its arguments)."""
 
     def supports(self, dtype: torch.dtype) -> bool:
         return dtype in _SUFFIX

@@ -234,11 +234,19 @@ class DecoderLM(CausalLM):
         kv_caches: list[LayerCache],
         meta: AttentionMetadata,
     ) -> torch.Tensor:
+        from seekserve.models.fused_decode import fused_decode  # it imports this module
+
         h = self.model.embed_tokens(input_ids)
         cos, sin = self.rotary.lookup(positions, h.dtype)
         residual = None
-        for layer, cache in zip(self.model.layers, kv_caches, strict=True):
-            h, residual = layer(h, residual, cos, sin, cache, meta)
+        fused = fused_decode(self, kv_caches, meta, h)
+        if fused is not None:
+            step = fused.step(meta, h.shape[0], cos, sin)
+            for i in range(len(kv_caches)):
+                h, residual = fused.llama_layer(i, h, residual, step)
+        else:
+            for layer, cache in zip(self.model.layers, kv_caches, strict=True):
+                h, residual = layer(h, residual, cos, sin, cache, meta)
         h, _ = self.model.norm.add_forward(h, residual)
         return h
 

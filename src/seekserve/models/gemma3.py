@@ -18,6 +18,7 @@ from seekserve.engine.attention import AttentionMetadata
 from seekserve.engine.cpu_kernels import kernels_for
 from seekserve.errors import UnsupportedModelError
 from seekserve.models.base import DecoderLM, DecoderStack, KVCacheSpec, LayerCache
+from seekserve.models.fused_decode import fused_decode
 from seekserve.models.layers import RMSNorm, RotaryEmbedding
 from seekserve.models.llama import GatedMLP, LlamaAttention, LlamaForCausalLM
 from seekserve.models.rope import rope_parameters
@@ -128,6 +129,12 @@ class Gemma3ForCausalLM(DecoderLM):
     ) -> torch.Tensor:
         h = self.model.embed_tokens(input_ids) * self.embed_scale
         tables = self._rope_tables(positions, h.dtype)
+        fused = fused_decode(self, kv_caches, meta, h)
+        if fused is not None:
+            steps = {kind: fused.step(meta, h.shape[0], *table) for kind, table in tables.items()}
+            for i, layer_type in enumerate(self.config.layer_types):
+                h = fused.gemma_layer(i, h, steps[layer_type])
+            return self.model.norm(h)
         layers = zip(self.config.layer_types, self.model.layers, kv_caches, strict=True)
         for layer_type, layer, cache in layers:
             h = layer(h, *tables[layer_type], cache, meta)

@@ -1,0 +1,214 @@
+"""Decode steps of int4 models on CPUs: one kernel call a decoder layer (kernels/decode_layer.cpp).
+
+A decode step of a small model spends as long calling its ~10 operations a layer from Python as
+running them (Gemma 3 270M with int4 weights: ~2 ms of a ~5 ms forward). For a step made only of
+decodes, `FusedDecode` runs each layer as one call of the same kernels in the same order, so the
+hidden states are those of the layer-by-layer path bit for bit. It applies where every linear layer
+of every decoder layer is int4 with the integer-dot-product kernel (`Int4Weight.kernels`), Gemma 3
+or the Llama family (Llama, Mistral, Qwen2), on float32 or bfloat16; elsewhere `build` returns None
+and the model runs as before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import torch
+from torch import nn
+
+from seekserve.engine.attention import AttentionMetadata
+from seekserve.engine.cpu_kernels import CpuKernels
+from seekserve.models.base import DecoderLayer, LayerCache
+from seekserve.models.layers import RMSNorm
+from seekserve.quant.int4 import Int4Weight
+from seekserve.quant.linear import QuantizedLinear
+
+__all__ = ["FusedDecode", "fused_decode"]
+
+_I64, _P = ctypes.c_int64, ctypes.c_void_p
+
+
+class _Int4Matrix(ctypes.Structure):
+    _fields_ = [
+        ("packed", _P),
+        ("scales_zeros", _P),
+        ("out_features", _I64),
+        ("in_features", _I64),
+        ("group", _I64),
+    ]
+
+
+class _DecodeLayer(ctypes.Structure):
+    _fields_ = [
+        ("hidden", _I64), ("num_heads", _I64), ("num_kv_heads", _I64), ("head_dim", _I64),
+        ("intermediate", _I64),
+        ("eps", ctypes.c_float), ("scale", ctypes.c_float), ("window", _I64),
+        ("gemma", ctypes.c_int32), ("gelu", ctypes.c_int32),
+        ("input_norm", _P), ("post_attention_norm", _P), ("pre_feedforward_norm", _P),
+        ("post_feedforward_norm", _P), ("q_norm", _P), ("k_norm", _P), ("qkv_bias", _P),
+        ("qkv", _Int4Matrix), ("o", _Int4Matrix), ("gate_up", _Int4Matrix), ("down", _Int4Matrix),
+        ("k_cache", _P), ("v_cache", _P),
+    ]  # fmt: skip
+
+
+class _DecodeStep(ctypes.Structure):
+    _fields_ = [
+        ("rows", _I64), ("cos", _P), ("sin", _P), ("rot_half", _I64), ("slots", _P),
+        ("block_tables", _P), ("max_blocks", _I64), ("seq_lens", _P), ("block_size", _I64),
+    ]  # fmt: skip
+
+
+def _int4(
+    linear: nn.Module, dtype: torch.dtype, rows: list[int], bias_ok: bool = False
+) -> _Int4Matrix | None:
+    """The matrix of an unstacked int4 layer the kernel reads as it is (no padding), else None;
+    appends the layer's `max_kernel_rows` to `rows`."""
+    if not isinstance(linear, QuantizedLinear) or (linear.bias is not None and not bias_ok):
+        return None
+    w = linear.qweight
+    if not isinstance(w, Int4Weight) or w.kernels is None or w.dtype != dtype or w.lead:
+        return None
+    out_features, in_features, group = w.layout
+    if out_features != w.out_features or in_features != w.in_features or not w.packed.is_contiguous():
+        return None
+    rows.append(w.max_kernel_rows)
+    return _Int4Matrix(w.packed.data_ptr(), w.scales_zeros.data_ptr(), out_features, in_features, group)
+
+
+def _norm(norm: nn.Module, dtype: torch.dtype) -> RMSNorm | None:
+    if not isinstance(norm, RMSNorm) or norm.weight.dtype != dtype or not norm.weight.is_contiguous():
+        return None
+    return norm
+
+
+class FusedDecode:
+    """The fused decode of one model over one set of KV caches; built by `FusedDecode.build`."""
+
+    def __init__(
+        self, kernels: CpuKernels, dtype: torch.dtype, layers: list[_DecodeLayer], gemma: bool, max_rows: int
+    ) -> None:
+        self.run_layer = kernels.decode_layer[dtype]
+        self.dtype = dtype
+        self.layers = layers
+        self.gemma = gemma
+        self.max_rows = max_rows
+        """Most rows a step may have: the int4 kernel's own limit (`max_kernel_rows`)."""
+
+    @classmethod
+    def build(cls, model: Any, caches: list[LayerCache], kernels: CpuKernels | None) -> FusedDecode | None:
+        """The fused decode of `model` (its decoder layers, `model.model.layers`) over `caches`, or
+        None where some layer is not one the kernel runs."""
+        dtype = model.dtype
+        if kernels is None or not kernels.has_int4_matmul or dtype not in (torch.float32, torch.bfloat16):
+            return None
+        layers: list[_DecodeLayer] = []
+        rows: list[int] = []
+        for layer, cache in zip(model.model.layers, caches, strict=True):
+            spec = _layer(layer, cache, dtype, rows)
+            if spec is None:
+                return None
+            layers.append(spec)
+        if not layers or min(rows) < 1:
+            return None
+        return cls(kernels, dtype, layers, bool(layers[0].gemma), min(rows))
+
+    def applies(self, h: torch.Tensor, meta: AttentionMetadata) -> bool:
+        """Whether this step (hidden rows h) is decodes only, within the kernels' row limit."""
+        rows = h.shape[0]
+        return (
+            meta.kernels is not None
+            and not meta.prefills
+            and meta.num_decodes == rows
+            and 0 < rows <= self.max_rows
+            and h.dtype == self.dtype
+            and h.is_contiguous()
+        )
+
+    def step(self, meta: AttentionMetadata, rows: int, cos: torch.Tensor, sin: torch.Tensor) -> _DecodeStep:
+        """The step's arguments for layers with these rotary tables ([rows, 1, half], contiguous)."""
+        tables = meta.decode_block_tables
+        assert cos.is_contiguous() and sin.is_contiguous() and tables.is_contiguous(), (
+            "step tensors are dense"
+        )
+        return _DecodeStep(
+            rows, cos.data_ptr(), sin.data_ptr(), cos.shape[-1], meta.slot_mapping.data_ptr(),
+            tables.data_ptr(), tables.shape[1], meta.decode_lens.data_ptr(), meta.block_size,
+        )  # fmt: skip
+
+    def gemma_layer(self, index: int, h: torch.Tensor, step: _DecodeStep) -> torch.Tensor:
+        """Gemma 3: h updated in place by layer `index`."""
+        self.run_layer(ctypes.byref(self.layers[index]), ctypes.byref(step), h.data_ptr(), None, None)
+        return h
+
+    def llama_layer(
+        self, index: int, h: torch.Tensor, residual: torch.Tensor | None, step: _DecodeStep
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Llama: (the MLP's output, the residual) as DecoderLayer returns them."""
+        out = torch.empty_like(h)
+        self.run_layer(
+            ctypes.byref(self.layers[index]), ctypes.byref(step), h.data_ptr(),
+            None if residual is None else residual.data_ptr(), out.data_ptr(),
+        )  # fmt: skip
+        return out, h if residual is None else residual
+
+
+def fused_decode(
+    model: nn.Module, caches: list[LayerCache], meta: AttentionMetadata, h: torch.Tensor
+) -> FusedDecode | None:
+    """The model's fused decode for this step (built on first use, per set of caches), or None
+    where the step or the model is not one it runs."""
+    if meta.kernels is None or meta.prefills:
+        return None
+    key = (id(caches), caches[0][0].data_ptr() if caches else 0)
+    cached = model.__dict__.get("_fused_decode")
+    if cached is None or cached[0] != key:
+        cached = (key, FusedDecode.build(model, caches, meta.kernels))
+        model.__dict__["_fused_decode"] = cached  # a plain attribute, not a submodule
+    plan = cached[1]
+    return plan if plan is not None and plan.applies(h, meta) else None
+
+
+def _layer(layer: Any, cache: LayerCache, dtype: torch.dtype, rows: list[int]) -> _DecodeLayer | None:
+    """The kernel's description of one decoder layer, or None where it is not one the kernel runs."""
+    from seekserve.models.gemma3 import Gemma3DecoderLayer  # gemma3 imports this module
+    from seekserve.models.llama import GatedMLP, LlamaAttention
+
+    gemma = isinstance(layer, Gemma3DecoderLayer)
+    if not (gemma or type(layer) is DecoderLayer):
+        return None
+    attn, mlp = layer.self_attn, layer.mlp
+    if not isinstance(attn, LlamaAttention) or not isinstance(mlp, GatedMLP) or len(cache) != 2:
+        return None  # e.g. DeepSeek's MLA (one latent row a token) or MoE layers
+    k_cache, v_cache = cache
+    if (
+        not k_cache.dtype == v_cache.dtype == dtype
+        or not (k_cache.is_contiguous() and v_cache.is_contiguous())
+        or k_cache.shape[1] != attn.num_kv_heads
+    ):
+        return None
+    bias = attn.qkv_proj.bias
+    qkv = _int4(attn.qkv_proj, dtype, rows, bias_ok=bias is None or bias.dtype == dtype)
+    o, gate_up, down = (_int4(m, dtype, rows) for m in (attn.o_proj, mlp.gate_up_proj, mlp.down_proj))
+    names = ["input_layernorm", "post_attention_layernorm"]
+    names += ["pre_feedforward_layernorm", "post_feedforward_layernorm"] if gemma else []
+    norms = [_norm(getattr(layer, name), dtype) for name in names]
+    qk, qk_eps = attn.qk_norms()
+    if qk is not None and any(w.dtype != dtype or not w.is_contiguous() for w in qk):
+        return None
+    if qkv is None or o is None or gate_up is None or down is None or any(n is None for n in norms):
+        return None
+    present = [n for n in norms if n is not None]
+    eps = {n.eps for n in present} | ({qk_eps} if qk else set())
+    if len(eps) != 1 or {n.unit_offset for n in present} != {gemma}:
+        return None
+    head_dim = attn.head_dim
+    if qkv.out_features != (attn.num_heads + 2 * attn.num_kv_heads) * head_dim:
+        return None
+    weights = [n.weight.data_ptr() for n in present] + [0] * (4 - len(present))
+    qk_weights = [w.data_ptr() for w in qk] if qk else [0, 0]
+    return _DecodeLayer(
+        o.out_features, attn.num_heads, attn.num_kv_heads, head_dim, gate_up.out_features // 2, eps.pop(),
+        attn.scale, attn.window or 0, int(gemma), int(mlp.gelu), *weights, *qk_weights,
+        0 if bias is None else bias.data_ptr(), qkv, o, gate_up, down, k_cache.data_ptr(), v_cache.data_ptr(),
+    )  # fmt: skip
