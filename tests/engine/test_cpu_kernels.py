@@ -69,6 +69,22 @@ def test_kernel_matches_the_torch_path(
     torch.testing.assert_close(got, reference, atol=tolerance, rtol=tolerance)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("lens", "window"), [([300], None), ([300], 200), ([140], None), ([290, 1], None)])
+def test_a_long_sequence_split_between_threads_matches_the_torch_path(
+    dtype: torch.dtype, lens: list[int], window: int | None
+) -> None:
+    """Fewer (sequence, KV head) tasks than threads: each sequence's keys are attended in parts
+    and the parts merged by their softmax maxima and sums (a part may be empty)."""
+    assert KERNELS is not None
+    q, k_cache, v_cache, meta = decode_case(4, 1, 64, dtype, lens, block_size=16)
+    reference = PagedAttention.attend(q, q, q, k_cache, v_cache, meta, 0.125, window)
+    meta.kernels = KERNELS
+    got = PagedAttention.attend(q, q, q, k_cache, v_cache, meta, 0.125, window)
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(got, reference, atol=tolerance, rtol=tolerance)
+
+
 def test_library_is_built_once_and_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEEKSERVE_HOME", str(tmp_path))
     cpu_kernels.cache_clear()

@@ -3,7 +3,9 @@
 // One query token per sequence attends to that sequence's keys, read in place from the cache
 // slots its block table names: no gathered copy of K or V is made. Work is split over
 // (sequence, KV head) pairs; each pair serves the G = num_heads / num_kv_heads query heads that
-// share its keys, so every key and value row is read from memory once.
+// share its keys, so every key and value row is read from memory once. With fewer pairs than
+// threads (one stream), each pair's keys are split in parts, attended apart and merged by their
+// softmax maxima and sums (as flash decoding does).
 //
 //   q:            [num_seqs, num_heads, head_dim]   rows q_row_stride elements apart
 //   k/v cache:    [num_slots, num_kv_heads, head_dim]  slot = block_table[p / block_size] * block_size
@@ -12,6 +14,9 @@
 //   out:          [num_seqs, num_heads, head_dim] contiguous
 //
 // With window > 0 only the last `window` keys of each sequence are attended.
+#include <omp.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -130,20 +135,36 @@ void qk_scores_avx512(const float* qf, int64_t group, const T* k_cache, const T*
     }
 }
 
+// G query heads (a compile-time count, so their sums stay in registers) over 16 columns of V.
+template <int G, typename T>
+void pv_columns(const float* probs, const T* const* rows, int64_t n, int64_t d, int64_t head_dim, float* acc) {
+    __m512 part[G];
+    for (auto& p : part) p = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; ++i) {
+        const __m512 v = load16(rows[i] + d);
+        for (int g = 0; g < G; ++g) part[g] = _mm512_fmadd_ps(_mm512_set1_ps(probs[g * n + i]), v, part[g]);
+    }
+    for (int g = 0; g < G; ++g) _mm512_storeu_ps(acc + g * head_dim + d, part[g]);
+}
+
 template <typename T>
 void pv_accumulate_avx512(const float* probs, int64_t group, const T* const* rows, int64_t n,
                           int64_t head_dim, float* acc) {
     for (int64_t g0 = 0; g0 < group; g0 += 8) {
         const int64_t gn = group - g0 < 8 ? group - g0 : 8;
+        const float* p = probs + g0 * n;
+        float* a = acc + g0 * head_dim;
         for (int64_t d = 0; d < head_dim; d += 16) {
-            __m512 part[8];
-            for (int64_t g = 0; g < gn; ++g) part[g] = _mm512_setzero_ps();
-            for (int64_t i = 0; i < n; ++i) {
-                const __m512 v = load16(rows[i] + d);
-                for (int64_t g = 0; g < gn; ++g)
-                    part[g] = _mm512_fmadd_ps(_mm512_set1_ps(probs[(g0 + g) * n + i]), v, part[g]);
+            switch (gn) {
+                case 1: pv_columns<1>(p, rows, n, d, head_dim, a); break;
+                case 2: pv_columns<2>(p, rows, n, d, head_dim, a); break;
+                case 3: pv_columns<3>(p, rows, n, d, head_dim, a); break;
+                case 4: pv_columns<4>(p, rows, n, d, head_dim, a); break;
+                case 5: pv_columns<5>(p, rows, n, d, head_dim, a); break;
+                case 6: pv_columns<6>(p, rows, n, d, head_dim, a); break;
+                case 7: pv_columns<7>(p, rows, n, d, head_dim, a); break;
+                default: pv_columns<8>(p, rows, n, d, head_dim, a); break;
             }
-            for (int64_t g = 0; g < gn; ++g) _mm512_storeu_ps(acc + (g0 + g) * head_dim + d, part[g]);
         }
     }
 }
@@ -214,22 +235,103 @@ inline bool qk_scores_direct(const uint16_t* q, int64_t group, const uint16_t* k
     return false;
 }
 
-void softmax_rows(float* scores, int64_t rows, int64_t n) {
+// exp(s - max) of each row in place, without normalising: (max, sum) per row into top/total.
+void softmax_partial(float* scores, int64_t rows, int64_t n, float* top, float* total) {
     for (int64_t g = 0; g < rows; ++g) {
         float* sg = scores + g * n;
-        float top = sg[0];
-        for (int64_t i = 1; i < n; ++i) top = sg[i] > top ? sg[i] : top;
-        float total = 0.0f;
-#pragma omp simd reduction(+ : total)
+        float m = sg[0];
+        for (int64_t i = 1; i < n; ++i) m = sg[i] > m ? sg[i] : m;
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
         for (int64_t i = 0; i < n; ++i) {
-            sg[i] = std::exp(sg[i] - top);
-            total += sg[i];
+            sg[i] = std::exp(sg[i] - m);
+            sum += sg[i];
         }
-        const float inv = 1.0f / total;
+        top[g] = m;
+        total[g] = sum;
+    }
+}
+
+void softmax_rows(float* scores, int64_t rows, int64_t n) {
+    std::vector<float> top(rows), total(rows);
+    softmax_partial(scores, rows, n, top.data(), total.data());
+    for (int64_t g = 0; g < rows; ++g) {
+        float* sg = scores + g * n;
+        const float inv = 1.0f / total[g];
 #pragma omp simd
         for (int64_t i = 0; i < n; ++i) sg[i] *= inv;
     }
 }
+
+// One KV head's query heads of one sequence against keys [first, first + n): acc [group][head_dim]
+// is the probability-weighted sum of V; with top/total null the probabilities are the softmax over
+// these keys, else exp(score - top) with (top, total) per query head returned for merging.
+template <typename T>
+void attend_keys(const T* qs, int64_t group, const T* k_cache, const T* v_cache, int64_t slot_stride,
+                 int64_t kv_offset, const int64_t* table, int64_t first, int64_t n, int64_t block_size,
+                 int64_t head_dim, float scale, float* acc, float* top, float* total) {
+    std::vector<float> qf(group * head_dim), row(head_dim), scores(group * n);
+    std::vector<const T*> rows(n);
+    for (int64_t i = 0; i < n; ++i) rows[i] = v_cache + slot_of(table, first + i, block_size) * slot_stride + kv_offset;
+    if (!qk_scores_direct(qs, group, k_cache, v_cache, slot_stride, kv_offset, table, first, n, block_size,
+                          head_dim, scale, scores.data())) {
+        for (int64_t d = 0; d < group * head_dim; ++d) qf[d] = load(qs, d) * scale;
+#if defined(__AVX512F__)
+        if (head_dim % 16 == 0)
+            qk_scores_avx512(qf.data(), group, k_cache, v_cache, slot_stride, kv_offset, table, first, n,
+                             block_size, head_dim, scores.data());
+        else
+#endif
+            qk_scores(qf.data(), group, k_cache, slot_stride, kv_offset, table, first, n, block_size, head_dim,
+                      row.data(), scores.data());
+    }
+    if (top == nullptr)
+        softmax_rows(scores.data(), group, n);
+    else
+        softmax_partial(scores.data(), group, n, top, total);
+#if defined(__AVX512F__)
+    if (head_dim % 16 == 0)
+        pv_accumulate_avx512(scores.data(), group, rows.data(), n, head_dim, acc);
+    else
+#endif
+        pv_accumulate(scores.data(), group, rows.data(), n, head_dim, acc);
+}
+
+// Keys a part must have before a sequence's keys are split between threads.
+constexpr int64_t kMinKeysPerPart = 64;
+
+// Per (task, part) item: acc [group][head_dim], and top/total [group] where the keys are split.
+struct Parts {
+    int64_t parts, group, head_dim;
+    std::vector<float> acc, top, total;
+    Parts(int64_t tasks, int64_t parts, int64_t group, int64_t head_dim)
+        : parts(parts), group(group), head_dim(head_dim), acc(tasks * parts * group * head_dim),
+          top(tasks * parts * group), total(tasks * parts * group) {}
+
+    // Query head g of a task: its parts' sums reweighted to the largest maximum, over their total.
+    template <typename T>
+    void merge(int64_t task, int64_t g, T* out) const {
+        const int64_t first = task * parts;
+        if (parts == 1) {
+            const float* a = acc.data() + (first * group + g) * head_dim;
+            for (int64_t d = 0; d < head_dim; ++d) store(out, d, a[d]);
+            return;
+        }
+        float m = -INFINITY, sum = 0.0f;
+        for (int64_t p = 0; p < parts; ++p) m = std::max(m, top[(first + p) * group + g]);
+        std::vector<float> weight(parts);
+        for (int64_t p = 0; p < parts; ++p) {
+            const int64_t at = (first + p) * group + g;
+            weight[p] = total[at] > 0.0f ? std::exp(top[at] - m) : 0.0f;
+            sum += weight[p] * total[at];
+        }
+        for (int64_t d = 0; d < head_dim; ++d) {
+            float v = 0.0f;
+            for (int64_t p = 0; p < parts; ++p) v += weight[p] * acc[((first + p) * group + g) * head_dim + d];
+            store(out, d, v / sum);
+        }
+    }
+};
 
 template <typename T>
 void decode(const T* q, int64_t q_row_stride, const T* k_cache, const T* v_cache,
@@ -239,42 +341,36 @@ void decode(const T* q, int64_t q_row_stride, const T* k_cache, const T* v_cache
     const int64_t group = num_heads / num_kv_heads;
     const int64_t slot_stride = num_kv_heads * head_dim;
     const int64_t tasks = num_seqs * num_kv_heads;
-#pragma omp parallel for schedule(dynamic, 1) if (tasks > 1)
-    for (int64_t task = 0; task < tasks; ++task) {
+    int64_t max_len = 0;
+    for (int64_t s = 0; s < num_seqs; ++s) max_len = std::max(max_len, seq_lens[s]);
+    const int64_t threads = omp_get_max_threads();
+    const int64_t spare = tasks < threads ? threads / tasks : 1;  // threads a task may have
+    const int64_t parts = std::max<int64_t>(1, std::min(spare, max_len / kMinKeysPerPart));
+    Parts results(tasks, parts, group, head_dim);
+#pragma omp parallel for schedule(dynamic, 1) if (tasks * parts > 1)
+    for (int64_t item = 0; item < tasks * parts; ++item) {
+        const int64_t task = item / parts, part = item % parts;
         const int64_t s = task / num_kv_heads, kvh = task % num_kv_heads;
         const int64_t len = seq_lens[s];
         const int64_t first = (window > 0 && len > window) ? len - window : 0;
-        const int64_t n = len - first;
-        const int64_t* table = block_tables + s * max_blocks;
-        std::vector<float> qf(group * head_dim), row(head_dim), acc(group * head_dim);
-        std::vector<float> scores(group * n);
-        std::vector<const T*> rows(n);
-        for (int64_t i = 0; i < n; ++i)
-            rows[i] = v_cache + slot_of(table, first + i, block_size) * slot_stride + kvh * head_dim;
+        const int64_t n = len - first, chunk = (n + parts - 1) / parts;
+        const int64_t begin = std::min(n, part * chunk), count = std::min(n, begin + chunk) - begin;
+        float* top = parts > 1 ? results.top.data() + item * group : nullptr;
+        float* total = parts > 1 ? results.total.data() + item * group : nullptr;
+        if (count == 0) {  // a short sequence beside a long one: its empty part weighs nothing
+            std::fill(top, top + group, -INFINITY);
+            std::fill(total, total + group, 0.0f);
+            continue;
+        }
         const T* qs = q + s * q_row_stride + kvh * group * head_dim;  // this KV head's query heads
-        if (!qk_scores_direct(qs, group, k_cache, v_cache, slot_stride, kvh * head_dim, table, first, n,
-                              block_size, head_dim, scale, scores.data())) {
-            for (int64_t d = 0; d < group * head_dim; ++d) qf[d] = load(qs, d) * scale;
-#if defined(__AVX512F__)
-            if (head_dim % 16 == 0)
-                qk_scores_avx512(qf.data(), group, k_cache, v_cache, slot_stride, kvh * head_dim, table,
-                                 first, n, block_size, head_dim, scores.data());
-            else
-#endif
-                qk_scores(qf.data(), group, k_cache, slot_stride, kvh * head_dim, table, first, n,
-                          block_size, head_dim, row.data(), scores.data());
-        }
-        softmax_rows(scores.data(), group, n);
-#if defined(__AVX512F__)
-        if (head_dim % 16 == 0)
-            pv_accumulate_avx512(scores.data(), group, rows.data(), n, head_dim, acc.data());
-        else
-#endif
-            pv_accumulate(scores.data(), group, rows.data(), n, head_dim, acc.data());
-        for (int64_t g = 0; g < group; ++g) {
-            T* orow = out + (s * num_heads + kvh * group + g) * head_dim;
-            for (int64_t d = 0; d < head_dim; ++d) store(orow, d, acc[g * head_dim + d]);
-        }
+        attend_keys(qs, group, k_cache, v_cache, slot_stride, kvh * head_dim, block_tables + s * max_blocks,
+                    first + begin, count, block_size, head_dim, scale,
+                    results.acc.data() + item * group * head_dim, top, total);
+    }
+    for (int64_t task = 0; task < tasks; ++task) {
+        const int64_t s = task / num_kv_heads, kvh = task % num_kv_heads;
+        for (int64_t g = 0; g < group; ++g)
+            results.merge(task, g, out + (s * num_heads + kvh * group + g) * head_dim);
     }
 }
 
