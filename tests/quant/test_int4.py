@@ -145,7 +145,13 @@ def test_the_integer_kernel_computes_the_dequantized_product(
     assert ((y.double() - exact).abs() <= bound).all()
 
 
-def test_the_integer_kernel_reads_whole_row_blocks_only() -> None:
-    """Rows padded to 16 but not 64 leave the last block in torch's other layout: torch's kernel runs."""
+def test_the_integer_kernel_reads_whole_row_blocks_in_float32_and_bfloat16_only() -> None:
+    """Rows padded to 16 but not 64 leave the last block in torch's other layout, and float16 has no
+    kernel of ours: torch's kernel runs for both."""
     assert make(torch.randn(80, 64), torch.float32).kernels is None
     assert make(torch.randn(128, 64), torch.float32).kernels is vnni_kernels()
+    w = torch.randn(128, 64, generator=torch.Generator().manual_seed(3))
+    q = make(w, torch.float16)
+    assert q.kernels is None
+    x = torch.randn(2, 64, generator=torch.Generator().manual_seed(4))
+    assert relative_error(q.matmul(x.half()), x @ w.t()) < OUTPUT_BOUND

@@ -89,8 +89,10 @@ class Int4Weight(QuantizedWeight):
         self.packed = storage_param(*shape.lead, rows, cols // 2, dtype=torch.uint8)
         self.scales_zeros = storage_param(*shape.lead, cols // group, rows, 2, dtype=dtype)
         self.on_cpu = self.packed.device.type == "cpu"
-        self.kernels = vnni_kernels() if self.on_cpu and rows % 64 == 0 else None
-        """Set where `matmul` runs the integer-dot-product kernel for up to max_kernel_rows rows."""
+        kernels = vnni_kernels() if self.on_cpu and rows % 64 == 0 else None
+        self.kernels = kernels if kernels is not None and kernels.supports(dtype) else None
+        """Set where `matmul` runs the integer-dot-product kernel for up to max_kernel_rows rows
+        (float32 and bfloat16; float16 keeps torch's kernel)."""
         self._pending: dict[Index, torch.Tensor] = {}
 
     def load_rows(self, index: Index, start: int, rows: torch.Tensor) -> None:
