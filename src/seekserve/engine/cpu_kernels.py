@@ -36,7 +36,7 @@ _SOURCES = (
     "int4_matmul.cpp",
     "decode_layer.cpp",
 )
-_HEADERS = ("simd.h",)
+_HEADERS = ("simd.h", "kernels.h")
 _FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
 _I64, _F32, _P = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
 _DECODE_ARGS: list[type] = [_P, _I64, _P, _P, _P, _I64, _P, _I64, _I64, _I64, _I64, _I64, _I64, _F32, _P]

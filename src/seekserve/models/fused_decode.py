@@ -114,12 +114,11 @@ class FusedDecode:
         return cls(kernels, dtype, layers, bool(layers[0].gemma), min(rows))
 
     def applies(self, h: torch.Tensor, meta: AttentionMetadata) -> bool:
-        """Whether this step (hidden rows h) is decodes only, within the kernels' row limit."""
+        """Whether this step (hidden rows h; no prefills, `fused_decode` checks that) is all
+        decodes, within the kernels' row limit."""
         rows = h.shape[0]
         return (
-            meta.kernels is not None
-            and not meta.prefills
-            and meta.num_decodes == rows
+            meta.num_decodes == rows
             and 0 < rows <= self.max_rows
             and h.dtype == self.dtype
             and h.is_contiguous()

@@ -21,11 +21,10 @@
 //   quarter j (rows 16j..16j+15):    lane i = bytes (k, k+1, k+2, k+3) of row 16j + i
 //
 // A decode step's products then read the weights at memory speed rather than unpacking them to floats.
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <vector>
 
+#include "kernels.h"
 #include "simd.h"
 
 namespace {

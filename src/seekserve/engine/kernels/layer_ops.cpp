@@ -8,6 +8,7 @@
 // Rows are split across OpenMP threads only when there are enough of them to pay for it.
 #include <cstdint>
 
+#include "kernels.h"
 #include "simd.h"
 
 namespace {

@@ -22,6 +22,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels.h"
 #include "simd.h"
 
 #if defined(__AVX512F__)
