@@ -88,6 +88,21 @@ def test_steps_with_a_prefill_or_too_many_rows_run_layer_by_layer(model_dirs: di
     assert plan is not None and plan.max_rows == 2
 
 
+def test_a_position_past_the_rotary_table_is_refused_before_any_layer_runs(model_dirs: dict[str, Path]) -> None:
+    eng = engine(model_dirs["gemma3"], "float32")
+    eng.add_request("0", [5, 6, 7], SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True))
+    eng.step()
+    inputs = eng.runner.prepare(eng.scheduler.schedule())
+    h = torch.randn(1, eng.model.config.hidden_size)
+    plan = fused_module.fused_decode(eng.model, eng.runner.kv_caches, inputs.meta, h)
+    assert plan is not None
+    table_rows = plan.rotaries[0].cos.shape[0]
+    before = h.clone()
+    with pytest.raises(ValueError, match=f"past the rotary table's {table_rows} positions"):
+        plan.run(h, torch.tensor([table_rows]), inputs.meta)
+    assert torch.equal(h, before)
+
+
 @pytest.mark.parametrize(("family", "mode"), [("llama", "none"), ("llama", "int8"), ("deepseek_v3", "int4")])
 def test_other_models_have_no_fused_decode(
     model_dirs: dict[str, Path], deepseek_v3_dir: Path, family: str, mode: str

@@ -75,8 +75,10 @@ class CpuKernels:
         self._int4_matmul = _bind(lib, "int4_matmul", _INT4_MATMUL_ARGS)
         self.has_int4_matmul = bool(lib.int4_matmul_available())
         """Whether `int4_matmul` (AVX-512 VNNI and VBMI) was compiled in."""
-        self.decode_layer = _bind(lib, "decode_layer", [_P] * 5)
-        """One decoder layer of a decode step, by dtype (models/fused_decode.py builds its arguments)."""
+        self.decode_layers = _bind(
+            lib, "decode_layers", [_P, _I64, _P, _P, _I64, _P, _P, _P, _P, _P], ctypes.c_int
+        )
+        """All decoder layers of a decode step, by dtype (models/fused_decode.py builds the arguments)."""
 
     def supports(self, dtype: torch.dtype) -> bool:
         return dtype in _SUFFIX
@@ -281,13 +283,15 @@ class CpuKernels:
         return out
 
 
-def _bind(lib: ctypes.CDLL, name: str, argtypes: list[type]) -> dict[torch.dtype, Any]:
+def _bind(
+    lib: ctypes.CDLL, name: str, argtypes: list[type], restype: type | None = None
+) -> dict[torch.dtype, Any]:
     """The f32 and bf16 versions of a kernel, by dtype."""
     table = {}
     for dtype, suffix in _SUFFIX.items():
         fn = getattr(lib, f"{name}_{suffix}")
         fn.argtypes = argtypes
-        fn.restype = None
+        fn.restype = restype
         table[dtype] = fn
     return table
 

@@ -65,8 +65,9 @@ class ModelRunner:
         hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
         if not inputs.sample_rows:
             return StepResult()
-        rows = torch.tensor(inputs.sample_rows, dtype=torch.int64, device=self.device)
-        hidden = hidden.index_select(0, rows)
+        if len(inputs.sample_rows) != hidden.shape[0]:  # else every row, in order (rows ascend)
+            rows = torch.tensor(inputs.sample_rows, dtype=torch.int64, device=self.device)
+            hidden = hidden.index_select(0, rows)
         if greedy and self.greedy_head is not None and self.greedy_head.accepts(len(inputs.sample_rows)):
             return StepResult(token_ids=self.greedy_head.tokens(hidden))
         return StepResult(logits=self.model.compute_logits(hidden))

@@ -237,18 +237,20 @@ class DecoderLM(CausalLM):
         from seekserve.models.fused_decode import fused_decode  # it imports this module
 
         h = self.model.embed_tokens(input_ids)
-        cos, sin = self.rotary.lookup(positions, h.dtype)
         residual = None
         fused = fused_decode(self, kv_caches, meta, h)
         if fused is not None:
-            step = fused.step(meta, h.shape[0], cos, sin)
-            for i in range(len(kv_caches)):
-                h, residual = fused.llama_layer(i, h, residual, step)
+            h, residual = fused.run(h, positions, meta)
         else:
+            cos, sin = self.rotary.lookup(positions, h.dtype)
             for layer, cache in zip(self.model.layers, kv_caches, strict=True):
                 h, residual = layer(h, residual, cos, sin, cache, meta)
         h, _ = self.model.norm.add_forward(h, residual)
         return h
+
+    def layer_rotaries(self) -> list[RotaryEmbedding]:
+        """The rotary tables each decoder layer rotates with (one for all here)."""
+        return [self.rotary] * len(self.model.layers)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden)

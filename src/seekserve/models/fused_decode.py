@@ -1,9 +1,10 @@
-"""Decode steps of int4 models on CPUs: one kernel call a decoder layer (kernels/decode_layer.cpp).
+"""Decode steps of int4 models on CPUs: one kernel call for all decoder layers (kernels/decode_layer.cpp).
 
 A decode step of a small model spends as long calling its ~10 operations a layer from Python as
 running them (Gemma 3 270M with int4 weights: ~2 ms of a ~5 ms forward). For a step made only of
-decodes, `FusedDecode` runs each layer as one call of the same kernels in the same order, so the
-hidden states are those of the layer-by-layer path bit for bit. It applies where every linear layer
+decodes, `FusedDecode` runs all layers in one call of the same kernels in the same order, the
+rotary rows of each position looked up there too, so the hidden states are those of the
+layer-by-layer path bit for bit. It applies where every linear layer
 of every decoder layer is int4 with the integer-dot-product kernel (`Int4Weight.kernels`), Gemma 3
 or the Llama family (Llama, Mistral, Qwen2), on float32 or bfloat16; elsewhere `build` returns None
 and the model runs as before.
@@ -20,7 +21,7 @@ from torch import nn
 from seekserve.engine.attention import AttentionMetadata
 from seekserve.engine.cpu_kernels import CpuKernels
 from seekserve.models.base import DecoderLayer, LayerCache
-from seekserve.models.layers import RMSNorm
+from seekserve.models.layers import RMSNorm, RotaryEmbedding
 from seekserve.quant.int4 import Int4Weight
 from seekserve.quant.linear import QuantizedLinear
 
@@ -59,6 +60,10 @@ class _DecodeStep(ctypes.Structure):
     ]  # fmt: skip
 
 
+class _DecodeRope(ctypes.Structure):
+    _fields_ = [("cos", _P), ("sin", _P), ("positions", _I64), ("rot_half", _I64)]
+
+
 def _int4(
     linear: nn.Module, dtype: torch.dtype, rows: list[int], bias_ok: bool = False
 ) -> _Int4Matrix | None:
@@ -86,19 +91,34 @@ class FusedDecode:
     """The fused decode of one model over one set of KV caches; built by `FusedDecode.build`."""
 
     def __init__(
-        self, kernels: CpuKernels, dtype: torch.dtype, layers: list[_DecodeLayer], gemma: bool, max_rows: int
+        self,
+        kernels: CpuKernels,
+        dtype: torch.dtype,
+        layers: list[_DecodeLayer],
+        rotaries: list[RotaryEmbedding],
+        max_rows: int,
     ) -> None:
-        self.run_layer = kernels.decode_layer[dtype]
+        self.run_layers = kernels.decode_layers[dtype]
         self.dtype = dtype
-        self.layers = layers
-        self.gemma = gemma
+        self.gemma = bool(layers[0].gemma)
         self.max_rows = max_rows
         """Most rows a step may have: the int4 kernel's own limit (`max_kernel_rows`)."""
+        self.layers = (_DecodeLayer * len(layers))(*layers)
+        tables = list({id(r): r for r in rotaries}.values())  # one per layer type, in first use order
+        for r in tables:
+            assert r.cos.dtype == r.sin.dtype == torch.float32, "rotary tables are float32"
+            assert r.cos.is_contiguous() and r.sin.is_contiguous(), "rotary tables are dense"
+        self.rotaries = tables  # keeps the tables the ropes point into
+        self.ropes = (_DecodeRope * len(tables))(
+            *(_DecodeRope(r.cos.data_ptr(), r.sin.data_ptr(), r.cos.shape[0], r.cos.shape[1]) for r in tables)
+        )
+        index = {id(r): i for i, r in enumerate(tables)}
+        self.rope_of = (ctypes.c_int32 * len(layers))(*(index[id(r)] for r in rotaries))
 
     @classmethod
     def build(cls, model: Any, caches: list[LayerCache], kernels: CpuKernels | None) -> FusedDecode | None:
-        """The fused decode of `model` (its decoder layers, `model.model.layers`) over `caches`, or
-        None where some layer is not one the kernel runs."""
+        """The fused decode of `model` (its decoder layers, `model.model.layers`, rotating with
+        `model.layer_rotaries()`) over `caches`, or None where some layer is not one the kernel runs."""
         dtype = model.dtype
         if kernels is None or not kernels.has_int4_matmul or dtype not in (torch.float32, torch.bfloat16):
             return None
@@ -111,7 +131,7 @@ class FusedDecode:
             layers.append(spec)
         if not layers or min(rows) < 1:
             return None
-        return cls(kernels, dtype, layers, bool(layers[0].gemma), min(rows))
+        return cls(kernels, dtype, layers, model.layer_rotaries(), min(rows))
 
     def applies(self, h: torch.Tensor, meta: AttentionMetadata) -> bool:
         """Whether this step (hidden rows h; no prefills, `fused_decode` checks that) is all
@@ -124,32 +144,32 @@ class FusedDecode:
             and h.is_contiguous()
         )
 
-    def step(self, meta: AttentionMetadata, rows: int, cos: torch.Tensor, sin: torch.Tensor) -> _DecodeStep:
-        """The step's arguments for layers with these rotary tables ([rows, 1, half], contiguous)."""
+    def run(
+        self, h: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """All layers on the step's embedded rows h, as the layer-by-layer loop leaves them:
+        Gemma 3, (h updated in place, None); Llama, (the last MLP's output, the residual)."""
         tables = meta.decode_block_tables
-        assert cos.is_contiguous() and sin.is_contiguous() and tables.is_contiguous(), (
-            "step tensors are dense"
+        assert positions.dtype == torch.int64 and positions.is_contiguous() and tables.is_contiguous(), (
+            "step tensors are dense int64"
         )
-        return _DecodeStep(
-            rows, cos.data_ptr(), sin.data_ptr(), cos.shape[-1], meta.slot_mapping.data_ptr(),
-            tables.data_ptr(), tables.shape[1], meta.decode_lens.data_ptr(), meta.block_size,
+        rows = h.shape[0]
+        step = _DecodeStep(
+            rows, None, None, 0, meta.slot_mapping.data_ptr(), tables.data_ptr(), tables.shape[1],
+            meta.decode_lens.data_ptr(), meta.block_size,
         )  # fmt: skip
-
-    def gemma_layer(self, index: int, h: torch.Tensor, step: _DecodeStep) -> torch.Tensor:
-        """Gemma 3: h updated in place by layer `index`."""
-        self.run_layer(ctypes.byref(self.layers[index]), ctypes.byref(step), h.data_ptr(), None, None)
-        return h
-
-    def llama_layer(
-        self, index: int, h: torch.Tensor, residual: torch.Tensor | None, step: _DecodeStep
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Llama: (the MLP's output, the residual) as DecoderLayer returns them."""
-        out = torch.empty_like(h)
-        self.run_layer(
-            ctypes.byref(self.layers[index]), ctypes.byref(step), h.data_ptr(),
-            None if residual is None else residual.data_ptr(), out.data_ptr(),
+        out = None if self.gemma else torch.empty((2, *h.shape), dtype=h.dtype)
+        last = self.run_layers(
+            self.layers, len(self.layers), self.rope_of, self.ropes, len(self.ropes), ctypes.byref(step),
+            positions.data_ptr(), h.data_ptr(), None if out is None else out[0].data_ptr(),
+            None if out is None else out[1].data_ptr(),
         )  # fmt: skip
-        return out, h if residual is None else residual
+        if last < 0:
+            raise ValueError(
+                f"a position of {positions.tolist()} is past the rotary table's "
+                f"{self.rotaries[0].cos.shape[0]} positions"
+            )
+        return (h, None) if out is None else (out[last - 1], h)
 
 
 def fused_decode(

@@ -9,7 +9,7 @@ The KV cache holds K and V of every layer for every position, sliding layers inc
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -128,17 +128,19 @@ class Gemma3ForCausalLM(DecoderLM):
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         h = self.model.embed_tokens(input_ids) * self.embed_scale
-        tables = self._rope_tables(positions, h.dtype)
         fused = fused_decode(self, kv_caches, meta, h)
         if fused is not None:
-            steps = {kind: fused.step(meta, h.shape[0], *table) for kind, table in tables.items()}
-            for i, layer_type in enumerate(self.config.layer_types):
-                h = fused.gemma_layer(i, h, steps[layer_type])
+            h, _ = fused.run(h, positions, meta)
             return self.model.norm(h)
+        tables = self._rope_tables(positions, h.dtype)
         layers = zip(self.config.layer_types, self.model.layers, kv_caches, strict=True)
         for layer_type, layer, cache in layers:
             h = layer(h, *tables[layer_type], cache, meta)
         return self.model.norm(h)
+
+    def layer_rotaries(self) -> list[RotaryEmbedding]:
+        """Each decoder layer's rotary tables: sliding and global layers have their own base."""
+        return [cast(RotaryEmbedding, self.rope_tables[layer_type]) for layer_type in self.config.layer_types]
 
     def _rope_tables(
         self, positions: torch.Tensor, dtype: torch.dtype

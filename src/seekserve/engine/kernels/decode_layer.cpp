@@ -9,7 +9,8 @@
 //            h = mlp(x)
 // where attention is qkv (+ bias), per-head norms and rotary with K/V into the cache, paged decode
 // attention and o; mlp is gate_up, act(gate) * up, down. Each kernel splits its own work across
-// the OpenMP threads.
+// the OpenMP threads. `decode_layers` runs all layers of a step in one call, looking up each
+// position's rotary rows itself, so the step's Python work does not grow with the layer count.
 #include <cstdint>
 #include <vector>
 
@@ -95,6 +96,8 @@ T* take(std::vector<T>& v, int64_t n) {
     return v.data();
 }
 
+// Gemma: h [rows, hidden] is updated in place (residual and out unused). Llama: out = the MLP's
+// output, residual += h first (residual null: h is the residual, for the first layer).
 template <typename T>
 void decode_layer(const DecodeLayer& L, const DecodeStep& S, T* h, T* residual, T* out) {
     using O = Ops<T>;
@@ -151,19 +154,71 @@ void decode_layer(const DecodeLayer& L, const DecodeStep& S, T* h, T* residual, 
     }
 }
 
+// A layer type's rotary tables as the model keeps them: float32 [positions, rot_half].
+struct DecodeRope {
+    const float* cos;
+    const float* sin;
+    int64_t positions, rot_half;
+};
+
+// Every layer of a step: layer i rotates with ropes[rope_of[i]] at `positions` (rounded to T as
+// the model's table lookup rounds them). Gemma: h updated in place, returns 0. Llama: h becomes
+// the residual and the last layer's output is left in a (returns 1) or b (returns 2). Returns -1,
+// having run nothing, when a position is past its table.
+template <typename T>
+int decode_layers(const DecodeLayer* layers, int64_t n, const int32_t* rope_of, const DecodeRope* ropes,
+                  int64_t num_ropes, const DecodeStep& step, const int64_t* positions, T* h, T* a, T* b) {
+    static thread_local std::vector<std::vector<T>> tables;
+    if (static_cast<int64_t>(tables.size()) < 2 * num_ropes) tables.resize(2 * num_ropes);
+    std::vector<DecodeStep> steps(num_ropes, step);
+    for (int64_t t = 0; t < num_ropes; ++t) {
+        const DecodeRope& rope = ropes[t];
+        T* cos = take(tables[2 * t], step.rows * rope.rot_half);
+        T* sin = take(tables[2 * t + 1], step.rows * rope.rot_half);
+        for (int64_t r = 0; r < step.rows; ++r) {
+            if (positions[r] < 0 || positions[r] >= rope.positions) return -1;
+            const float* c = rope.cos + positions[r] * rope.rot_half;
+            const float* s = rope.sin + positions[r] * rope.rot_half;
+            for (int64_t d = 0; d < rope.rot_half; d += 16) {
+                const int m = rope.rot_half - d < 16 ? static_cast<int>(rope.rot_half - d) : 16;
+                store(cos + r * rope.rot_half + d, load(c + d, m), m);
+                store(sin + r * rope.rot_half + d, load(s + d, m), m);
+            }
+        }
+        steps[t].cos = cos;
+        steps[t].sin = sin;
+        steps[t].rot_half = rope.rot_half;
+    }
+    T* residual = nullptr;
+    T* in = h;
+    for (int64_t i = 0; i < n; ++i) {
+        const DecodeStep& s = steps[rope_of[i]];
+        if (layers[i].gemma) {
+            decode_layer<T>(layers[i], s, h, nullptr, nullptr);
+            continue;
+        }
+        T* out = i % 2 == 0 ? a : b;  // in, the other buffer, is read (into the residual) first
+        decode_layer<T>(layers[i], s, in, residual, out);
+        residual = h;
+        in = out;
+    }
+    return n == 0 || layers[0].gemma ? 0 : (in == a ? 1 : 2);
+}
+
 }  // namespace
 
 extern "C" {
 
-// Gemma: h [rows, hidden] is updated in place (residual and out unused). Llama: out = the MLP's
-// output, residual += h first (residual null: h is the residual, for the first layer).
-void decode_layer_f32(const DecodeLayer* layer, const DecodeStep* step, float* h, float* residual, float* out) {
-    decode_layer(*layer, *step, h, residual, out);
+int decode_layers_f32(const DecodeLayer* layers, int64_t n, const int32_t* rope_of, const DecodeRope* ropes,
+                      int64_t num_ropes, const DecodeStep* step, const int64_t* positions, float* h, float* a,
+                      float* b) {
+    return decode_layers(layers, n, rope_of, ropes, num_ropes, *step, positions, h, a, b);
 }
 
-void decode_layer_bf16(const DecodeLayer* layer, const DecodeStep* step, uint16_t* h, uint16_t* residual,
-                       uint16_t* out) {
-    decode_layer(*layer, *step, h, residual, out);
+int decode_layers_bf16(const DecodeLayer* layers, int64_t n, const int32_t* rope_of, const DecodeRope* ropes,
+                       int64_t num_ropes, const DecodeStep* step, const int64_t* positions, uint16_t* h,
+                       uint16_t* a, uint16_t* b) {
+    return decode_layers(layers, n, rope_of, ropes, num_ropes, *step, positions, h, a, b);
 }
 
 }  // extern "C"
