@@ -76,6 +76,36 @@ def test_a_clear_winner_is_found_reading_few_exact_rows_and_ties_go_to_the_first
     assert (rescored <= 8192 // 50).all(), f"the screen ruled out too few rows: {rescored.tolist()}"
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("large_dims", [0, 3, 20])
+def test_one_row_screened_with_integer_dot_products_takes_the_float_screens_tokens(
+    dtype: torch.dtype, large_dims: int
+) -> None:
+    """One hidden row with the head's row sums: the int8 head (or copy) read row by row with VNNI,
+    the hidden row quantized to int8 with its largest dimensions in a second digit."""
+    assert KERNELS is not None
+    if not KERNELS.has_vnni:
+        pytest.skip("this CPU has no AVX-512 VNNI: the integer screen is not built")
+    gen = torch.Generator().manual_seed(large_dims)
+    weight = (torch.randn(5003, 640, generator=gen) * 0.05).to(dtype)
+    q, scale = KERNELS.quantize_rows(weight)
+    l1, sums = KERNELS.row_sums(q)
+    assert torch.equal(sums, q.sum(1, dtype=torch.int32)) and torch.equal(l1, q.abs().sum(1).float())
+    for _ in range(6):
+        hidden = torch.randn(1, 640, generator=gen)
+        hidden[0, torch.randperm(640, generator=gen)[:large_dims]] *= 60.0  # in several 64-wide chunks
+        hidden = hidden.to(dtype)
+        tokens, rescored = KERNELS.greedy_head(hidden, weight, q, scale, (l1, sums))
+        assert tokens.tolist() == F.linear(hidden, weight).argmax(dim=-1).tolist()
+        assert 1 <= rescored.item() <= 64, f"the screen ruled out too few rows: {rescored.item()}"
+        # The int8 head itself (no float weight): the same tokens as its float screen.
+        tokens, rescored = KERNELS.greedy_head(hidden, None, q, scale, (l1, sums))
+        assert tokens.tolist() == KERNELS.greedy_head(hidden, None, q, scale)[0].tolist()
+        assert 1 <= rescored.item() <= 64
+    zero = torch.zeros(1, 640, dtype=dtype)  # every logit 0: token 0
+    assert KERNELS.greedy_head(zero, weight, q, scale, (l1, sums))[0].tolist() == [0]
+
+
 @pytest.mark.parametrize("kind", SCREENS)
 def test_a_zero_row_and_zero_hidden_state(kind: str) -> None:
     weight, hidden = head_case(300, 32, 2, torch.float32)
@@ -126,8 +156,11 @@ def test_an_int8_head_is_screened_in_place(llama_dir: Path, quantization: str) -
     )
     head = screened.engine.runner.greedy_head
     assert head is not None and head.weight is None and not head.vnni
-    assert head.rows_rescored > 0 and head.nbytes == 4 * 384  # float32 scales only
+    row_sums = 2 * 4 * 384 if head.row_sums is not None else 0  # l1 and sums per row, on VNNI CPUs
+    assert head.rows_rescored > 0 and head.nbytes == 4 * 384 + row_sums  # float32 scales, row sums
     assert screened.results == full.results  # type: ignore[attr-defined]
+    one = outputs(llama_dir, prompts[:1], params[:1], dtype="bfloat16", quantization=quantization)
+    assert one.results == full.results[:1]  # type: ignore[attr-defined]  # one row a step
 
 
 def test_min_tokens_without_stop_tokens_still_takes_the_screened_head(qwen2_dir: Path) -> None:

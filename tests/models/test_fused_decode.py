@@ -88,7 +88,9 @@ def test_steps_with_a_prefill_or_too_many_rows_run_layer_by_layer(model_dirs: di
     assert plan is not None and plan.max_rows == 2
 
 
-def test_a_position_past_the_rotary_table_is_refused_before_any_layer_runs(model_dirs: dict[str, Path]) -> None:
+def test_a_position_past_the_rotary_table_is_refused_before_any_layer_runs(
+    model_dirs: dict[str, Path],
+) -> None:
     eng = engine(model_dirs["gemma3"], "float32")
     eng.add_request("0", [5, 6, 7], SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True))
     eng.step()

@@ -41,7 +41,7 @@ _FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-shared", "-fP
 _I64, _F32, _P = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
 _DECODE_ARGS: list[type] = [_P, _I64, _P, _P, _P, _I64, _P, _I64, _I64, _I64, _I64, _I64, _I64, _F32, _P]
 _ARGMAX_ARGS: list[type] = [_P, _I64, _I64, _P]
-_GREEDY_HEAD_ARGS: list[type] = [_P, _I64, _P, _P, _P, _I64, _I64, _P, _P]
+_GREEDY_HEAD_ARGS: list[type] = [_P, _I64, _P, _P, _P, _P, _P, _I64, _I64, _P, _P]
 _QUANTIZE_ROWS_ARGS: list[type] = [_P, _I64, _I64, _P, _P]
 _GREEDY_HEAD_VNNI_ARGS: list[type] = [_P, _I64, _P, _P, _P, _P, _I64, _I64, _P, _P]
 _RMS_NORM_ARGS: list[type] = [_P, _I64, _P, _P, _I64, _I64, _F32, ctypes.c_int, _P]
@@ -70,6 +70,9 @@ class CpuKernels:
         self._pack_vnni = lib.greedy_head_pack_vnni
         self._pack_vnni.argtypes = [_P, _I64, _I64, _P, _P]
         self._pack_vnni.restype = None
+        self._row_sums = lib.greedy_head_row_sums
+        self._row_sums.argtypes = [_P, _I64, _I64, _P, _P]
+        self._row_sums.restype = None
         self.has_vnni = bool(lib.greedy_head_has_vnni())
         """Whether the greedy head's integer-dot-product screen (AVX-512 VNNI) was compiled in."""
         self._int4_matmul = _bind(lib, "int4_matmul", _INT4_MATMUL_ARGS)
@@ -199,12 +202,18 @@ class CpuKernels:
         return q, scale
 
     def greedy_head(
-        self, hidden: torch.Tensor, weight: torch.Tensor | None, q: torch.Tensor, scale: torch.Tensor
+        self,
+        hidden: torch.Tensor,
+        weight: torch.Tensor | None,
+        q: torch.Tensor,
+        scale: torch.Tensor,
+        row_sums: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """argmax(hidden @ weight.T) per row, reading the int8 copy (q, scale) of the weight and only
         the rows of it that could be the maximum; see greedy_head.cpp. Without a weight, (q, scale)
-        is the head itself (an int8 head, scale float32). Returns (tokens int64 [rows], rows
-        rescored int64 [rows]). The hidden size must be a multiple of 16."""
+        is the head itself (an int8 head, scale float32). With q's `row_sums` (see `row_sums`), one
+        row is screened with integer dot products where the CPU has them. Returns (tokens int64
+        [rows], rows rescored int64 [rows]). The hidden size must be a multiple of 16."""
         rows, dim = hidden.shape
         assert dim % 16 == 0 and q.shape[1] == dim and scale.dtype == torch.float32, "shapes must agree"
         assert weight is None or (weight.shape == q.shape and weight.dtype == hidden.dtype), (
@@ -214,11 +223,21 @@ class CpuKernels:
         tokens = torch.empty(rows, dtype=torch.int64)
         candidates = torch.empty(rows, dtype=torch.int64)
         weight_ptr = 0 if weight is None else weight.data_ptr()
+        l1, sums = (None, None) if row_sums is None else (row_sums[0].data_ptr(), row_sums[1].data_ptr())
         self._greedy_head[hidden.dtype](
-            hidden.data_ptr(), rows, weight_ptr, q.data_ptr(), scale.data_ptr(), q.shape[0], dim,
+            hidden.data_ptr(), rows, weight_ptr, q.data_ptr(), scale.data_ptr(), l1, sums, q.shape[0], dim,
             tokens.data_ptr(), candidates.data_ptr(),
         )  # fmt: skip
         return tokens, candidates
+
+    def row_sums(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sum |q| float32, sum q int32) per row of an int8 matrix q [vocab, dim], for `greedy_head`."""
+        vocab, dim = q.shape
+        assert q.dtype == torch.int8 and q.is_contiguous(), "an int8 matrix, dense"
+        l1 = torch.empty(vocab, dtype=torch.float32)
+        sums = torch.empty(vocab, dtype=torch.int32)
+        self._row_sums(q.data_ptr(), vocab, dim, l1.data_ptr(), sums.data_ptr())
+        return l1, sums
 
     def pack_vnni(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The VNNI layout of an int8 copy q [vocab, dim] (dim a multiple of 4): (packed uint8

@@ -50,9 +50,13 @@ class GreedyHead:
             self.q, self.l1 = kernels.pack_vnni(q)
             self.scale = torch.zeros_like(self.l1)
             self.scale[: scale.shape[0]] = scale
+            self.row_sums = None
         else:
             self.q, self.scale, self.l1 = q, scale.float(), torch.empty(0)
-        self.nbytes = self.scale.nbytes + self.l1.nbytes + (self.q.nbytes if int8 is None else 0)
+            self.row_sums = kernels.row_sums(q) if kernels.has_vnni else None
+            """Per-row sums of q for the one-row integer screen (VNNI CPUs), else None."""
+        extra = sum(t.nbytes for t in self.row_sums) if self.row_sums is not None else 0
+        self.nbytes = self.scale.nbytes + self.l1.nbytes + extra + (self.q.nbytes if int8 is None else 0)
         """Bytes held in addition to the model's weights (the int8 copy and its scales)."""
         self.rows_rescored = 0
         """Vocabulary rows the last call rescored with the exact weight, over all its hidden rows."""
@@ -90,6 +94,8 @@ class GreedyHead:
             assert self.weight is not None
             tokens, rescored = self.kernels.greedy_head_vnni(hidden, self.weight, self.q, self.scale, self.l1)
         else:
-            tokens, rescored = self.kernels.greedy_head(hidden, self.weight, self.q, self.scale)
+            tokens, rescored = self.kernels.greedy_head(
+                hidden, self.weight, self.q, self.scale, self.row_sums
+            )
         self.rows_rescored = int(rescored.sum())
         return tokens

@@ -194,9 +194,15 @@ void rescore(const T* hidden, int64_t rows, const T* weight, const int8_t* q, co
     }
 }
 
+// One hidden row screened with integer dot products (below); false, having done nothing, where the
+// CPU has none.
+bool screen_one_row(const float* h, const int8_t* q, const float* scale, const float* l1, const int32_t* sums,
+                    int64_t vocab, int64_t dim, float error, Found& found, Lower& lower);
+
 template <typename T>
 void greedy_head(const T* hidden, int64_t rows, const T* weight, const int8_t* q, const float* scale,
-                 int64_t vocab, int64_t dim, int64_t* out, int64_t* num_candidates) {
+                 const float* l1, const int32_t* sums, int64_t vocab, int64_t dim, int64_t* out,
+                 int64_t* num_candidates) {
     std::vector<float> h(rows * dim);
     // e_v = scale_v * half_l1: sum |h| / 2 for the int8 copy's error (none when it is the head
     // itself: weight null), widened for float32 rounding.
@@ -216,6 +222,11 @@ void greedy_head(const T* hidden, int64_t rows, const T* weight, const int8_t* q
     const int threads = omp_get_max_threads();
     Found found(threads, std::vector<std::vector<Candidate>>(rows));
     Lower lower(threads, std::vector<float>(rows, -INFINITY));
+    if (rows == 1 && l1 != nullptr && sums != nullptr && dim % 64 == 0 && dim < 8192 &&
+        screen_one_row(h.data(), q, scale, l1, sums, vocab, dim, half_l1[0], found, lower)) {
+        rescore(hidden, rows, weight, q, scale, dim, found, lower, out, num_candidates);
+        return;
+    }
 #pragma omp parallel
     {
         const int t = omp_get_thread_num(), n = omp_get_num_threads();
@@ -269,7 +280,7 @@ struct QuantizedRow {
     int32_t sum1 = 0, sum2 = 0;
 };
 
-QuantizedRow quantize_hidden(const float* h, int64_t dim) {
+QuantizedRow quantize_hidden(const float* h, int64_t dim, double weight_error = 0.5) {
     QuantizedRow row;
     std::vector<float> mags(dim);
     double l1 = 0.0;
@@ -309,7 +320,7 @@ QuantizedRow quantize_hidden(const float* h, int64_t dim) {
     // Unclamped dims err by s1 / 2 (widened for the rounding of h / s1); float32 rounding of the
     // scaled sums adds under 2^-20 of 127 l1.
     row.half_s1 = row.s1 * 0.5f * (1.0f + 0x1p-18f);
-    row.constant = static_cast<float>((127.0 * clamped_error + l1 * (0.5 + 127.0 * 0x1p-20)) * 1.0001);
+    row.constant = static_cast<float>((127.0 * clamped_error + l1 * (weight_error + 127.0 * 0x1p-20)) * 1.0001);
     return row;
 }
 
@@ -424,8 +435,99 @@ void greedy_head_vnni(const T* hidden, int64_t rows, const T* weight, const uint
     }
     rescore(hidden, rows, weight, static_cast<const int8_t*>(nullptr), scale, dim, found, lower, out, num_candidates);
 }
+
+// The four sums of a, b, c and d's lanes.
+inline __m128i sum4(__m512i a, __m512i b, __m512i c, __m512i d) {
+    const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+    const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+    const __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+    const __m256i v = _mm256_add_epi32(_mm512_castsi512_si256(u), _mm512_extracti64x4_epi64(u, 1));
+    return _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+}
+
+// One hidden row (a decode step of one stream) against the int8 head in place, row by row. The
+// float screen spends about eight instructions on 32 weights and is bound by them as much as by
+// reading the head; here each instruction multiplies 64 weights. The row is quantized as for the
+// tiles above (quantize_hidden: q1 for all dimensions, q2 on the few it clamps) and is the
+// unsigned operand, u1 = q1 + 128, so with sums_v = sum_d q_vd,
+//   sum_d q_vd q1_d = sum_d q_vd u1_d - 128 sums_v,
+// and q2 (nonzero in a few 64-dimension chunks) is split into its positive and negative parts.
+// The bound is the tiles' with l1_v = sum_d |q_vd| per row, plus `error`, the float screen's term
+// (the exact logits' rounding, and the int8 copy's error when the head is a float weight).
+constexpr int64_t kPrefetchBytes = 10240;  // how far ahead of a pass its thread asks for the head
+
+bool screen_one_row(const float* h, const int8_t* q, const float* scale, const float* l1, const int32_t* sums,
+                    int64_t vocab, int64_t dim, float error, Found& found, Lower& lower) {
+    const QuantizedRow hq = quantize_hidden(h, dim, 0.0);
+    const int64_t chunks = dim / 64;
+    std::vector<uint8_t> u1(dim);
+    std::vector<int8_t> q2(dim, 0);
+    const int8_t* q1 = reinterpret_cast<const int8_t*>(hq.q1.data());
+    for (int64_t d = 0; d < dim; ++d) u1[d] = static_cast<uint8_t>(q1[d] + 128);
+    for (const auto& [w, word] : hq.q2) std::memcpy(q2.data() + 4 * w, &word, 4);
+    std::vector<int64_t> outlier_chunks;  // chunks where q2 is nonzero, with its two parts
+    std::vector<uint8_t> plus, minus;
+    for (int64_t c = 0; c < chunks; ++c) {
+        const auto chunk = q2.begin() + 64 * c;
+        if (std::all_of(chunk, chunk + 64, [](int8_t x) { return x == 0; })) continue;
+        outlier_chunks.push_back(c);
+        for (int64_t d = 64 * c; d < 64 * (c + 1); ++d) {
+            plus.push_back(static_cast<uint8_t>(std::max<int>(q2[d], 0)));
+            minus.push_back(static_cast<uint8_t>(std::max<int>(-q2[d], 0)));
+        }
+    }
+    const int64_t num_outliers = static_cast<int64_t>(outlier_chunks.size());
+    const float constant = hq.constant + error;
+#pragma omp parallel
+    {
+        const int t = omp_get_thread_num(), n = omp_get_num_threads();
+        const int64_t span = (vocab + n - 1) / n, begin = std::min(vocab, t * span), end = std::min(vocab, begin + span);
+        float& best = lower[t][0];
+        auto& mine = found[t][0];
+        for (int64_t v0 = begin; v0 < end; v0 += 4) {
+            const int nv = static_cast<int>(std::min<int64_t>(4, end - v0));
+            const int8_t* row[4];
+            for (int i = 0; i < 4; ++i) row[i] = q + std::min(v0 + i, end - 1) * dim;  // past the end: ignored
+            __m512i acc[4], pos[4], neg[4];
+            for (int i = 0; i < 4; ++i) acc[i] = pos[i] = neg[i] = _mm512_setzero_si512();
+            for (int64_t b = 0; b < 4 * dim; b += 64)  // the hardware's prefetch alone reads half as fast
+                _mm_prefetch(reinterpret_cast<const char*>(q + v0 * dim + kPrefetchBytes + b), _MM_HINT_T0);
+            for (int i = 0; i < 4; ++i)  // row by row: the head is read in order
+                for (int64_t c = 0; c < chunks; ++c)
+                    acc[i] = _mm512_dpbusd_epi32(acc[i], _mm512_loadu_si512(u1.data() + 64 * c),
+                                                 _mm512_loadu_si512(row[i] + 64 * c));
+            for (int64_t o = 0; o < num_outliers; ++o) {
+                const __m512i p = _mm512_loadu_si512(plus.data() + 64 * o);
+                const __m512i m = _mm512_loadu_si512(minus.data() + 64 * o);
+                for (int i = 0; i < 4; ++i) {
+                    const __m512i w = _mm512_loadu_si512(row[i] + 64 * outlier_chunks[o]);
+                    pos[i] = _mm512_dpbusd_epi32(pos[i], p, w);
+                    neg[i] = _mm512_dpbusd_epi32(neg[i], m, w);
+                }
+            }
+            alignas(16) int32_t s1[4], s2[4];
+            _mm_store_si128(reinterpret_cast<__m128i*>(s1), sum4(acc[0], acc[1], acc[2], acc[3]));
+            _mm_store_si128(reinterpret_cast<__m128i*>(s2),
+                            _mm_sub_epi32(sum4(pos[0], pos[1], pos[2], pos[3]), sum4(neg[0], neg[1], neg[2], neg[3])));
+            for (int i = 0; i < nv; ++i) {
+                const int64_t v = v0 + i;
+                const float dot1 = static_cast<float>(s1[i] - 128 * sums[v]), dot2 = static_cast<float>(s2[i]);
+                const float a = scale[v] * (hq.s1 * dot1 + hq.s2 * dot2);
+                const float e = scale[v] * (hq.half_s1 * l1[v] + constant);
+                if (a - e > best) best = a - e;
+                if (a + e >= with_margin(best)) mine.push_back({a + e, static_cast<int32_t>(v)});
+            }
+        }
+    }
+    return true;
+}
+
 constexpr bool kVnni = true;
 #else
+bool screen_one_row(const float*, const int8_t*, const float*, const float*, const int32_t*, int64_t, int64_t, float,
+                    Found&, Lower&) {
+    return false;
+}
 template <typename T>
 void greedy_head_vnni(const T*, int64_t, const T*, const uint8_t*, const float*, const float*, int64_t, int64_t,
                       int64_t*, int64_t*) {}
@@ -451,6 +553,21 @@ void pack_vnni(const int8_t* q, int64_t vocab, int64_t dim, uint8_t* packed, flo
     }
 }
 
+// What the one-row screen needs of each row of an int8 head: l1[v] = sum_d |q_vd|, sums[v] = sum_d q_vd.
+void row_sums(const int8_t* q, int64_t vocab, int64_t dim, float* l1, int32_t* sums) {
+#pragma omp parallel for schedule(static)
+    for (int64_t v = 0; v < vocab; ++v) {
+        int32_t norm = 0, total = 0;
+        for (int64_t d = 0; d < dim; ++d) {
+            const int32_t x = q[v * dim + d];
+            norm += x < 0 ? -x : x;
+            total += x;
+        }
+        l1[v] = static_cast<float>(norm);
+        sums[v] = total;
+    }
+}
+
 // The int8 copy: q = round(w / s) with s = max |w| / 127 per row (rows of zeros get s = 0).
 template <typename T>
 void quantize_rows(const T* weight, int64_t vocab, int64_t dim, int8_t* q, float* scale) {
@@ -471,13 +588,15 @@ void quantize_rows(const T* weight, int64_t vocab, int64_t dim, int8_t* q, float
 extern "C" {
 
 void greedy_head_f32(const float* hidden, int64_t rows, const float* weight, const int8_t* q, const float* scale,
-                     int64_t vocab, int64_t dim, int64_t* out, int64_t* num_candidates) {
-    greedy_head(hidden, rows, weight, q, scale, vocab, dim, out, num_candidates);
+                     const float* l1, const int32_t* sums, int64_t vocab, int64_t dim, int64_t* out,
+                     int64_t* num_candidates) {
+    greedy_head(hidden, rows, weight, q, scale, l1, sums, vocab, dim, out, num_candidates);
 }
 
 void greedy_head_bf16(const uint16_t* hidden, int64_t rows, const uint16_t* weight, const int8_t* q,
-                      const float* scale, int64_t vocab, int64_t dim, int64_t* out, int64_t* num_candidates) {
-    greedy_head(hidden, rows, weight, q, scale, vocab, dim, out, num_candidates);
+                      const float* scale, const float* l1, const int32_t* sums, int64_t vocab, int64_t dim,
+                      int64_t* out, int64_t* num_candidates) {
+    greedy_head(hidden, rows, weight, q, scale, l1, sums, vocab, dim, out, num_candidates);
 }
 
 void quantize_rows_f32(const float* weight, int64_t vocab, int64_t dim, int8_t* q, float* scale) {
@@ -489,6 +608,11 @@ void quantize_rows_bf16(const uint16_t* weight, int64_t vocab, int64_t dim, int8
 }
 
 int greedy_head_has_vnni() { return kVnni ? 1 : 0; }
+
+// l1 and sums of an int8 head's rows [vocab, dim], for greedy_head's one-row screen (VNNI CPUs).
+void greedy_head_row_sums(const int8_t* q, int64_t vocab, int64_t dim, float* l1, int32_t* sums) {
+    row_sums(q, vocab, dim, l1, sums);
+}
 
 void greedy_head_pack_vnni(const int8_t* q, int64_t vocab, int64_t dim, uint8_t* packed, float* l1) {
     pack_vnni(q, vocab, dim, packed, l1);
