@@ -4,10 +4,10 @@ A decode step of a small model spends as long calling its ~10 operations a layer
 running them (Gemma 3 270M with int4 weights: ~2 ms of a ~5 ms forward). For a step made only of
 decodes, `FusedDecode` runs all layers in one call of the same kernels in the same order, the
 rotary rows of each position looked up there too, so the hidden states are those of the
-layer-by-layer path bit for bit. It applies where every linear layer
-of every decoder layer is int4 with the integer-dot-product kernel (`Int4Weight.kernels`), Gemma 3
-or the Llama family (Llama, Mistral, Qwen2), on float32 or bfloat16; elsewhere `build` returns None
-and the model runs as before.
+layer-by-layer path bit for bit. It applies where every linear layer of every decoder layer is int4
+with the integer-dot-product kernel (`Int4Weight.kernels`), Gemma 3 or the Llama family (Llama,
+Mistral, Qwen2), on float32 or bfloat16; elsewhere `build` returns None and the model runs as
+before.
 """
 
 from __future__ import annotations
