@@ -55,8 +55,8 @@ class _DecodeLayer(ctypes.Structure):
 
 class _DecodeStep(ctypes.Structure):
     _fields_ = [
-        ("rows", _I64), ("cos", _P), ("sin", _P), ("rot_half", _I64), ("slots", _P),
-        ("block_tables", _P), ("max_blocks", _I64), ("seq_lens", _P), ("block_size", _I64),
+        ("rows", _I64), ("slots", _P), ("block_tables", _P), ("max_blocks", _I64), ("seq_lens", _P),
+        ("block_size", _I64),
     ]  # fmt: skip
 
 
@@ -155,7 +155,7 @@ class FusedDecode:
         )
         rows = h.shape[0]
         step = _DecodeStep(
-            rows, None, None, 0, meta.slot_mapping.data_ptr(), tables.data_ptr(), tables.shape[1],
+            rows, meta.slot_mapping.data_ptr(), tables.data_ptr(), tables.shape[1],
             meta.decode_lens.data_ptr(), meta.block_size,
         )  # fmt: skip
         out = None if self.gemma else torch.empty((2, *h.shape), dtype=h.dtype)

@@ -47,12 +47,9 @@ struct DecodeLayer {
     void* v_cache;
 };
 
-// This step's rows: positions' rotary tables, cache slots, and the decodes' block tables.
+// This step's rows: cache slots, and the decodes' block tables.
 struct DecodeStep {
     int64_t rows;
-    const void* cos;
-    const void* sin;
-    int64_t rot_half;
     const int64_t* slots;
     const int64_t* block_tables;
     int64_t max_blocks;
@@ -97,9 +94,11 @@ T* take(std::vector<T>& v, int64_t n) {
 }
 
 // Gemma: h [rows, hidden] is updated in place (residual and out unused). Llama: out = the MLP's
-// output, residual += h first (residual null: h is the residual, for the first layer).
+// output, residual += h first (residual null: h is the residual, for the first layer). cos, sin:
+// the rows' rotary tables, [rows, rot_half].
 template <typename T>
-void decode_layer(const DecodeLayer& L, const DecodeStep& S, T* h, T* residual, T* out) {
+void decode_layer(const DecodeLayer& L, const DecodeStep& S, const T* cos, const T* sin, int64_t rot_half, T* h,
+                  T* residual, T* out) {
     using O = Ops<T>;
     static thread_local Buffers<T> buffers;
     Buffers<T>& b = buffers;
@@ -128,7 +127,7 @@ void decode_layer(const DecodeLayer& L, const DecodeStep& S, T* h, T* residual, 
     T* q = take(b.q, rows * q_size);
     T* k = take(b.k, rows * L.num_kv_heads * L.head_dim);
     O::qk_prepare(qkv, qkv_size, rows, L.num_heads, L.num_kv_heads, L.head_dim, w(L.q_norm), w(L.k_norm), L.eps,
-                  w(S.cos), w(S.sin), S.rot_half, S.slots, q, k, static_cast<T*>(L.k_cache),
+                  cos, sin, rot_half, S.slots, q, k, static_cast<T*>(L.k_cache),
                   static_cast<T*>(L.v_cache));
     T* attn = take(b.attn, rows * q_size);
     O::paged_decode(q, q_size, static_cast<const T*>(L.k_cache), static_cast<const T*>(L.v_cache), S.block_tables,
@@ -168,9 +167,8 @@ struct DecodeRope {
 template <typename T>
 int decode_layers(const DecodeLayer* layers, int64_t n, const int32_t* rope_of, const DecodeRope* ropes,
                   int64_t num_ropes, const DecodeStep& step, const int64_t* positions, T* h, T* a, T* b) {
-    static thread_local std::vector<std::vector<T>> tables;
+    static thread_local std::vector<std::vector<T>> tables;  // per rope: cos, then sin rows
     if (static_cast<int64_t>(tables.size()) < 2 * num_ropes) tables.resize(2 * num_ropes);
-    std::vector<DecodeStep> steps(num_ropes, step);
     for (int64_t t = 0; t < num_ropes; ++t) {
         const DecodeRope& rope = ropes[t];
         T* cos = take(tables[2 * t], step.rows * rope.rot_half);
@@ -185,20 +183,20 @@ int decode_layers(const DecodeLayer* layers, int64_t n, const int32_t* rope_of, 
                 store(sin + r * rope.rot_half + d, load(s + d, m), m);
             }
         }
-        steps[t].cos = cos;
-        steps[t].sin = sin;
-        steps[t].rot_half = rope.rot_half;
     }
     T* residual = nullptr;
     T* in = h;
     for (int64_t i = 0; i < n; ++i) {
-        const DecodeStep& s = steps[rope_of[i]];
+        const int32_t t = rope_of[i];
+        const T* cos = tables[2 * t].data();
+        const T* sin = tables[2 * t + 1].data();
+        const int64_t rot_half = ropes[t].rot_half;
         if (layers[i].gemma) {
-            decode_layer<T>(layers[i], s, h, nullptr, nullptr);
+            decode_layer<T>(layers[i], step, cos, sin, rot_half, h, nullptr, nullptr);
             continue;
         }
         T* out = i % 2 == 0 ? a : b;  // in, the other buffer, is read (into the residual) first
-        decode_layer<T>(layers[i], s, in, residual, out);
+        decode_layer<T>(layers[i], step, cos, sin, rot_half, in, residual, out);
         residual = h;
         in = out;
     }
