@@ -325,45 +325,51 @@ QuantizedRow quantize_hidden(const float* h, int64_t dim, double weight_error = 
 }
 
 // The screen of tiles [tile_begin, tile_end) for hidden rows [r0, r0 + MH); q1: their first
-// digits, [dim / 4][MH] words.
+// digits, [dim / 4][MH] words. best[r]: row r's best lower bound so far, cut[r] its with_margin.
+// A tile's rows are kept when their upper bound reaches the cut; a tile with none kept cannot
+// raise the best lower bound either (lower <= upper < cut <= best), so only the upper bounds are
+// computed for it, in one chain per hidden row:
+//   upper_v = s_v (s1 dot1 + s2 dot2 + half_s1 l1_v + constant).
 template <int MH>
 void screen_tiles_vnni(const uint8_t* packed, const float* scale, const float* l1, int64_t vocab, int64_t dim,
                        int64_t tile_begin, int64_t tile_end, const QuantizedRow* rows, const int32_t* q1,
-                       int64_t r0, std::vector<std::vector<Candidate>>& found, float* best) {
+                       int64_t r0, std::vector<std::vector<Candidate>>& found, float* best, float* cut) {
     const int64_t words = dim / 4;
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const int64_t last = (vocab - 1) / kTile;  // the one tile that may end in padding rows
+    const __mmask16 tail = static_cast<__mmask16>(0xFFFFu >> (kTile * (last + 1) - vocab));
     for (int64_t t = tile_begin; t < tile_end; ++t) {
         const uint8_t* tile = packed + t * kTile * dim;
         __m512i acc[MH];
         for (auto& a : acc) a = _mm512_setzero_si512();
         for (int64_t w = 0; w < words; ++w) {
             const __m512i weights = _mm512_loadu_si512(tile + w * 64);
-            for (int j = 0; j < MH; ++j) acc[j] = _mm512_dpbusd_epi32(acc[j], weights, _mm512_set1_epi32(q1[w * MH + j]));
+            for (int j = 0; j < MH; ++j) acc[j] = dpbusd(acc[j], weights, _mm512_set1_epi32(q1[w * MH + j]));
         }
         const __m512 s = _mm512_loadu_ps(scale + t * kTile), norm = _mm512_loadu_ps(l1 + t * kTile);
-        const __mmask16 valid = static_cast<__mmask16>(
-            _mm512_cmplt_epi32_mask(_mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(t * kTile)), lane),
-                                    _mm512_set1_epi32(static_cast<int32_t>(vocab))));
+        const __mmask16 valid = t == last ? tail : static_cast<__mmask16>(0xFFFF);
         for (int j = 0; j < MH; ++j) {
             const QuantizedRow& row = rows[r0 + j];
-            __m512i acc2 = _mm512_setzero_si512();
-            for (const auto& [w, word] : row.q2)
-                acc2 = _mm512_dpbusd_epi32(acc2, _mm512_loadu_si512(tile + w * 64), _mm512_set1_epi32(word));
+            __m512 sum = _mm512_fmadd_ps(norm, _mm512_set1_ps(row.half_s1), _mm512_set1_ps(row.constant));
+            __m512 dot = _mm512_setzero_ps();
+            if (!row.q2.empty()) {
+                __m512i acc2 = _mm512_setzero_si512();
+                for (const auto& [w, word] : row.q2)
+                    acc2 = dpbusd(acc2, _mm512_loadu_si512(tile + w * 64), _mm512_set1_epi32(word));
+                dot = _mm512_mul_ps(_mm512_set1_ps(row.s2),
+                                    _mm512_cvtepi32_ps(_mm512_sub_epi32(acc2, _mm512_set1_epi32(128 * row.sum2))));
+            }
             const __m512 dot1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[j], _mm512_set1_epi32(128 * row.sum1)));
-            const __m512 dot2 = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc2, _mm512_set1_epi32(128 * row.sum2)));
-            const __m512 a = _mm512_mul_ps(
-                s, _mm512_fmadd_ps(_mm512_set1_ps(row.s1), dot1, _mm512_mul_ps(_mm512_set1_ps(row.s2), dot2)));
-            const __m512 e =
-                _mm512_mul_ps(s, _mm512_fmadd_ps(_mm512_set1_ps(row.half_s1), norm, _mm512_set1_ps(row.constant)));
-            const __m512 lower = _mm512_sub_ps(a, e), upper = _mm512_add_ps(a, e);
-            const __m512 b = _mm512_mask_max_ps(_mm512_loadu_ps(best + (r0 + j) * 16), valid,
-                                                 _mm512_loadu_ps(best + (r0 + j) * 16), lower);
-            _mm512_storeu_ps(best + (r0 + j) * 16, b);
-            // with_margin per lane: b - |b| 2^-6 - 1e-30
-            const __m512 cut = _mm512_sub_ps(
-                _mm512_fnmadd_ps(_mm512_abs_ps(b), _mm512_set1_ps(0x1p-6f), b), _mm512_set1_ps(1e-30f));
-            __mmask16 keep = _mm512_mask_cmp_ps_mask(valid, upper, cut, _CMP_GE_OQ);
+            dot = _mm512_fmadd_ps(_mm512_set1_ps(row.s1), dot1, dot);  // a_v / s_v
+            const __m512 upper = _mm512_mul_ps(s, _mm512_add_ps(dot, sum));
+            __mmask16 keep = _mm512_mask_cmp_ps_mask(valid, upper, _mm512_set1_ps(cut[r0 + j]), _CMP_GE_OQ);
             if (!keep) continue;
+            const __m512 lower = _mm512_mul_ps(s, _mm512_sub_ps(dot, sum));
+            const float top = _mm512_mask_reduce_max_ps(valid, lower);
+            if (top > best[r0 + j]) {
+                best[r0 + j] = top;
+                cut[r0 + j] = with_margin(top);
+                keep = _mm512_mask_cmp_ps_mask(valid, upper, _mm512_set1_ps(cut[r0 + j]), _CMP_GE_OQ);
+            }
             alignas(64) float ups[16];
             _mm512_store_ps(ups, upper);
             while (keep) {
@@ -399,7 +405,7 @@ void greedy_head_vnni(const T* hidden, int64_t rows, const T* weight, const uint
     {
         const int t = omp_get_thread_num(), n = omp_get_num_threads();
         const int64_t span = (tiles + n - 1) / n, begin = std::min(tiles, t * span), end = std::min(tiles, begin + span);
-        std::vector<float> best(rows * 16, -INFINITY);  // per hidden row, per lane
+        std::vector<float> best(rows, -INFINITY), cut(rows, -INFINITY);  // per hidden row
         // Blocks of tiles small enough to stay in cache while every group of hidden rows reads them.
         constexpr int64_t kTilesPerBlock = 16;
         for (int64_t b0 = begin; b0 < end; b0 += kTilesPerBlock) {
@@ -409,7 +415,7 @@ void greedy_head_vnni(const T* hidden, int64_t rows, const T* weight, const uint
                 auto run = [&](auto count) {
                     screen_tiles_vnni<decltype(count)::value>(packed, scale, l1, vocab, dim, b0, b1,
                                                               quantized.data(), q1.data() + r0 * words, r0,
-                                                              found[t], best.data());
+                                                              found[t], best.data(), cut.data());
                 };
                 switch (mh) {
                     case 1: run(std::integral_constant<int, 1>{}); break;
@@ -431,7 +437,7 @@ void greedy_head_vnni(const T* hidden, int64_t rows, const T* weight, const uint
                 }
             }
         }
-        for (int64_t r = 0; r < rows; ++r) lower[t][r] = *std::max_element(&best[r * 16], &best[r * 16] + 16);
+        lower[t] = best;
     }
     rescore(hidden, rows, weight, static_cast<const int8_t*>(nullptr), scale, dim, found, lower, out, num_candidates);
 }
@@ -494,15 +500,15 @@ bool screen_one_row(const float* h, const int8_t* q, const float* scale, const f
                 _mm_prefetch(reinterpret_cast<const char*>(q + v0 * dim + kPrefetchBytes + b), _MM_HINT_T0);
             for (int i = 0; i < 4; ++i)  // row by row: the head is read in order
                 for (int64_t c = 0; c < chunks; ++c)
-                    acc[i] = _mm512_dpbusd_epi32(acc[i], _mm512_loadu_si512(u1.data() + 64 * c),
+                    acc[i] = dpbusd(acc[i], _mm512_loadu_si512(u1.data() + 64 * c),
                                                  _mm512_loadu_si512(row[i] + 64 * c));
             for (int64_t o = 0; o < num_outliers; ++o) {
                 const __m512i p = _mm512_loadu_si512(plus.data() + 64 * o);
                 const __m512i m = _mm512_loadu_si512(minus.data() + 64 * o);
                 for (int i = 0; i < 4; ++i) {
                     const __m512i w = _mm512_loadu_si512(row[i] + 64 * outlier_chunks[o]);
-                    pos[i] = _mm512_dpbusd_epi32(pos[i], p, w);
-                    neg[i] = _mm512_dpbusd_epi32(neg[i], m, w);
+                    pos[i] = dpbusd(pos[i], p, w);
+                    neg[i] = dpbusd(neg[i], m, w);
                 }
             }
             alignas(16) int32_t s1[4], s2[4];

@@ -162,7 +162,7 @@ void block_rows(const uint8_t* block, const T* sz, int64_t N, int64_t n0, int64_
                         int32_t four;  // x's digits for these four columns
                         std::memcpy(&four, xq.q[i].data() + (r0 + r) * K + at, 4);
                         const __m512i v = _mm512_set1_epi32(four);
-                        for (int q = 0; q < Q; ++q) acc_int[i][r][q] = _mm512_dpbusd_epi32(acc_int[i][r][q], w[q], v);
+                        for (int q = 0; q < Q; ++q) acc_int[i][r][q] = dpbusd(acc_int[i][r][q], w[q], v);
                     }
             }
             for (int q = 0; q < Q; ++q) {
