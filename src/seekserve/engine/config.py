@@ -188,12 +188,14 @@ class DeviceConfig:
     """On CPU, lay bfloat16 linear weights out for oneDNN once at load: faster matmuls; a tied LM head
     gets its own packed copy (on Gemma 3 270M, 335 MB more memory)."""
 
-    cpu_greedy_head_rows: int = 24
+    cpu_greedy_head_rows: int | None = None
     """On CPU, a step whose requests all take the argmax of raw logits (temperature 0, no penalties
     or log-probabilities) and has at most this many of them gets its tokens from an int8 copy of the
     LM head that screens the vocabulary, the exact weight deciding among the rows it cannot rule out
     (engine/greedy_head.py): the same tokens, about half the head's bytes read. Costs the int8 copy
-    (Gemma 3 270M: 168 MB); 0 turns it off. Plain heads only (not quantized, biased or soft-capped)."""
+    (Gemma 3 270M: 168 MB); 0 turns it off. None screens every step on CPUs with integer dot
+    products (AVX-512 VNNI), where the screen beats the matmul at any batch size, and steps of up to
+    24 rows elsewhere. Plain heads and int8 heads only (not int4, biased or soft-capped)."""
 
     cpu_kv_cache_fraction: float = 0.25
     """On CPU, the share of available memory the KV cache takes when no size is given (at most 4 GiB)."""
@@ -202,9 +204,10 @@ class DeviceConfig:
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device={self.device!r} is not supported: use auto, cpu, cuda or cuda:N")
         _check_positive("num_threads", self.num_threads, "or leave it unset to use every core")
-        if self.cpu_greedy_head_rows < 0:
+        if self.cpu_greedy_head_rows is not None and self.cpu_greedy_head_rows < 0:
             raise ConfigError(
-                f"cpu_greedy_head_rows={self.cpu_greedy_head_rows} is invalid: use 0 (off) or more"
+                f"cpu_greedy_head_rows={self.cpu_greedy_head_rows} is invalid: use 0 (off), more, "
+                "or leave it unset for the CPU's default"
             )
         for name in ("gpu_memory_utilization", "cpu_kv_cache_fraction"):
             value = getattr(self, name)

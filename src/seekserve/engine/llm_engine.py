@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 _CPU_KV_CACHE_MAX_BYTES = 4 << 30
 _DEFAULT_BATCHED_TOKENS = {"cpu": 512, "cuda": 8192}
+_FLOAT_SCREEN_ROWS = 24
+"""Most rows a step's greedy head screens by default on CPUs without integer dot products."""
 
 
 @dataclass(frozen=True)
@@ -109,8 +111,7 @@ class LLMEngine:
         self.max_model_len = loaded.max_model_len
         self.eos_token_ids = loaded.eos_token_ids
         unpacked_bytes = param_bytes(self.model)
-        greedy_rows = config.device.cpu_greedy_head_rows if self.device.type == "cpu" else 0
-        greedy_head = GreedyHead.build(self.model, cpu_kernels() if greedy_rows else None, greedy_rows)
+        greedy_head = self._greedy_head(config) if self.device.type == "cpu" else None
         if self.device.type == "cpu" and config.device.cpu_prepack_weights:
             # A screened untied head stays plain: the screen rescores its rows (a tied head's plain
             # rows are the embedding's, and the head gets its packed copy as before).
@@ -159,6 +160,18 @@ class LLMEngine:
     @classmethod
     def from_options(cls, **options: Any) -> LLMEngine:
         return cls(EngineConfig.from_options(**options))
+
+    def _greedy_head(self, config: EngineConfig) -> GreedyHead | None:
+        """The screened LM head for greedy steps (DeviceConfig.cpu_greedy_head_rows), or None."""
+        rows = config.device.cpu_greedy_head_rows
+        kernels = cpu_kernels() if rows != 0 else None
+        if kernels is None:
+            return None
+        if rows is None:
+            # With integer dot products the screen beats the matmul at every batch size measured
+            # (performance.md); the float screen only while it stays memory-bound.
+            rows = config.scheduler.max_num_seqs if kernels.has_vnni else _FLOAT_SCREEN_ROWS
+        return GreedyHead.build(self.model, kernels, rows)
 
     def _blocks_from_memory(self) -> int:
         budget = self.config.cache.kv_cache_memory_bytes
