@@ -8,7 +8,8 @@ the median of --steps engine steps (schedule, forward, logits, sampling, detoken
 set against the median forward pass over the layers alone and the LM head alone, both re-run on
 the same prepared inputs; the head is timed as the step takes it (the screened greedy head up to
 `cpu_greedy_head_rows` rows, else the logits). The remainder is the engine's own work (Python,
-scheduling, sampling).
+scheduling, sampling). Both heads are also timed on the same hidden rows (`screen ms`, `logits ms`),
+whichever the step takes.
 """
 
 from __future__ import annotations
@@ -39,25 +40,33 @@ def profile(engine: LLMEngine, batch: int, steps: int) -> dict[str, float]:
     model, caches = engine.model, engine.runner.kv_caches
     greedy = engine.runner.greedy_head  # the step's head, as the engine takes it for greedy rows
     screened = greedy is not None and greedy.accepts(len(inputs.sample_rows))
-    layers, head = [], []
+    layers, screen, logits = [], [], []
     with torch.inference_mode():
         for _ in range(steps):
             t = time.perf_counter()
             hidden = model(inputs.input_ids, inputs.positions, caches, inputs.meta)
             t1 = time.perf_counter()
             rows = hidden[inputs.sample_rows]
-            greedy.tokens(rows) if screened else model.compute_logits(rows)  # type: ignore[union-attr]
+            model.compute_logits(rows)
+            t2 = time.perf_counter()
+            if greedy is not None:
+                greedy.tokens(rows)
+                screen.append(time.perf_counter() - t2)
             layers.append(t1 - t)
-            head.append(time.perf_counter() - t1)
+            logits.append(t2 - t1)
     for i in range(batch):
         engine.abort(f"b{batch}-{i}")
-    step, fwd, lm = (1000 * median(x) for x in (step_times, layers, head))
+    step, fwd, full = (1000 * median(x) for x in (step_times, layers, logits))
+    screened_ms = 1000 * median(screen) if screen else None
+    lm = screened_ms if screened and screened_ms is not None else full
     return {
         "step_ms": step,
         "layers_ms": fwd,
         "lm_head_ms": lm,
         "engine_ms": step - fwd - lm,
         "screened_head": screened,
+        "screen_ms": screened_ms,
+        "logits_ms": full,
         "tokens_per_s": batch * 1000 / step,
     }
 
@@ -86,13 +95,15 @@ def main() -> None:
                     r["layers_ms"],
                     r["lm_head_ms"],
                     r["engine_ms"],
+                    r["screen_ms"] if r["screen_ms"] is not None else "-",
+                    r["logits_ms"],
                     r["tokens_per_s"],
                 ]
             )
         del engine
     print_table(
         "decode step, medians",
-        ["weights", "batch", "step ms", "layers ms", "LM head ms", "engine ms", "tokens/s"],
+        ["weights", "batch", "step ms", "layers ms", "LM head ms", "engine ms", "screen ms", "logits ms", "tokens/s"],
         rows,
     )
     write_json(args.json, {"machine": machine(), "results": results})

@@ -106,6 +106,27 @@ def test_one_row_screened_with_integer_dot_products_takes_the_float_screens_toke
     assert KERNELS.greedy_head(zero, weight, q, scale, (l1, sums))[0].tolist() == [0]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("vocab", "dim", "rows"), [(1003, 64, 12), (5003, 640, 17), (2000, 128, 37)])
+def test_several_rows_against_an_int8_head_in_place_take_the_float_screens_tokens(
+    vocab: int, dim: int, rows: int, dtype: torch.dtype
+) -> None:
+    """Several hidden rows with an int8 head's row sums: the head packed block by block into the
+    integer screen's layout as it is read (vocabularies that do not fill the last tile included)."""
+    assert KERNELS is not None
+    if not KERNELS.has_vnni:
+        pytest.skip("this CPU has no AVX-512 VNNI: the integer screen is not built")
+    weight, hidden = head_case(vocab, dim, rows, dtype)
+    hidden[rows // 2] = 0.0  # every logit 0: token 0
+    q, scale = KERNELS.quantize_rows(weight)
+    tokens, rescored = KERNELS.greedy_head(hidden, None, q, scale, KERNELS.row_sums(q))
+    expected, _ = KERNELS.greedy_head(hidden, None, q, scale)  # the float screen of the same head
+    assert tokens.tolist() == expected.tolist()
+    logits = (F.linear(hidden.float(), q.float()) * scale).to(dtype)
+    assert tokens.tolist() == logits.argmax(dim=-1).tolist()
+    assert (rescored >= 1).all() and (rescored <= vocab).all()
+
+
 @pytest.mark.parametrize("kind", SCREENS)
 def test_a_zero_row_and_zero_hidden_state(kind: str) -> None:
     weight, hidden = head_case(300, 32, 2, torch.float32)
