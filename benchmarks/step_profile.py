@@ -71,6 +71,19 @@ def profile(engine: LLMEngine, batch: int, steps: int) -> dict[str, float]:
     }
 
 
+COLUMNS = [
+    "weights",
+    "batch",
+    "step ms",
+    "layers ms",
+    "LM head ms",
+    "engine ms",
+    "screen ms",
+    "logits ms",
+    "tokens/s",
+]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="default: the packaged Gemma 3 270M")
@@ -103,7 +116,7 @@ def main() -> None:
         del engine
     print_table(
         "decode step, medians",
-        ["weights", "batch", "step ms", "layers ms", "LM head ms", "engine ms", "screen ms", "logits ms", "tokens/s"],
+        COLUMNS,
         rows,
     )
     write_json(args.json, {"machine": machine(), "results": results})
