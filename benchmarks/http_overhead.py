@@ -5,16 +5,18 @@
     python benchmarks/http_overhead.py --model DIR --engine device=cuda --engine max_num_seqs=128
 
 Each concurrency level runs a closed loop: C clients, each sending its next request as soon as
-the last one finished, over the same token-id prompts (random, fixed seed) with greedy decoding of
+the last one finished, over token-id prompts (random, fixed seeds) with greedy decoding of
 exactly --max-tokens tokens. Two paths:
 
   engine   AsyncEngine in this process (what the server wraps), streams read directly
   http     `seekserve serve` in a child process, /v1/completions streamed over loopback SSE
            by an httpx client in this process (raw SSE parsing, no SDK)
 
-Both measure TTFT to the first non-empty text delta and report requests/s, TTFT p50/p99 and
-output tokens/s; the overhead columns compare http with engine. The two paths run one after the
-other (never both loaded at once), so a GPU holds one copy of the model.
+Each level (and the warm-up) gets prompts of its own, the same on both paths, so no level finds
+the last one's prompts in the prefix cache. Both measure TTFT to the first non-empty text delta
+and report requests/s, TTFT p50/p99 and output tokens/s; the overhead columns compare http with
+engine. The two paths run one after the other (never both loaded at once), so a GPU holds one copy
+of the model.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ async def closed_loop(run_one: RunOne, prompts: list[Prompt], concurrency: int) 
 
 
 def run_engine(
-    model: Path, options: dict[str, Any], prompts: list[Prompt], args: argparse.Namespace
+    model: Path, options: dict[str, Any], prompts: dict[int, list[Prompt]], args: argparse.Namespace
 ) -> dict[int, Any]:
     from seekserve.engine.async_engine import AsyncEngine
     from seekserve.engine.sampling_params import SamplingParams
@@ -104,9 +106,9 @@ def run_engine(
             assert tokens == args.max_tokens, f"expected {args.max_tokens} tokens, got {tokens}"
             return ttft if ttft is not None else time.perf_counter() - start, tokens
 
-        await closed_loop(run_one, prompts[: args.warmup], min(args.warmup, 4))
+        await closed_loop(run_one, prompts[0], min(args.warmup, 4))
         for c in args.concurrency:
-            results[c] = await closed_loop(run_one, prompts, c)
+            results[c] = await closed_loop(run_one, prompts[c], c)
         await asyncio.to_thread(engine.shutdown)
 
     asyncio.run(main())
@@ -168,7 +170,7 @@ async def stream_completion(http: httpx.AsyncClient, prompt: Prompt, max_tokens:
 
 
 def run_http(
-    model: Path, options: dict[str, Any], prompts: list[Prompt], args: argparse.Namespace
+    model: Path, options: dict[str, Any], prompts: dict[int, list[Prompt]], args: argparse.Namespace
 ) -> dict[int, Any]:
     proc, url = start_server(model, options)
     results: dict[int, Any] = {}
@@ -182,9 +184,9 @@ def run_http(
             async def run_one(prompt: Prompt) -> tuple[float, int]:
                 return await stream_completion(http, prompt, args.max_tokens)
 
-            await closed_loop(run_one, prompts[: args.warmup], min(args.warmup, 4))
+            await closed_loop(run_one, prompts[0], min(args.warmup, 4))
             for c in args.concurrency:
-                results[c] = await closed_loop(run_one, prompts, c)
+                results[c] = await closed_loop(run_one, prompts[c], c)
 
     try:
         asyncio.run(main())
@@ -214,7 +216,10 @@ def main() -> None:
     model = args.model or random_model_dir("qwen2-0.5b-shape", "Qwen2Config", QWEN2_0_5B_SHAPE)
     options = {"dtype": args.dtype, "max_model_len": args.max_model_len, **parse_engine_options(args.engine)}
     vocab = json.loads((model / "config.json").read_text())["vocab_size"]
-    prompts = make_prompts(args.num_requests, args.prompt_len, min(vocab, 30000))
+    vocab = min(vocab, 30000)
+    prompts = {0: make_prompts(args.warmup, args.prompt_len, vocab, seed=0)}  # 0: the warm-up's
+    for c in args.concurrency:
+        prompts[c] = make_prompts(args.num_requests, args.prompt_len, vocab, seed=c)
     results = {
         "engine": run_engine(model, options, prompts, args),
         "http": run_http(model, options, prompts, args),
