@@ -39,7 +39,7 @@ class GreedyHead:
     ) -> None:
         self.kernels = kernels
         self.max_rows = max_rows
-        """Most hidden rows per call: above it the full matmul (compute-bound) is faster."""
+        """Most hidden rows per call; a step with more takes the full matmul."""
         self.dtype = dtype
         self.weight = weight
         """The plain head, or None when the head is int8 (q and scale are then the head itself)."""

@@ -417,15 +417,18 @@ void pack_tiles(const int8_t* q, int64_t vocab, int64_t dim, int64_t t0, int64_t
                 a[k + 2] = _mm512_unpacklo_epi64(u[k + 1], u[k + 3]);
                 a[k + 3] = _mm512_unpackhi_epi64(u[k + 1], u[k + 3]);
             }
+            uint8_t* words = tile + c / 4 * 64;
             for (int m = 0; m < 4; ++m) {  // lane L of the four row quads: word 4 L + m
-                const __m512i even = _mm512_shuffle_i32x4(a[m], a[4 + m], 0x88), odd = _mm512_shuffle_i32x4(a[m], a[4 + m], 0xDD);
+                // 128-bit lanes 0 and 2 (even) or 1 and 3 (odd) of rows 0-7, then of rows 8-15
+                const __m512i even = _mm512_shuffle_i32x4(a[m], a[4 + m], 0x88);
+                const __m512i odd = _mm512_shuffle_i32x4(a[m], a[4 + m], 0xDD);
                 const __m512i even2 = _mm512_shuffle_i32x4(a[8 + m], a[12 + m], 0x88);
                 const __m512i odd2 = _mm512_shuffle_i32x4(a[8 + m], a[12 + m], 0xDD);
-                uint8_t* words = tile + c / 4 * 64;
-                _mm512_storeu_si512(words + (0 + m) * 64, _mm512_xor_si512(_mm512_shuffle_i32x4(even, even2, 0x88), flip));
-                _mm512_storeu_si512(words + (4 + m) * 64, _mm512_xor_si512(_mm512_shuffle_i32x4(odd, odd2, 0x88), flip));
-                _mm512_storeu_si512(words + (8 + m) * 64, _mm512_xor_si512(_mm512_shuffle_i32x4(even, even2, 0xDD), flip));
-                _mm512_storeu_si512(words + (12 + m) * 64, _mm512_xor_si512(_mm512_shuffle_i32x4(odd, odd2, 0xDD), flip));
+                const __m512i lanes[4] = {
+                    _mm512_shuffle_i32x4(even, even2, 0x88), _mm512_shuffle_i32x4(odd, odd2, 0x88),
+                    _mm512_shuffle_i32x4(even, even2, 0xDD), _mm512_shuffle_i32x4(odd, odd2, 0xDD)};
+                for (int lane = 0; lane < 4; ++lane)
+                    _mm512_storeu_si512(words + (4 * lane + m) * 64, _mm512_xor_si512(lanes[lane], flip));
             }
         }
     }
@@ -576,7 +579,7 @@ bool screen_one_row(const float* h, const int8_t* q, const float* scale, const f
             for (int i = 0; i < 4; ++i)  // row by row: the head is read in order
                 for (int64_t c = 0; c < chunks; ++c)
                     acc[i] = dpbusd(acc[i], _mm512_loadu_si512(u1.data() + 64 * c),
-                                                 _mm512_loadu_si512(row[i] + 64 * c));
+                                    _mm512_loadu_si512(row[i] + 64 * c));
             for (int64_t o = 0; o < num_outliers; ++o) {
                 const __m512i p = _mm512_loadu_si512(plus.data() + 64 * o);
                 const __m512i m = _mm512_loadu_si512(minus.data() + 64 * o);
