@@ -42,6 +42,7 @@ struct Candidate {
     int32_t index;
 };
 
+inline int lanes(int64_t left) { return left < 16 ? static_cast<int>(left) : 16; }
 inline float widen(float x) { return x; }
 inline float widen(uint16_t x) { return bf16_to_float(x); }
 
@@ -629,14 +630,19 @@ void pack_vnni(const int8_t* q, int64_t vocab, int64_t dim, uint8_t* packed, flo
     const int64_t tiles = (vocab + 15) / 16;
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < tiles; ++t) {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+        const bool transposed = dim % 64 == 0;  // the screen's own packing, 64 dimensions at a time
+        if (transposed) pack_tiles(q, vocab, dim, t, t + 1, packed + t * 16 * dim);
+#else
+        const bool transposed = false;
+#endif
         for (int64_t i = 0; i < 16; ++i) {
             const int64_t v = t * 16 + i;
-            int64_t norm = 0;
-            for (int64_t d = 0; d < dim; ++d) {
-                const int8_t x = v < vocab ? q[v * dim + d] : 0;
-                packed[((t * (dim / 4) + d / 4) * 16 + i) * 4 + d % 4] = static_cast<uint8_t>(x + 128);
-                norm += x < 0 ? -x : x;
-            }
+            for (int64_t d = 0; d < dim && !transposed; ++d)
+                packed[((t * (dim / 4) + d / 4) * 16 + i) * 4 + d % 4] =
+                    static_cast<uint8_t>((v < vocab ? q[v * dim + d] : 0) + 128);
+            int32_t norm = 0;
+            for (int64_t d = 0; d < dim && v < vocab; ++d) norm += std::abs(static_cast<int32_t>(q[v * dim + d]));
             l1[v] = static_cast<float>(norm);
         }
     }
@@ -663,12 +669,27 @@ void quantize_rows(const T* weight, int64_t vocab, int64_t dim, int8_t* q, float
 #pragma omp parallel for schedule(static)
     for (int64_t v = 0; v < vocab; ++v) {
         const T* w = weight + v * dim;
+        int8_t* out = q + v * dim;
+#if defined(__AVX512F__)
+        // The scalar loop below, sixteen lanes at a time (the conversion rounds to nearest even, as lrint).
+        __m512 top = _mm512_setzero_ps();
+        for (int64_t d = 0; d < dim; d += 16) top = _mm512_max_ps(top, _mm512_abs_ps(load(w + d, lanes(dim - d))));
+        const float peak = _mm512_reduce_max_ps(top);
+        const float inv = peak > 0.0f ? 127.0f / peak : 0.0f;
+        const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+        for (int64_t d = 0; d < dim; d += 16) {
+            const int n = lanes(dim - d);
+            const __m512 x = _mm512_min_ps(_mm512_max_ps(mul(load(w + d, n), splat(inv)), lo), hi);
+            _mm_mask_storeu_epi8(out + d, static_cast<__mmask16>((1u << n) - 1), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(x)));
+        }
+#else
         float peak = 0.0f;
         for (int64_t d = 0; d < dim; ++d) peak = std::max(peak, std::fabs(widen(w[d])));
-        const float s = peak / 127.0f, inv = peak > 0.0f ? 127.0f / peak : 0.0f;
+        const float inv = peak > 0.0f ? 127.0f / peak : 0.0f;
         for (int64_t d = 0; d < dim; ++d)
-            q[v * dim + d] = static_cast<int8_t>(std::lrint(std::clamp(widen(w[d]) * inv, -127.0f, 127.0f)));
-        scale[v] = s;
+            out[d] = static_cast<int8_t>(std::lrint(std::clamp(widen(w[d]) * inv, -127.0f, 127.0f)));
+#endif
+        scale[v] = peak / 127.0f;
     }
 }
 
