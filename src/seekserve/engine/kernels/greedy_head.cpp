@@ -42,7 +42,6 @@ struct Candidate {
     int32_t index;
 };
 
-inline int lanes(int64_t left) { return left < 16 ? static_cast<int>(left) : 16; }
 inline float widen(float x) { return x; }
 inline float widen(uint16_t x) { return bf16_to_float(x); }
 

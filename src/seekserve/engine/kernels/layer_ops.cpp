@@ -17,8 +17,6 @@ using namespace seekserve;
 
 constexpr int64_t kParallelRows = 16;
 
-inline int lanes(int64_t left) { return left < 16 ? static_cast<int>(left) : 16; }
-
 // 1 / sqrt(mean(x^2) + eps) of one row, in float32.
 template <typename T>
 float inv_rms(const T* x, int64_t dim, float eps) {

@@ -31,6 +31,9 @@ inline uint16_t float_to_bf16(float f) {
     return static_cast<uint16_t>(bits >> 16);
 }
 
+// Lanes of a sixteen-lane vector that `left` remaining elements fill.
+inline int lanes(int64_t left) { return left < 16 ? static_cast<int>(left) : 16; }
+
 #if defined(__AVX512VNNI__)
 // acc + sum of four u8 x s8 products per 32-bit lane (vpdpbusd). Written as inline assembly:
 // GCC 12 copies the accumulator through another register around every _mm512_dpbusd_epi32 in an
