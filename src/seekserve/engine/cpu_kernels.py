@@ -212,8 +212,8 @@ class CpuKernels:
         """argmax(hidden @ weight.T) per row, reading the int8 copy (q, scale) of the weight and only
         the rows of it that could be the maximum; see greedy_head.cpp. Without a weight, (q, scale)
         is the head itself (an int8 head, scale float32). With q's `row_sums` (see `row_sums`), one
-        row is screened with integer dot products where the CPU has them. Returns (tokens int64
-        [rows], rows rescored int64 [rows]). The hidden size must be a multiple of 16."""
+        row, or 12 or more, are screened with integer dot products where the CPU has them. Returns
+        (tokens int64 [rows], rows rescored int64 [rows]). The hidden size must be a multiple of 16."""
         rows, dim = hidden.shape
         assert dim % 16 == 0 and q.shape[1] == dim and scale.dtype == torch.float32, "shapes must agree"
         assert weight is None or (weight.shape == q.shape and weight.dtype == hidden.dtype), (

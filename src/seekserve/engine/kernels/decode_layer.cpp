@@ -178,7 +178,7 @@ int decode_layers(const DecodeLayer* layers, int64_t n, const int32_t* rope_of, 
             const float* c = rope.cos + positions[r] * rope.rot_half;
             const float* s = rope.sin + positions[r] * rope.rot_half;
             for (int64_t d = 0; d < rope.rot_half; d += 16) {
-                const int m = rope.rot_half - d < 16 ? static_cast<int>(rope.rot_half - d) : 16;
+                const int m = lanes(rope.rot_half - d);
                 store(cos + r * rope.rot_half + d, load(c + d, m), m);
                 store(sin + r * rope.rot_half + d, load(s + d, m), m);
             }

@@ -212,6 +212,9 @@ template <typename T>
 void greedy_head(const T* hidden, int64_t rows, const T* weight, const int8_t* q, const float* scale,
                  const float* l1, const int32_t* sums, int64_t vocab, int64_t dim, int64_t* out,
                  int64_t* num_candidates) {
+    if (rows >= kInPlaceTileRows && weight == nullptr && l1 != nullptr && dim % 64 == 0 &&
+        screen_rows_in_place(hidden, rows, q, scale, l1, vocab, dim, out, num_candidates))
+        return;
     std::vector<float> h(rows * dim);
     // e_v = scale_v * half_l1: sum |h| / 2 for the int8 copy's error (none when it is the head
     // itself: weight null), widened for float32 rounding.
@@ -236,9 +239,6 @@ void greedy_head(const T* hidden, int64_t rows, const T* weight, const int8_t* q
         rescore(hidden, rows, weight, q, scale, dim, found, lower, out, num_candidates);
         return;
     }
-    if (rows >= kInPlaceTileRows && weight == nullptr && l1 != nullptr && dim % 64 == 0 &&
-        screen_rows_in_place(hidden, rows, q, scale, l1, vocab, dim, out, num_candidates))
-        return;
 #pragma omp parallel
     {
         const int t = omp_get_thread_num(), n = omp_get_num_threads();
