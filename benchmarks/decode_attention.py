@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from common import REPO, machine, median, print_table, write_json
-from seekserve.engine.cpu_kernels import cpu_kernels
+from seekserve.layers.cpu_kernels import cpu_kernels
 
 
 def build_layer(

@@ -31,9 +31,9 @@ from typing import Any
 import torch
 
 from common import REPO, machine, median, print_table, write_json
-from seekserve.engine.cpu_kernels import CpuKernels, cpu_kernels
 from seekserve.engine.greedy_head import GreedyHead
-from seekserve.models.layers import Linear
+from seekserve.layers.cpu_kernels import CpuKernels, cpu_kernels
+from seekserve.layers.modules import Linear
 
 
 def main() -> None:

@@ -5,7 +5,7 @@
 
 For each weight shape N×K and row count, times one bf16 product with torch's
 _weight_int4pack_mm_for_cpu and with seekserve's integer-dot-product kernel
-(engine/kernels/int4_matmul.cpp, what `Int4Weight.matmul` runs where the CPU has AVX-512 VNNI and
+(layers/kernels/int4_matmul.cpp, what `Int4Weight.matmul` runs where the CPU has AVX-512 VNNI and
 VBMI) on the same packed weights, two ways: `hot`, the same weight again and again (it stays in
 cache, so the time is the kernel's work), and `streamed`, cycling through --copies weights that
 together far exceed the cache (as a decode step reads its layers). When hot and streamed are close

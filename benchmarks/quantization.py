@@ -46,9 +46,9 @@ import torch
 from common import REPO, machine, print_table, write_json
 from quantization_doc import render
 from seekserve import LLM, SamplingParams
-from seekserve.engine.attention import AttentionMetadata, PrefillChunk
-from seekserve.engine.memory import PeakMemory
-from seekserve.models import loader
+from seekserve.engine import model_loader as loader
+from seekserve.layers.attention import AttentionMetadata, PrefillChunk
+from seekserve.memory import PeakMemory
 from seekserve.quant.apply import param_bytes
 
 VARIANTS: dict[str, dict[str, Any]] = {

@@ -250,9 +250,9 @@ def hf_logits(model_dir: Path, ids: list[int], dtype: torch.dtype = torch.float3
 def prefill_logits(model_dir: Path, ids: list[int], dtype: str = "float32", **options: Any) -> torch.Tensor:
     """seekserve's logits [len(ids), vocab] for one sequence prefilled in a single step
     (`options`: more ModelConfig fields, e.g. quantization="int8")."""
-    from seekserve.engine.attention import AttentionMetadata, PrefillChunk
     from seekserve.engine.config import ModelConfig
-    from seekserve.models.loader import load_model
+    from seekserve.engine.model_loader import load_model
+    from seekserve.layers.attention import AttentionMetadata, PrefillChunk
 
     cpu = torch.device("cpu")
     config = ModelConfig(model=str(model_dir), dtype=dtype, **options)  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from factories import greedy, random_prompts
 from seekserve import LLM, SamplingParams
-from seekserve.engine.cpu_kernels import cpu_kernels
+from seekserve.layers.cpu_kernels import cpu_kernels
 
 KERNELS = cpu_kernels()
 # Skipped only without a compiler: with one, a kernel that fails to build fails these tests.

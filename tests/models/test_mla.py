@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import torch
 
-from seekserve.engine.attention import AttentionMetadata, PrefillChunk
 from seekserve.errors import ModelLoadError
-from seekserve.models.layers import RotaryEmbedding
+from seekserve.layers.attention import AttentionMetadata, PrefillChunk
+from seekserve.layers.modules import RotaryEmbedding
 from seekserve.models.mla import MLAConfig, MLAttention, apply_rotary_interleaved, mla_softmax_scale
 
 ROPE = 8

@@ -9,7 +9,7 @@ import torch
 
 from factories import greedy, random_prompts
 from seekserve import LLM
-from seekserve.models.layers import Linear
+from seekserve.layers.modules import Linear
 
 
 def test_prepacked_linear_computes_what_the_plain_one_does() -> None:

@@ -10,8 +10,8 @@ import sys
 import torch
 
 from seekserve.engine.config import ModelConfig
-from seekserve.engine.memory import PeakMemory
-from seekserve.models.loader import load_model
+from seekserve.engine.model_loader import load_model
+from seekserve.memory import PeakMemory
 
 
 def main(model_dir: str, warmup_dir: str, mode: str) -> None:

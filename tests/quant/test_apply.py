@@ -13,8 +13,8 @@ import torch
 from conftest import FAMILIES, MODES
 from factories import make_fp8_checkpoint, prefill_logits, random_prompts, relative_error
 from seekserve.engine.config import ModelConfig
-from seekserve.models.layers import Embedding, Linear
-from seekserve.models.loader import LoadedModel, load_model
+from seekserve.engine.model_loader import LoadedModel, load_model
+from seekserve.layers.modules import Embedding, Linear
 from seekserve.models.moe import FusedExperts
 from seekserve.quant.apply import param_bytes
 from seekserve.quant.experts import QuantizedExperts

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from factories import FP8_MAX, fill_weight, fp8_block_quantize, relative_error
-from seekserve.models.fp8_checkpoint import Fp8BlockFormat, Fp8BlockTensor, dequantize_fp8
+from seekserve.layers.fp8_checkpoint import Fp8BlockFormat, Fp8BlockTensor, dequantize_fp8
 from seekserve.quant.base import StackShape
 from seekserve.quant.fp8 import Fp8Weight, fp8_to_float, quantize_fp8
 

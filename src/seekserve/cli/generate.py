@@ -44,7 +44,8 @@ def generate(
     **kwargs: Any,
 ) -> None:
     """Complete PROMPT with the model and print the generated text."""
-    from seekserve import LLM, SamplingParams
+    from seekserve.engine.sampling_params import SamplingParams
+    from seekserve.llm import LLM
 
     options = pop_engine_options(kwargs)
     try:

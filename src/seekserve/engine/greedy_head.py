@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from seekserve.engine.cpu_kernels import CpuKernels
+from seekserve.layers.cpu_kernels import CpuKernels
 from seekserve.models.base import CausalLM
 from seekserve.quant.int8 import Int8Weight
 from seekserve.quant.linear import QuantizedLinear

@@ -17,10 +17,8 @@ from torch import nn
 
 from seekserve.engine.block_manager import BlockManager
 from seekserve.engine.config import EngineConfig
-from seekserve.engine.cpu_kernels import cpu_kernels
 from seekserve.engine.detokenizer import IncrementalDetokenizer
 from seekserve.engine.greedy_head import GreedyHead
-from seekserve.engine.memory import available_memory_bytes
 from seekserve.engine.model_runner import ModelRunner
 from seekserve.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput
 from seekserve.engine.pacer import PrefillPacer
@@ -29,7 +27,9 @@ from seekserve.engine.sampler import Sampler, SamplerOutput
 from seekserve.engine.sampling_params import SamplingParams
 from seekserve.engine.scheduler import Scheduler, SchedulerOutput
 from seekserve.errors import ConfigError, EngineOverloadedError, InvalidRequestError, PromptTooLongError
-from seekserve.models.layers import prepack_linears
+from seekserve.layers.cpu_kernels import cpu_kernels
+from seekserve.layers.modules import prepack_linears
+from seekserve.memory import available_memory_bytes
 from seekserve.quant.apply import param_bytes
 
 __all__ = ["EngineStats", "LLMEngine"]
@@ -98,7 +98,7 @@ class LLMEngine:
     """Owns the model, the KV cache, the scheduler and the sampler; one `step()` runs one batch."""
 
     def __init__(self, config: EngineConfig) -> None:
-        from seekserve.models.loader import load_model
+        from seekserve.engine.model_loader import load_model
 
         self.config = config
         self.device = _resolve_device(config.device.device)

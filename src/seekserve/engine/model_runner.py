@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from seekserve.engine.attention import AttentionMetadata, PrefillChunk
-from seekserve.engine.cpu_kernels import cpu_kernels
+from seekserve.engine.fused_decode import FusedDecode
 from seekserve.engine.greedy_head import GreedyHead
 from seekserve.engine.scheduler import SchedulerOutput
+from seekserve.layers.attention import AttentionMetadata, PrefillChunk
+from seekserve.layers.cpu_kernels import cpu_kernels
 from seekserve.models.base import CausalLM, LayerCache
 
 __all__ = ["ModelRunner", "StepInputs", "StepResult"]
@@ -56,6 +57,8 @@ class ModelRunner:
         self.kernels = cpu_kernels() if device.type == "cpu" else None
         self.greedy_head = greedy_head
         """Greedy tokens from a screened LM head (see DeviceConfig.cpu_greedy_head_rows), or None."""
+        self.fused_decode = FusedDecode.build(model, kv_caches, self.kernels)
+        """All decoder layers of a decode-only step in one kernel call (int4 models), or None."""
 
     @torch.inference_mode()
     def execute(self, batch: SchedulerOutput, greedy: bool = False) -> StepResult:
@@ -108,6 +111,8 @@ class ModelRunner:
             block_size=bs,
             kernels=self.kernels,
         )
+        if self.fused_decode is not None and self.fused_decode.applies(meta):
+            meta.layer_stack = self.fused_decode
         return StepInputs(self._tensor(ids), self._tensor(positions), meta, sample_rows)
 
     def _block_tables(self, batch: SchedulerOutput) -> torch.Tensor:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from seekserve.engine.cpu_kernels import CpuKernels
 from seekserve.engine.request import Logprob, Request
+from seekserve.layers.cpu_kernels import CpuKernels
 
 __all__ = ["Sampler", "SamplerOutput"]
 

@@ -11,10 +11,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from seekserve.engine.attention import AttentionMetadata
 from seekserve.errors import ModelLoadError
-from seekserve.models.fp8_checkpoint import Fp8BlockTensor, as_dense
-from seekserve.models.layers import Embedding, Linear, PartLoader, RMSNorm, RotaryEmbedding
+from seekserve.layers.attention import AttentionMetadata
+from seekserve.layers.fp8_checkpoint import Fp8BlockTensor, as_dense
+from seekserve.layers.modules import Embedding, Linear, PartLoader, RMSNorm, RotaryEmbedding
 
 __all__ = ["CausalLM", "DecoderLM", "DecoderLayer", "DecoderStack", "KVCacheSpec", "LayerCache"]
 
@@ -234,13 +234,10 @@ class DecoderLM(CausalLM):
         kv_caches: list[LayerCache],
         meta: AttentionMetadata,
     ) -> torch.Tensor:
-        from seekserve.models.fused_decode import fused_decode  # it imports this module
-
         h = self.model.embed_tokens(input_ids)
         residual = None
-        fused = fused_decode(self, kv_caches, meta, h)
-        if fused is not None:
-            h, residual = fused.run(h, positions, meta)
+        if meta.layer_stack is not None:
+            h, residual = meta.layer_stack.run(h, positions, meta)
         else:
             cos, sin = self.rotary.lookup(positions, h.dtype)
             for layer, cache in zip(self.model.layers, kv_caches, strict=True):

@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 from seekserve.errors import ModelLoadError, UnsupportedModelError
+from seekserve.layers.fp8_checkpoint import Fp8BlockTensor
+from seekserve.layers.modules import RotaryEmbedding
 from seekserve.models.base import DecoderLayer, DecoderLM, DecoderStack, KVCacheSpec
-from seekserve.models.fp8_checkpoint import Fp8BlockTensor
-from seekserve.models.layers import RotaryEmbedding
 from seekserve.models.llama import GatedMLP
 from seekserve.models.mla import MLAConfig, MLAttention
 from seekserve.models.moe import DeepseekMoE, ExpertLoader, RouterConfig

@@ -14,12 +14,11 @@ from typing import Any, ClassVar, cast
 import torch
 from torch import nn
 
-from seekserve.engine.attention import AttentionMetadata
-from seekserve.engine.cpu_kernels import kernels_for
 from seekserve.errors import UnsupportedModelError
+from seekserve.layers.attention import AttentionMetadata
+from seekserve.layers.cpu_kernels import kernels_for
+from seekserve.layers.modules import RMSNorm, RotaryEmbedding
 from seekserve.models.base import DecoderLM, DecoderStack, KVCacheSpec, LayerCache
-from seekserve.models.fused_decode import fused_decode
-from seekserve.models.layers import RMSNorm, RotaryEmbedding
 from seekserve.models.llama import GatedMLP, LlamaAttention, LlamaForCausalLM
 from seekserve.models.rope import rope_parameters
 
@@ -128,9 +127,8 @@ class Gemma3ForCausalLM(DecoderLM):
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         h = self.model.embed_tokens(input_ids) * self.embed_scale
-        fused = fused_decode(self, kv_caches, meta, h)
-        if fused is not None:
-            h, _ = fused.run(h, positions, meta)
+        if meta.layer_stack is not None:
+            h, _ = meta.layer_stack.run(h, positions, meta)
             return self.model.norm(h)
         tables = self._rope_tables(positions, h.dtype)
         layers = zip(self.config.layer_types, self.model.layers, kv_caches, strict=True)

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seekserve.engine.attention import AttentionMetadata, PagedAttention
-from seekserve.engine.cpu_kernels import kernels_for
+from seekserve.layers.attention import AttentionMetadata, PagedAttention
+from seekserve.layers.cpu_kernels import kernels_for
+from seekserve.layers.modules import Linear, RotaryEmbedding, apply_rotary
 from seekserve.models.base import DecoderLayer, DecoderLM, DecoderStack, KVCacheSpec, LayerCache
-from seekserve.models.layers import Linear, RotaryEmbedding, apply_rotary
 from seekserve.models.rope import rope_parameters
 
 __all__ = ["LlamaForCausalLM", "Qwen2ForCausalLM"]

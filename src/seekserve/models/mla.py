@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seekserve.engine.attention import AttentionMetadata, PagedAttention
 from seekserve.errors import ModelLoadError
+from seekserve.layers.attention import AttentionMetadata, PagedAttention
+from seekserve.layers.modules import Linear, RMSNorm, apply_rotary
 from seekserve.models.base import LayerCache
-from seekserve.models.layers import Linear, RMSNorm, apply_rotary
 
 __all__ = ["MLAConfig", "MLAttention", "apply_rotary_interleaved", "mla_softmax_scale"]
 

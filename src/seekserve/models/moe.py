@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from seekserve.errors import ModelLoadError
-from seekserve.models.fp8_checkpoint import Fp8BlockTensor, as_dense
-from seekserve.models.layers import empty_param
+from seekserve.layers.fp8_checkpoint import Fp8BlockTensor, as_dense
+from seekserve.layers.modules import empty_param
 from seekserve.models.llama import GatedMLP
 
 __all__ = [

@@ -21,9 +21,9 @@ from functools import partial
 import torch
 from torch import nn
 
-from seekserve.engine.memory import available_memory_bytes
+from seekserve.layers.modules import Linear
+from seekserve.memory import available_memory_bytes
 from seekserve.models.base import CausalLM
-from seekserve.models.layers import Linear
 from seekserve.models.moe import FusedExperts
 from seekserve.quant import cuda
 from seekserve.quant.base import QuantizedWeight, StackShape

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seekserve.models.fp8_checkpoint import Fp8BlockTensor
+from seekserve.layers.fp8_checkpoint import Fp8BlockTensor
 
 __all__ = ["Index", "QuantizedWeight", "StackShape", "stack_part", "storage_param"]
 

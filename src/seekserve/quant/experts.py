@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seekserve.models.fp8_checkpoint import Fp8BlockTensor
+from seekserve.layers.fp8_checkpoint import Fp8BlockTensor
 from seekserve.models.moe import FusedExperts, Routing, expert_part, run_grouped
 from seekserve.quant.base import QuantizedWeight, StackShape
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from seekserve.models.fp8_checkpoint import Fp8BlockTensor
+from seekserve.layers.fp8_checkpoint import Fp8BlockTensor
 from seekserve.quant import cuda
 from seekserve.quant.base import Index, QuantizedWeight, StackShape, storage_param
 

@@ -11,7 +11,7 @@ row order and dequantized per call (quant/cuda.py).
 Per call on CPU, by the number of token rows M: M ≤ max_kernel_rows runs a packed kernel (reads
 an eighth of a float32 matmul's bytes); larger M dequantizes the layer and runs a float matmul,
 which wins once the kernel's per-row cost outgrows the unpacking (docs/quantization.md). The packed
-kernel is seekserve's integer-dot-product one (engine/kernels/int4_matmul.cpp) where the CPU has
+kernel is seekserve's integer-dot-product one (layers/kernels/int4_matmul.cpp) where the CPU has
 AVX-512 VNNI and VBMI and torch packs 64-row blocks, else torch's.
 """
 
@@ -22,7 +22,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from seekserve.engine.cpu_kernels import CpuKernels, cpu_kernels
+from seekserve.layers.cpu_kernels import CpuKernels, cpu_kernels
 from seekserve.quant import cuda
 from seekserve.quant.base import Index, QuantizedWeight, StackShape, stack_part, storage_param
 from seekserve.quant.config import INT4_GROUP_SIZES

@@ -1,4 +1,4 @@
-"""Quantized drop-ins for the model layers: `QuantizedLinear` for `models.layers.Linear` (fused
+"""Quantized drop-ins for the model layers: `QuantizedLinear` for `layers.modules.Linear` (fused
 q/k/v and gate/up parts included) and `QuantizedEmbedding`, which reads a tied embedding's rows
 from the quantized LM head."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from seekserve.models.fp8_checkpoint import Fp8BlockTensor, as_dense
-from seekserve.models.layers import FusedParts, empty_param
+from seekserve.layers.fp8_checkpoint import Fp8BlockTensor, as_dense
+from seekserve.layers.modules import FusedParts, empty_param
 from seekserve.quant.base import QuantizedWeight
 
 __all__ = ["QuantizedEmbedding", "QuantizedLinear"]

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seekserve.engine import cpu_kernels as cpu_kernels_module
-from seekserve.engine.attention import AttentionMetadata, PagedAttention
-from seekserve.engine.cpu_kernels import cpu_kernels
+from seekserve.layers import cpu_kernels as cpu_kernels_module
+from seekserve.layers.attention import AttentionMetadata, PagedAttention
+from seekserve.layers.cpu_kernels import cpu_kernels
 
 KERNELS = cpu_kernels()
 # Skipped only without a compiler: with one, a kernel that fails to build fails these tests.
@@ -132,7 +132,7 @@ def _rows(shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> torch.Tensor
 @pytest.mark.parametrize("unit_offset", [False, True])
 @pytest.mark.parametrize("rows", [1, 40])
 def test_rms_norm_kernel_matches_the_torch_norm(dtype: torch.dtype, unit_offset: bool, rows: int) -> None:
-    from seekserve.models.layers import RMSNorm
+    from seekserve.layers.modules import RMSNorm
 
     assert KERNELS is not None
     norm = RMSNorm(72, 1e-6, dtype, unit_offset=unit_offset)
@@ -159,7 +159,7 @@ def test_rms_norm_kernel_matches_the_torch_norm(dtype: torch.dtype, unit_offset:
 def test_qk_prepare_matches_norm_rotary_and_cache_writes(
     dtype: torch.dtype, num_heads: int, num_kv_heads: int, head_dim: int, rotary_dim: int, with_norms: bool
 ) -> None:
-    from seekserve.models.layers import RMSNorm, apply_rotary
+    from seekserve.layers.modules import RMSNorm, apply_rotary
 
     assert KERNELS is not None
     rows, width = 5, (num_heads + 2 * num_kv_heads) * head_dim

@@ -7,7 +7,8 @@ rotary rows of each position looked up there too, so the hidden states are those
 layer-by-layer path bit for bit. It applies where every linear layer of every decoder layer is int4
 with the integer-dot-product kernel (`Int4Weight.kernels`), Gemma 3 or the Llama family (Llama,
 Mistral, Qwen2), on float32 or bfloat16; elsewhere `build` returns None and the model runs as
-before.
+before. The model runner builds the plan once over its KV cache and hands it to the model, through
+`AttentionMetadata.layer_stack`, on the steps it applies to.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from seekserve.engine.attention import AttentionMetadata
-from seekserve.engine.cpu_kernels import CpuKernels
+from seekserve.layers.attention import AttentionMetadata
+from seekserve.layers.cpu_kernels import CpuKernels
+from seekserve.layers.modules import RMSNorm, RotaryEmbedding
 from seekserve.models.base import DecoderLayer, LayerCache
-from seekserve.models.layers import RMSNorm, RotaryEmbedding
 from seekserve.quant.int4 import Int4Weight
 from seekserve.quant.linear import QuantizedLinear
 
-__all__ = ["FusedDecode", "fused_decode"]
+__all__ = ["FusedDecode"]
 
 _I64, _P = ctypes.c_int64, ctypes.c_void_p
 
@@ -133,16 +134,9 @@ class FusedDecode:
             return None
         return cls(kernels, dtype, layers, model.layer_rotaries(), min(rows))
 
-    def applies(self, h: torch.Tensor, meta: AttentionMetadata) -> bool:
-        """Whether this step (hidden rows h; no prefills, `fused_decode` checks that) is all
-        decodes, within the kernels' row limit."""
-        rows = h.shape[0]
-        return (
-            meta.num_decodes == rows
-            and 0 < rows <= self.max_rows
-            and h.dtype == self.dtype
-            and h.is_contiguous()
-        )
+    def applies(self, meta: AttentionMetadata) -> bool:
+        """Whether a step is one this plan runs: decodes only, within the kernels' row limit."""
+        return not meta.prefills and 0 < meta.num_decodes <= self.max_rows
 
     def run(
         self, h: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
@@ -150,6 +144,9 @@ class FusedDecode:
         """All layers on the step's embedded rows h, as the layer-by-layer loop leaves them:
         Gemma 3, (h updated in place, None); Llama, (the last MLP's output, the residual)."""
         tables = meta.decode_block_tables
+        assert h.dtype == self.dtype and h.is_contiguous(), (
+            "the embedded rows are dense, in the model's dtype"
+        )
         assert positions.dtype == torch.int64 and positions.is_contiguous() and tables.is_contiguous(), (
             "step tensors are dense int64"
         )
@@ -170,22 +167,6 @@ class FusedDecode:
                 f"{self.rotaries[0].cos.shape[0]} positions"
             )
         return (h, None) if out is None else (out[last - 1], h)
-
-
-def fused_decode(
-    model: nn.Module, caches: list[LayerCache], meta: AttentionMetadata, h: torch.Tensor
-) -> FusedDecode | None:
-    """The model's fused decode for this step (built on first use, per set of caches), or None
-    where the step or the model is not one it runs."""
-    if meta.kernels is None or meta.prefills:
-        return None
-    key = (id(caches), caches[0][0].data_ptr() if caches else 0)
-    cached = model.__dict__.get("_fused_decode")
-    if cached is None or cached[0] != key:
-        cached = (key, FusedDecode.build(model, caches, meta.kernels))
-        model.__dict__["_fused_decode"] = cached  # a plain attribute, not a submodule
-    plan = cached[1]
-    return plan if plan is not None and plan.applies(h, meta) else None
 
 
 def _layer(layer: Any, cache: LayerCache, dtype: torch.dtype, rows: list[int]) -> _DecodeLayer | None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seekserve.engine.attention import _blockwise_causal
+from seekserve.layers.attention import _blockwise_causal
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

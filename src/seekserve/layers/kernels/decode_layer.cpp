@@ -1,4 +1,4 @@
-// One decoder layer of a decode step with int4 weights, in one call (models/fused_decode.py).
+// One decoder layer of a decode step with int4 weights, in one call (engine/fused_decode.py).
 //
 // A decode step of a small model runs ~10 operations a layer on a few rows each; called one by one
 // from Python, each costs a few microseconds of interpreter, argument conversion and allocation,
@@ -28,7 +28,7 @@ struct Int4Matrix {
     int64_t out_features, in_features, group;
 };
 
-// A layer's weights and shape; mirrored by models/fused_decode.py's ctypes structure.
+// A layer's weights and shape; mirrored by engine/fused_decode.py's ctypes structure.
 struct DecodeLayer {
     int64_t hidden, num_heads, num_kv_heads, head_dim, intermediate;
     float eps, scale;

@@ -1,4 +1,4 @@
-"""Fused int4 decode layers (models/fused_decode.py) against the layer-by-layer path, bit for bit."""
+"""Fused int4 decode layers (engine/fused_decode.py) against the layer-by-layer path, bit for bit."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from factories import gemma3_config, llama_config, make_model_dir, qwen2_config, random_prompts
+from seekserve.engine import fused_decode as fused_module
 from seekserve.engine.llm_engine import LLMEngine
 from seekserve.engine.sampling_params import SamplingParams
-from seekserve.models import fused_decode as fused_module
 from seekserve.quant.int4 import vnni_kernels
 
 pytestmark = pytest.mark.skipif(
@@ -62,7 +62,7 @@ def test_fused_decode_steps_equal_the_layer_by_layer_path(
     prompts = random_prompts(3, lengths=[5, 13, 9], seed=7)
     fused = engine(model_dirs[family], dtype)
     fused_hidden = decode_steps(fused, prompts, 12)
-    plan = fused.model.__dict__["_fused_decode"][1]
+    plan = fused.runner.fused_decode
     assert plan is not None and plan.gemma == (family == "gemma3")
 
     monkeypatch.setattr(fused_module.FusedDecode, "build", classmethod(lambda cls, *a: None))
@@ -77,15 +77,16 @@ def test_steps_with_a_prefill_or_too_many_rows_run_layer_by_layer(model_dirs: di
     for i, prompt in enumerate(random_prompts(3, lengths=[5, 6, 7], seed=1)):
         eng.add_request(str(i), prompt, SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True))
     inputs = eng.runner.prepare(eng.scheduler.schedule())  # the prefills
-    h = torch.zeros(inputs.input_ids.shape[0], 64)
-    assert fused_module.fused_decode(eng.model, eng.runner.kv_caches, inputs.meta, h) is None
+    assert inputs.meta.prefills and inputs.meta.layer_stack is None
     eng.step()
     inputs = eng.runner.prepare(eng.scheduler.schedule())  # three decodes, two rows allowed
     assert inputs.meta.num_decodes == 3 and not inputs.meta.prefills
-    assert fused_module.fused_decode(eng.model, eng.runner.kv_caches, inputs.meta, torch.zeros(3, 64)) is None
-    assert fused_module.fused_decode(eng.model, eng.runner.kv_caches, inputs.meta, torch.zeros(2, 64)) is None
-    plan = eng.model.__dict__["_fused_decode"][1]
+    assert inputs.meta.layer_stack is None
+    plan = eng.runner.fused_decode
     assert plan is not None and plan.max_rows == 2
+    eng.abort("2")
+    inputs = eng.runner.prepare(eng.scheduler.schedule())  # two decodes
+    assert inputs.meta.num_decodes == 2 and inputs.meta.layer_stack is plan
 
 
 def test_a_position_past_the_rotary_table_is_refused_before_any_layer_runs(
@@ -96,8 +97,8 @@ def test_a_position_past_the_rotary_table_is_refused_before_any_layer_runs(
     eng.step()
     inputs = eng.runner.prepare(eng.scheduler.schedule())
     h = torch.randn(1, eng.model.config.hidden_size)
-    plan = fused_module.fused_decode(eng.model, eng.runner.kv_caches, inputs.meta, h)
-    assert plan is not None
+    plan = inputs.meta.layer_stack
+    assert isinstance(plan, fused_module.FusedDecode)
     table_rows = plan.rotaries[0].cos.shape[0]
     before = h.clone()
     with pytest.raises(ValueError, match=f"past the rotary table's {table_rows} positions"):
@@ -119,4 +120,4 @@ def test_other_models_have_no_fused_decode(
         block_size=4,
         max_model_len=64,
     )
-    assert fused_module.FusedDecode.build(eng.model, eng.runner.kv_caches, eng.runner.kernels) is None
+    assert eng.runner.fused_decode is None

@@ -9,7 +9,7 @@ One step's tokens are flattened, decodes first, then prefill chunks:
 
     tokens:  [ d0 d1 d2 | p0 p0 p0 p0 p0 | p1 p1 p1 ]     (3 decodes, 2 prefill chunks)
 
-`PagedAttention` computes the decodes with the CPU kernel (engine/kernels/paged_attention.cpp,
+`PagedAttention` computes the decodes with the CPU kernel (layers/kernels/paged_attention.cpp,
 reading keys and values in place) when the runner attached one to the metadata; otherwise it
 gathers each sequence's keys and values from their slots and calls `scaled_dot_product_attention`
 in one batched call. A prefill chunk attends over its own keys (plus those gathered from its
@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from seekserve.engine.cpu_kernels import CpuKernels
+    from seekserve.layers.cpu_kernels import CpuKernels
 
 __all__ = ["AttentionMetadata", "DecodeView", "PagedAttention", "PrefillChunk", "PrefillView"]
 
@@ -68,6 +68,23 @@ class PrefillView:
     """[chunk_len, num_keys] bool, True where attended; None means plain causal over own keys."""
 
 
+class LayerStack(Protocol):
+    """All decoder layers of a step run at once, instead of the model's own loop over its layers.
+
+    The model runner picks one for a step (engine/fused_decode.py: one kernel call for every layer
+    of an int4 decode step) and hands it to the model through `AttentionMetadata.layer_stack`; the
+    model then calls it on its embedded rows and skips its loop. It must leave the hidden states
+    and the KV cache exactly as the loop would.
+    """
+
+    def run(
+        self, h: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The layers on the embedded rows h [num_tokens, hidden]: (h, residual) as the model's
+        layer loop leaves them (residual None where the model keeps none between layers)."""
+        ...
+
+
 @dataclass
 class AttentionMetadata:
     """Everything attention needs about one step's batch; built once per step by the runner."""
@@ -83,6 +100,8 @@ class AttentionMetadata:
     block_size: int
     kernels: CpuKernels | None = None
     """CPU kernels for decode attention; None uses the torch path."""
+    layer_stack: LayerStack | None = None
+    """Set by the runner when this step's decoder layers run as one call; None runs the model's loop."""
     _decode_views: dict[int | None, DecodeView] = field(default_factory=dict)
     _prefill_views: dict[int | None, list[PrefillView]] = field(default_factory=dict)
 

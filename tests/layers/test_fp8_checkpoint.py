@@ -23,9 +23,9 @@ from factories import (
 )
 from seekserve import LLM
 from seekserve.engine.config import ModelConfig
+from seekserve.engine.model_loader import load_model
 from seekserve.errors import ModelLoadError, UnsupportedModelError
-from seekserve.models.fp8_checkpoint import Fp8BlockFormat, dequantize_fp8, fp8_block_format
-from seekserve.models.loader import load_model
+from seekserve.layers.fp8_checkpoint import Fp8BlockFormat, dequantize_fp8, fp8_block_format
 
 BLOCK = 16
 PROMPT = random_prompts(1, lengths=[30], seed=3)[0]

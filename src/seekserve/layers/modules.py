@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seekserve.engine.cpu_kernels import CpuKernels, kernels_for
-from seekserve.models.fp8_checkpoint import Fp8BlockTensor, as_dense
+from seekserve.layers.cpu_kernels import CpuKernels, kernels_for
+from seekserve.layers.fp8_checkpoint import Fp8BlockTensor, as_dense
 
 __all__ = [
     "Embedding",

@@ -81,7 +81,7 @@ class CpuKernels:
         self.decode_layers = _bind(
             lib, "decode_layers", [_P, _I64, _P, _P, _I64, _P, _P, _P, _P, _P], ctypes.c_int
         )
-        """All decoder layers of a decode step, by dtype (models/fused_decode.py builds the arguments)."""
+        """All decoder layers of a decode step, by dtype (engine/fused_decode.py builds the arguments)."""
 
     def supports(self, dtype: torch.dtype) -> bool:
         return dtype in _SUFFIX
@@ -95,7 +95,7 @@ class CpuKernels:
         residual: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """RMS norm of the rows of x [rows, dim] (rows may be strided); with `residual`, first
-        residual += x in place and normalise that. Rounds as models.layers.RMSNorm does."""
+        residual += x in place and normalise that. Rounds as layers.modules.RMSNorm does."""
         rows, dim = x.shape
         assert x.stride(1) == 1 and weight.is_contiguous(), "rows must be contiguous"
         assert residual is None or residual.is_contiguous(), "the residual must be contiguous"

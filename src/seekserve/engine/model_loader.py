@@ -22,11 +22,11 @@ import torch
 from seekserve.engine.config import ModelConfig
 from seekserve.env import Environment
 from seekserve.errors import ConfigError, ModelLoadError
+from seekserve.layers.fp8_checkpoint import FP8_DTYPES, Fp8BlockTensor, fp8_block_format, iter_dequantized
+from seekserve.layers.modules import deferred_weights
 from seekserve.models import CausalLM, model_class
 from seekserve.models.chat_template import ensure_chat_template
-from seekserve.models.fp8_checkpoint import FP8_DTYPES, Fp8BlockTensor, fp8_block_format, iter_dequantized
 from seekserve.models.gguf import GGUFCheckpoint
-from seekserve.models.layers import deferred_weights
 from seekserve.models.source import ModelSource, SourceKind, resolve
 from seekserve.quant.apply import Quantizer, QuantReport, param_bytes
 
