@@ -97,6 +97,54 @@ def test_logprobs_match_log_softmax_of_the_logits() -> None:
     assert math.isclose(sum(math.exp(v) for v in reference.tolist()), 1.0, rel_tol=1e-5)
 
 
+class RecordingHead:
+    """A stand-in screened head: takes up to `max_rows` rows and answers each row's last column index."""
+
+    def __init__(self, max_rows: int) -> None:
+        self.max_rows = max_rows
+        self.calls: list[int] = []
+
+    def accepts(self, num_rows: int) -> bool:
+        return num_rows <= self.max_rows
+
+    def tokens(self, hidden: torch.Tensor) -> torch.Tensor:
+        self.calls.append(hidden.shape[0])
+        return torch.full((hidden.shape[0],), VOCAB - 1, dtype=torch.int64)
+
+
+@pytest.mark.parametrize(
+    ("params", "rows", "screened"),
+    [
+        ({"temperature": 0.0}, 2, True),
+        ({"temperature": 0.0}, 3, False),  # more rows than the head takes
+        ({"temperature": 0.6, "top_p": 0.95}, 2, False),
+        ({"temperature": 0.0, "logprobs": 1}, 2, False),
+        ({"temperature": 0.0, "repetition_penalty": 1.2}, 2, False),
+        ({"temperature": 0.0, "min_tokens": 1}, 2, False),  # min_tokens with stop ids hides stop tokens
+    ],
+)
+def test_sample_takes_the_screened_head_only_for_plain_greedy_rows(
+    params: dict[str, float], rows: int, screened: bool
+) -> None:
+    head = RecordingHead(max_rows=2)
+    hidden = logits_rows(rows, seed=4)  # the stand-in head below is the identity
+    reqs = [make_request(f"r{i}", **params) for i in range(rows)]
+    for r in reqs:
+        r.stop_token_ids = frozenset({0})
+    logits_calls: list[int] = []
+
+    def compute_logits(h: torch.Tensor) -> torch.Tensor:
+        logits_calls.append(h.shape[0])
+        return h
+
+    out = Sampler(seed=0, greedy_head=head).sample(hidden, reqs, compute_logits)  # type: ignore[arg-type]
+    assert (head.calls, logits_calls) == (([rows], []) if screened else ([], [rows]))
+    if screened:
+        assert out.token_ids == [VOCAB - 1] * rows and out.logprobs == [None] * rows
+    elif params["temperature"] == 0.0 and "repetition_penalty" not in params and "min_tokens" not in params:
+        assert out.token_ids == hidden.argmax(-1).tolist()
+
+
 def test_seeded_generation_reproduces_end_to_end(llama_dir: Path) -> None:
     llm = LLM(str(llama_dir), dtype="float32", num_kv_blocks=64, max_model_len=128)
     prompt = random_prompts(1, lengths=[12])[0]

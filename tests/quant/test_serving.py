@@ -13,7 +13,7 @@ from test_apply import AGREEMENT
 from conftest import FAMILIES, MODES
 from factories import greedy, prefill_logits, random_prompts
 from seekserve import LLM, SamplingParams
-from seekserve.engine import llm_engine
+from seekserve.engine import kv_cache
 from seekserve.errors import ConfigError
 from server.live import ENGINE_OPTIONS, engine_loader, start_server
 from test_cli import run_cli
@@ -47,8 +47,8 @@ def test_generated_tokens_are_the_float_models_choices(
 def test_the_kv_cache_gets_what_quantization_saved(llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """On CPU the default KV budget is a share of free memory capped at 4 GiB plus the saving: with
     memory to spare (the cap binds) the int8 engine's cache is larger by exactly what it saved."""
-    monkeypatch.setattr(llm_engine, "_CPU_KV_CACHE_MAX_BYTES", 1 << 20)
-    monkeypatch.setattr(llm_engine, "available_memory_bytes", lambda: 1 << 40)
+    monkeypatch.setattr(kv_cache, "_CPU_KV_CACHE_MAX_BYTES", 1 << 20)
+    monkeypatch.setattr(kv_cache, "available_memory_bytes", lambda: 1 << 40)
     dense = LLM(str(llama_dir), dtype="float32", max_model_len=128).engine
     quant = LLM(str(llama_dir), dtype="float32", max_model_len=128, quantization="int8").engine
     assert dense.weight_bytes_saved == 0

@@ -1,20 +1,42 @@
-"""Model runner: one forward pass per step over a mixed batch of decodes and prefill chunks."""
+"""Model runner: owns the model, the copies of its weights kept for speed and the KV cache, and runs
+one forward pass per step over a mixed batch of decodes and prefill chunks.
+
+Building it, in this order (each step needs the one before):
+1. the thread count (CPU), then the model's weights, quantized as they stream in (`model_loader`);
+2. the greedy head (`GreedyHead`): an int8 copy of a plain LM head, made before prepacking so it
+   reads the plain rows, and which keeps an untied head plain (its rescore reads those rows);
+3. prepacking every other linear layer for the CPU's matmul (`Linear.prepack`);
+4. the KV cache, sized from the memory left after 1-3 (`kv_cache.allocate_kv_cache`);
+5. the fused decode of int4 models over that cache (`FusedDecode`), and the sampler.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
+from seekserve.engine.config import EngineConfig
 from seekserve.engine.fused_decode import FusedDecode
 from seekserve.engine.greedy_head import GreedyHead
+from seekserve.engine.kv_cache import KVCache, allocate_kv_cache
+from seekserve.engine.model_loader import LoadedModel, load_model
+from seekserve.engine.request import Request
+from seekserve.engine.sampler import Sampler, SamplerOutput
 from seekserve.engine.scheduler import SchedulerOutput
 from seekserve.layers.attention import AttentionMetadata, PrefillChunk
-from seekserve.layers.cpu_kernels import cpu_kernels
+from seekserve.layers.cpu_kernels import CpuKernels, cpu_kernels
+from seekserve.layers.modules import prepack_linears
 from seekserve.models.base import CausalLM, LayerCache
+from seekserve.quant.apply import param_bytes
 
-__all__ = ["ModelRunner", "StepInputs", "StepResult"]
+__all__ = ["ModelRunner", "StepInputs"]
+
+_FLOAT_SCREEN_ROWS = 24
+"""Most rows a step's greedy head screens by default on CPUs without integer dot products."""
 
 
 @dataclass
@@ -25,55 +47,70 @@ class StepInputs:
     """[num_tokens] int64."""
     meta: AttentionMetadata
     sample_rows: list[int]
-    """Rows of the hidden states to compute logits for, one per request that samples this step."""
-
-
-@dataclass
-class StepResult:
-    """What a step computed for its sampling requests, in batch order: their logits, or (when the
-    engine asked for greedy tokens and the runner could take them without logits) their tokens."""
-
-    logits: torch.Tensor | None = None
-    """[num_sampling_requests, vocab] in the model's dtype or float32."""
-    token_ids: torch.Tensor | None = None
-    """[num_sampling_requests] int64."""
+    """Rows of the hidden states to sample from, one per request that samples this step."""
 
 
 class ModelRunner:
-    """Runs the model over the paged KV cache. Owns the cache tensors; not thread-safe."""
+    """Runs the model over the paged KV cache. Not thread-safe: one thread builds and steps it."""
 
-    def __init__(
-        self,
-        model: CausalLM,
-        kv_caches: list[LayerCache],
-        block_size: int,
-        device: torch.device,
-        greedy_head: GreedyHead | None = None,
-    ):
-        self.model = model
-        self.kv_caches = kv_caches
-        self.block_size = block_size
+    def __init__(self, config: EngineConfig, device: torch.device) -> None:
         self.device = device
-        self.kernels = cpu_kernels() if device.type == "cpu" else None
-        self.greedy_head = greedy_head
+        if device.type == "cpu":
+            torch.set_num_threads(config.device.num_threads or len(os.sched_getaffinity(0)))
+        self.loaded: LoadedModel = load_model(config.model, device)
+        """The model with its tokenizer, limits and source, as loaded."""
+        self.model: CausalLM = self.loaded.model
+        self.kernels: CpuKernels | None = cpu_kernels() if device.type == "cpu" else None
+        unpacked_bytes = param_bytes(self.model)
+        self.greedy_head = self._build_greedy_head(config)
         """Greedy tokens from a screened LM head (see DeviceConfig.cpu_greedy_head_rows), or None."""
-        self.fused_decode = FusedDecode.build(model, kv_caches, self.kernels)
+        if device.type == "cpu" and config.device.cpu_prepack_weights:
+            prepack_linears(self.model, self._plain_head())
+        self.weight_bytes = param_bytes(self.model) + (self.greedy_head.nbytes if self.greedy_head else 0)
+        """Bytes of weights held, copies kept for speed included."""
+        self.packed_copy_bytes = self.weight_bytes - unpacked_bytes
+        """Of those, the copies kept for speed: a tied LM head's packed copy, the greedy head's int8
+        copy (DeviceConfig.cpu_greedy_head_rows)."""
+        saved = self.loaded.quantization.saved_bytes if self.loaded.quantization else 0
+        self.kv_cache: KVCache = allocate_kv_cache(
+            self.model, config, device, self.loaded.max_model_len, saved
+        )
+        self.kv_caches: list[LayerCache] = self.kv_cache.layers
+        self.block_size = self.kv_cache.block_size
+        self.fused_decode = FusedDecode.build(self.model, self.kv_caches, self.kernels)
         """All decoder layers of a decode-only step in one kernel call (int4 models), or None."""
+        self.sampler = Sampler(config.model.seed, self.kernels, self.greedy_head)
+
+    def _build_greedy_head(self, config: EngineConfig) -> GreedyHead | None:
+        rows = config.device.cpu_greedy_head_rows
+        if self.kernels is None or rows == 0:
+            return None
+        if rows is None:
+            # With integer dot products the screen beats the matmul at every batch size measured
+            # (performance.md); the float screen only while it stays memory-bound.
+            rows = config.scheduler.max_num_seqs if self.kernels.has_vnni else _FLOAT_SCREEN_ROWS
+        return GreedyHead.build(self.model, self.kernels, rows)
+
+    def _plain_head(self) -> list[nn.Module]:
+        """The LM head to leave unpacked: an untied head the greedy head rescores from (a tied
+        head's plain rows are the embedding's, so the head itself gets its packed copy)."""
+        head = getattr(self.model, "lm_head", None)
+        untied = not getattr(self.loaded.hf_config, "tie_word_embeddings", False)
+        screened = self.greedy_head is not None and self.greedy_head.weight is not None
+        return [head] if screened and untied and isinstance(head, nn.Module) else []
 
     @torch.inference_mode()
-    def execute(self, batch: SchedulerOutput, greedy: bool = False) -> StepResult:
-        """Run the step. With `greedy` (every sampling request takes the argmax of the raw logits)
-        the result may hold the tokens instead of the logits."""
+    def execute(self, batch: SchedulerOutput) -> SamplerOutput:
+        """Run the step and sample the next token of every request in it that samples, in batch order."""
         inputs = self.prepare(batch)
         hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
-        if not inputs.sample_rows:
-            return StepResult()
+        requests: list[Request] = [s.request for s in batch.scheduled if s.samples]
+        if not requests:
+            return SamplerOutput([], [])
         if len(inputs.sample_rows) != hidden.shape[0]:  # else every row, in order (rows ascend)
             rows = torch.tensor(inputs.sample_rows, dtype=torch.int64, device=self.device)
             hidden = hidden.index_select(0, rows)
-        if greedy and self.greedy_head is not None and self.greedy_head.accepts(len(inputs.sample_rows)):
-            return StepResult(token_ids=self.greedy_head.tokens(hidden))
-        return StepResult(logits=self.model.compute_logits(hidden))
+        return self.sampler.sample(hidden, requests, self.model.compute_logits)
 
     def prepare(self, batch: SchedulerOutput) -> StepInputs:
         bs = self.block_size

@@ -1,4 +1,9 @@
-"""Sampler: turns one step's logits into the next token of each sampled request.
+"""Sampler: turns one step's hidden states into the next token of each sampled request.
+
+It decides how a step's rows are sampled: when every request takes the argmax of its raw logits
+(temperature 0, no penalties, no log-probabilities) and a screened LM head (`GreedyHead`) takes
+that many rows, the head gives the tokens without logits; otherwise the model's head computes the
+logits and the rest below runs on them.
 
 Order of operations per row, as vLLM applies them: penalties (repetition on prompt and output,
 presence and frequency on output), `min_tokens` masking of stop tokens, then either argmax
@@ -10,10 +15,12 @@ the batch. Log-probabilities are those of the raw model output.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from seekserve.engine.greedy_head import GreedyHead
 from seekserve.engine.request import Logprob, Request
 from seekserve.layers.cpu_kernels import CpuKernels
 
@@ -27,11 +34,28 @@ class SamplerOutput:
 
 
 class Sampler:
-    def __init__(self, seed: int = 0, kernels: CpuKernels | None = None) -> None:
+    def __init__(
+        self, seed: int = 0, kernels: CpuKernels | None = None, greedy_head: GreedyHead | None = None
+    ) -> None:
         self.generator = torch.Generator()
         self.generator.manual_seed(seed)
         self.kernels = kernels
         """CPU kernels for the greedy argmax (one pass over bfloat16 logits); None uses torch."""
+        self.greedy_head = greedy_head
+        """The screened LM head for all-greedy steps, or None (the logits are always computed)."""
+
+    def sample(
+        self,
+        hidden: torch.Tensor,
+        requests: list[Request],
+        compute_logits: Callable[[torch.Tensor], torch.Tensor],
+    ) -> SamplerOutput:
+        """The next token of each request from its final hidden row ([num_requests, hidden], in
+        request order); `compute_logits` is the model's head."""
+        head = self.greedy_head
+        if head is not None and head.accepts(len(requests)) and not self.needs_logits(requests):
+            return SamplerOutput(head.tokens(hidden).tolist(), [None] * len(requests))
+        return self(compute_logits(hidden), requests)
 
     @staticmethod
     def needs_logits(requests: list[Request]) -> bool:
