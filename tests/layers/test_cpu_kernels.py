@@ -257,9 +257,9 @@ def test_residual_norm_matches_gemmas_norm_add_norm(
     h_ref = h + post(y)
     expected = after(h_ref) if with_next else post(y)
     got = kernels.residual_norm(y, h, post.weight, after.weight if with_next else None, 1e-6)
-    tolerance = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 3e-2, "rtol": 3e-2}
-    torch.testing.assert_close(h, h_ref, **tolerance)  # h updated in place
-    torch.testing.assert_close(got, expected, **tolerance)
+    tolerance = 1e-5 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(h, h_ref, atol=tolerance, rtol=tolerance)  # h updated in place
+    torch.testing.assert_close(got, expected, atol=tolerance, rtol=tolerance)
 
 
 def test_int4_matmul_without_vnni_raises_instead_of_returning_garbage(kernels: CpuKernels) -> None:
