@@ -47,6 +47,9 @@ def kernels(request: pytest.FixtureRequest) -> Iterator[CpuKernels]:
                 assert not loaded.has_avx512 and kernel_status().kernel_set == KernelSet.PORTABLE
             else:
                 assert loaded.has_avx512 == _cpu_has_avx512()
+                status = kernel_status()
+                assert status.kernel_set == (KernelSet.AVX512 if loaded.has_avx512 else KernelSet.PORTABLE)
+                assert ("VNNI" in status.detail) == (loaded.has_vnni and loaded.has_avx512)
             yield loaded
         finally:
             cpu_kernels.cache_clear()
