@@ -2,7 +2,9 @@
 
     SEEKSERVE_HOME         cache folder: the default model, hub downloads, converted tokenizers,
                            built CPU kernels (default: $XDG_CACHE_HOME/seekserve, else ~/.cache/seekserve)
-    SEEKSERVE_CPU_KERNELS  0 turns the hand-written CPU kernels off (torch code runs instead)
+    SEEKSERVE_CPU_KERNELS  1 (default) builds the hand-written CPU kernels for this CPU; portable builds
+                           them without AVX-512 (the code CPUs without it run); 0 turns them off
+                           (torch code runs instead)
 
 Read at call time (not import time), so a process may change them before loading a model.
 Hub access itself follows huggingface_hub's variables (HF_TOKEN, HF_HUB_OFFLINE, HF_ENDPOINT).
@@ -17,6 +19,13 @@ from pathlib import Path
 
 __all__ = ["Environment"]
 
+# SEEKSERVE_CPU_KERNELS value -> (kernels on, portable build)
+_KERNEL_SETTINGS = {
+    **dict.fromkeys(("", "1", "true", "yes", "on", "native"), (True, False)),
+    **dict.fromkeys(("0", "false", "no", "off"), (False, False)),
+    "portable": (True, True),
+}
+
 
 @dataclass(frozen=True)
 class Environment:
@@ -26,16 +35,25 @@ class Environment:
     """Root of seekserve's cache (SEEKSERVE_HOME)."""
     cpu_kernels: bool = True
     """Build and use the CPU kernels (SEEKSERVE_CPU_KERNELS, default on)."""
+    portable_kernels: bool = False
+    """Build the CPU kernels without AVX-512 even where the CPU has it (SEEKSERVE_CPU_KERNELS=portable)."""
 
     @classmethod
     def read(cls, environ: Mapping[str, str] | None = None) -> Environment:
         env = os.environ if environ is None else environ
-        cpu_kernels = env.get("SEEKSERVE_CPU_KERNELS", "1").strip().lower() not in ("0", "false", "no", "off")
+        kernels = env.get("SEEKSERVE_CPU_KERNELS", "1").strip().lower()
+        if kernels not in _KERNEL_SETTINGS:
+            raise ValueError(
+                f"SEEKSERVE_CPU_KERNELS={kernels!r} is not a setting: use 1 (built for this CPU, the "
+                f"default), portable (built without AVX-512) or 0 (off: torch code instead)"
+            )
+        cpu_kernels, portable = _KERNEL_SETTINGS[kernels]
         home = env.get("SEEKSERVE_HOME")
         if home:
-            return cls(home=Path(home).expanduser(), cpu_kernels=cpu_kernels)
-        cache = env.get("XDG_CACHE_HOME") or str(Path("~/.cache").expanduser())
-        return cls(home=Path(cache).expanduser() / "seekserve", cpu_kernels=cpu_kernels)
+            root = Path(home).expanduser()
+        else:
+            root = Path(env.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "seekserve"
+        return cls(home=root, cpu_kernels=cpu_kernels, portable_kernels=portable)
 
     @property
     def kernels_dir(self) -> Path:

@@ -1,25 +1,58 @@
-"""The CPU decode-attention kernel against the torch reference path, and its build cache."""
+"""The CPU kernels against the torch reference paths, both as built for this CPU and as built
+without AVX-512 (the portable code other CPUs run), and the build cache."""
 
 from __future__ import annotations
 
-import os
-import shutil
+import platform
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from seekserve.layers import cpu_kernels as cpu_kernels_module
 from seekserve.layers.attention import AttentionMetadata, PagedAttention
-from seekserve.layers.cpu_kernels import cpu_kernels
+from seekserve.layers.cpu_kernels import CpuKernels, KernelSet, cpu_kernels, kernel_status
+from seekserve.layers.kernel_build import find_compiler
 
-KERNELS = cpu_kernels()
 # Skipped only without a compiler: with one, a kernel that fails to build fails these tests.
 pytestmark = pytest.mark.skipif(
-    shutil.which(os.environ.get("CXX", "g++")) is None and shutil.which("c++") is None,
-    reason="no C++ compiler: install g++ to build the CPU kernels",
+    find_compiler() is None, reason="no C++ compiler: install g++ to build the CPU kernels"
 )
+_X86 = platform.machine().lower() in ("x86_64", "amd64")
+
+
+def _cpu_has_avx512() -> bool:
+    try:
+        return any(
+            line.startswith("flags") and " avx512f " in f"{line} "
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+        )
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module", params=["native", "portable"])
+def kernels(request: pytest.FixtureRequest) -> Iterator[CpuKernels]:
+    """The library `cpu_kernels()` gives (so the layers' own kernels_for too) while the tests that
+    take it run: built for this CPU, then with SEEKSERVE_CPU_KERNELS=portable (no AVX-512)."""
+    portable = request.param == "portable"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEEKSERVE_CPU_KERNELS", "portable" if portable else "1")
+        cpu_kernels.cache_clear()
+        try:
+            loaded = cpu_kernels()
+            assert loaded is not None, f"the {request.param} build failed: {kernel_status()}"
+            if portable or not _X86:
+                assert not loaded.has_avx512 and kernel_status().kernel_set == KernelSet.PORTABLE
+            else:
+                assert loaded.has_avx512 == _cpu_has_avx512()
+                status = kernel_status()
+                assert status.kernel_set == (KernelSet.AVX512 if loaded.has_avx512 else KernelSet.PORTABLE)
+                assert ("VNNI" in status.detail) == (loaded.has_vnni and loaded.has_avx512)
+            yield loaded
+        finally:
+            cpu_kernels.cache_clear()
 
 
 def decode_case(
@@ -57,13 +90,17 @@ def decode_case(
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("window", [None, 5])
 def test_kernel_matches_the_torch_path(
-    num_heads: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype, window: int | None
+    kernels: CpuKernels,
+    num_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+    dtype: torch.dtype,
+    window: int | None,
 ) -> None:
-    assert KERNELS is not None
     q, k_cache, v_cache, meta = decode_case(num_heads, num_kv_heads, head_dim, dtype, [1, 7, 23, 4, 16])
     scale = head_dim**-0.5
     reference = PagedAttention.attend(q, q, q, k_cache, v_cache, meta, scale, window)
-    meta.kernels = KERNELS
+    meta.kernels = kernels
     got = PagedAttention.attend(q, q, q, k_cache, v_cache, meta, scale, window)
     tolerance = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(got, reference, atol=tolerance, rtol=tolerance)
@@ -72,14 +109,13 @@ def test_kernel_matches_the_torch_path(
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(("lens", "window"), [([300], None), ([300], 200), ([140], None), ([290, 1], None)])
 def test_a_long_sequence_split_between_threads_matches_the_torch_path(
-    dtype: torch.dtype, lens: list[int], window: int | None
+    kernels: CpuKernels, dtype: torch.dtype, lens: list[int], window: int | None
 ) -> None:
     """Fewer (sequence, KV head) tasks than threads: each sequence's keys are attended in parts
     and the parts merged by their softmax maxima and sums (a part may be empty)."""
-    assert KERNELS is not None
     q, k_cache, v_cache, meta = decode_case(4, 1, 64, dtype, lens, block_size=16)
     reference = PagedAttention.attend(q, q, q, k_cache, v_cache, meta, 0.125, window)
-    meta.kernels = KERNELS
+    meta.kernels = kernels
     got = PagedAttention.attend(q, q, q, k_cache, v_cache, meta, 0.125, window)
     tolerance = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(got, reference, atol=tolerance, rtol=tolerance)
@@ -100,26 +136,14 @@ def test_library_is_built_once_and_reused(tmp_path: Path, monkeypatch: pytest.Mo
         cpu_kernels.cache_clear()
 
 
-def test_turned_off_or_without_a_compiler_the_torch_path_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    cpu_kernels.cache_clear()
-    try:
-        monkeypatch.setenv("SEEKSERVE_CPU_KERNELS", "0")
-        assert cpu_kernels() is None
-        cpu_kernels.cache_clear()
-        monkeypatch.setenv("SEEKSERVE_CPU_KERNELS", "1")
-        monkeypatch.setattr(cpu_kernels_module.shutil, "which", lambda name: None)
-        assert cpu_kernels() is None
-    finally:
-        cpu_kernels.cache_clear()
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(1, 262144), (3, 1000), (64, 517), (5, 7)])
-def test_argmax_matches_torch_first_maximum_included(dtype: torch.dtype, shape: tuple[int, int]) -> None:
-    assert KERNELS is not None
+def test_argmax_matches_torch_first_maximum_included(
+    kernels: CpuKernels, dtype: torch.dtype, shape: tuple[int, int]
+) -> None:
     logits = torch.randn(*shape, generator=torch.Generator().manual_seed(shape[1])).to(dtype)
     logits[0, 3] = logits[0, shape[1] - 2] = 100.0  # a tie: the first index wins
-    got = KERNELS.argmax(logits)
+    got = kernels.argmax(logits)
     assert got.tolist() == logits.argmax(dim=-1).tolist()
     assert got[0] == 3
 
@@ -131,10 +155,11 @@ def _rows(shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> torch.Tensor
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("unit_offset", [False, True])
 @pytest.mark.parametrize("rows", [1, 40])
-def test_rms_norm_kernel_matches_the_torch_norm(dtype: torch.dtype, unit_offset: bool, rows: int) -> None:
+def test_rms_norm_kernel_matches_the_torch_norm(
+    kernels: CpuKernels, dtype: torch.dtype, unit_offset: bool, rows: int
+) -> None:
     from seekserve.layers.modules import RMSNorm
 
-    assert KERNELS is not None
     norm = RMSNorm(72, 1e-6, dtype, unit_offset=unit_offset)
     norm.weight.data.copy_(_rows((72,), dtype, 1))
     wide = _rows((rows, 100), dtype, 2)
@@ -157,11 +182,16 @@ def test_rms_norm_kernel_matches_the_torch_norm(dtype: torch.dtype, unit_offset:
     ids=["gemma-norms", "llama", "partial-rotary"],
 )
 def test_qk_prepare_matches_norm_rotary_and_cache_writes(
-    dtype: torch.dtype, num_heads: int, num_kv_heads: int, head_dim: int, rotary_dim: int, with_norms: bool
+    kernels: CpuKernels,
+    dtype: torch.dtype,
+    num_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+    rotary_dim: int,
+    with_norms: bool,
 ) -> None:
     from seekserve.layers.modules import RMSNorm, apply_rotary
 
-    assert KERNELS is not None
     rows, width = 5, (num_heads + 2 * num_kv_heads) * head_dim
     qkv = _rows((rows, width + 8), dtype, 4)[:, :width]  # strided rows
     angles = _rows((rows, 1, rotary_dim // 2), torch.float32, 5)
@@ -183,7 +213,7 @@ def test_qk_prepare_matches_norm_rotary_and_cache_writes(
     k_cache = torch.zeros(16, num_kv_heads, head_dim, dtype=dtype)
     v_cache = torch.zeros(16, num_kv_heads, head_dim, dtype=dtype)
     shape = (num_heads, num_kv_heads, head_dim)
-    q, k = KERNELS.qk_prepare(qkv, shape, norms, 1e-6, cos, sin, slots, k_cache, v_cache)
+    q, k = kernels.qk_prepare(qkv, shape, norms, 1e-6, cos, sin, slots, k_cache, v_cache)
     tolerance = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 3e-2, "rtol": 3e-2}
     torch.testing.assert_close(q, q_ref, **tolerance)
     torch.testing.assert_close(k, k_ref, **tolerance)
@@ -195,14 +225,15 @@ def test_qk_prepare_matches_norm_rotary_and_cache_writes(
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("gelu", [False, True], ids=["silu", "gelu-tanh"])
 @pytest.mark.parametrize("rows", [1, 40])
-def test_gated_activation_matches_torch(dtype: torch.dtype, gelu: bool, rows: int) -> None:
-    assert KERNELS is not None
+def test_gated_activation_matches_torch(
+    kernels: CpuKernels, dtype: torch.dtype, gelu: bool, rows: int
+) -> None:
     wide = _rows((rows, 2 * 72 + 6), dtype, 4) * 6.0
     gate_up = wide[:, 3:147]  # strided rows
     gate, up = gate_up[:, :72], gate_up[:, 72:]
     act = F.gelu(gate, approximate="tanh") if gelu else F.silu(gate)
     expected = act * up
-    got = KERNELS.gated_act(gate_up, gelu)
+    got = kernels.gated_act(gate_up, gelu)
     if dtype == torch.float32:
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)  # torch loses 1 + tanh(u) near -1
     else:  # torch's rounding points: only a last-bit flip where float32 exp differs by an ulp
@@ -212,4 +243,34 @@ def test_gated_activation_matches_torch(dtype: torch.dtype, gelu: bool, rows: in
     expected = (F.gelu(extreme[:, :16], approximate="tanh") if gelu else F.silu(extreme[:, :16])) * extreme[
         :, 16:
     ]
-    torch.testing.assert_close(KERNELS.gated_act(extreme, gelu), expected)
+    torch.testing.assert_close(kernels.gated_act(extreme, gelu), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("with_next", [True, False], ids=["post-and-next-norm", "post-norm-only"])
+def test_residual_norm_matches_gemmas_norm_add_norm(
+    kernels: CpuKernels, dtype: torch.dtype, with_next: bool
+) -> None:
+    from seekserve.layers.modules import RMSNorm
+
+    post, after = (RMSNorm(72, 1e-6, dtype, unit_offset=True) for _ in range(2))
+    post.weight.data.copy_(_rows((72,), dtype, 8))
+    after.weight.data.copy_(_rows((72,), dtype, 9))
+    y, h = _rows((6, 72), dtype, 10), _rows((6, 72), dtype, 11)
+    h_ref = h + post(y)
+    expected = after(h_ref) if with_next else post(y)
+    got = kernels.residual_norm(y, h, post.weight, after.weight if with_next else None, 1e-6)
+    tolerance = 1e-5 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(h, h_ref, atol=tolerance, rtol=tolerance)  # h updated in place
+    torch.testing.assert_close(got, expected, atol=tolerance, rtol=tolerance)
+
+
+def test_int4_matmul_without_vnni_raises_instead_of_returning_garbage(kernels: CpuKernels) -> None:
+    """The portable build has no int4 kernel: a call raises (not an assert, which python -O drops)."""
+    if kernels.has_int4_matmul:
+        pytest.skip("this build has the int4 kernel (tests/quant/test_int4.py checks it)")
+    x = torch.randn(2, 64)
+    packed = torch.zeros(64, 32, dtype=torch.uint8)
+    scales_zeros = torch.ones(2, 64, 2)
+    with pytest.raises(RuntimeError, match="int4_matmul needs AVX-512 VNNI and VBMI"):
+        kernels.int4_matmul(x, packed, scales_zeros, 32)

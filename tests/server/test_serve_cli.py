@@ -12,6 +12,7 @@ import httpx
 import openai
 
 from factories import subprocess_env
+from seekserve.layers.cpu_kernels import kernel_status
 
 
 def free_port() -> int:
@@ -68,6 +69,7 @@ def test_serve_starts_prints_its_capacity_serves_and_stops_cleanly(llama_dir: Pa
     assert proc.returncode == 0, err
     assert "serving 'tiny'" in err and "LlamaForCausalLM, float32" in err
     assert "KV cache   256 tokens (32 blocks of 8)" in err
+    assert f"kernels    {kernel_status()}" in err  # the same setting and library as this process
     assert f"{url}/v1" in err
     entries = [json.loads(line) for line in out.splitlines()]
     chat = [e for e in entries if e["path"] == "/v1/chat/completions"]

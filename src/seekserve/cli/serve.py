@@ -151,6 +151,8 @@ def _print_start(config: ServerConfig, engine_config: EngineConfig) -> None:
 
 
 def _print_ready(config: ServerConfig, engine: AsyncEngine, port: int) -> None:
+    from seekserve.layers.cpu_kernels import kernel_status
+
     e = engine.engine
     arch = ",".join(getattr(e.hf_config, "architectures", None) or ["?"])
     dtype = str(e.model.dtype).removeprefix("torch.")
@@ -164,6 +166,8 @@ def _print_ready(config: ServerConfig, engine: AsyncEngine, port: int) -> None:
         f"({e.num_kv_blocks:,} blocks of {e.config.cache.block_size})",
         f"  API        {_url(config, port)}/v1  (health: /health, docs: /docs)",
     ]
+    if e.device.type == "cpu":
+        lines.append(f"  kernels    {kernel_status()}")  # avx512 (...), portable (...) or off (why)
     if config.enable_metrics:
         lines.append(f"  monitoring {_url(config, port)}/dashboard  (Prometheus: /metrics)")
     click.echo("\n".join(lines), err=True)

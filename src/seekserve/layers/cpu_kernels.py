@@ -1,43 +1,35 @@
 """Hand-written CPU kernels (kernels/*.cpp), built with the system's C++ compiler on first use.
 
 The library is compiled once per source, compiler and CPU into `$SEEKSERVE_HOME/kernels/<hash>/`
-(about a second: it includes no torch headers) and loaded with ctypes; its functions take raw
-pointers and release the GIL while they run. Without a compiler, or with SEEKSERVE_CPU_KERNELS=0,
-`cpu_kernels()` returns None and callers use their torch path; the reason is logged once.
+(a few seconds, see kernel_build.py: it includes no torch headers) and loaded with ctypes; its
+functions take raw pointers and release the GIL while they run. With SEEKSERVE_CPU_KERNELS=0,
+`cpu_kernels()` returns None and callers use their torch path. Without a compiler, or when the
+build fails or times out, the same, after one warning naming the cause and the fix;
+`kernel_status()` says which set runs (the serve banner prints it).
 """
 
 from __future__ import annotations
 
 import ctypes
+import enum
 import functools
-import hashlib
 import logging
-import os
-import platform
-import shutil
 import subprocess
-import tempfile
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from seekserve.env import Environment
+from seekserve.layers.kernel_build import build_library, find_compiler
 
-__all__ = ["CpuKernels", "cpu_kernels", "kernels_for"]
+__all__ = ["CpuKernels", "KernelSet", "KernelStatus", "cpu_kernels", "kernel_status", "kernels_for"]
 
 log = logging.getLogger(__name__)
 
-_SOURCES = (
-    "paged_attention.cpp",
-    "argmax.cpp",
-    "layer_ops.cpp",
-    "greedy_head.cpp",
-    "int4_matmul.cpp",
-    "decode_layer.cpp",
-)
-_HEADERS = ("simd.h", "kernels.h")
-_FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
+_BUILD_TIMEOUT_S = 300.0
+"""How long the compiler may run before the build is given up (a build takes a few seconds)."""
+_FIX = "install a C++ compiler (e.g. g++) or set SEEKSERVE_CPU_KERNELS=0 to skip the kernels"
 _I64, _F32, _P = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
 _DECODE_ARGS: list[type] = [_P, _I64, _P, _P, _P, _I64, _P, _I64, _I64, _I64, _I64, _I64, _I64, _F32, _P]
 _ARGMAX_ARGS: list[type] = [_P, _I64, _I64, _P]
@@ -78,6 +70,8 @@ class CpuKernels:
         self._int4_matmul = _bind(lib, "int4_matmul", _INT4_MATMUL_ARGS)
         self.has_int4_matmul = bool(lib.int4_matmul_available())
         """Whether `int4_matmul` (AVX-512 VNNI and VBMI) was compiled in."""
+        self.has_avx512 = bool(lib.kernels_have_avx512())
+        """Whether the AVX-512 code paths were compiled in (else the portable ones run)."""
         self.decode_layers = _bind(
             lib, "decode_layers", [_P, _I64, _P, _P, _I64, _P, _P, _P, _P, _P], ctypes.c_int
         )
@@ -167,7 +161,11 @@ class CpuKernels:
         `has_int4_matmul`. Returns [rows, N]."""
         rows, k = x.shape
         n = packed.shape[0]
-        assert self.has_int4_matmul, "int4_matmul needs AVX-512 VNNI and VBMI"
+        if not self.has_int4_matmul:  # not an assert: python -O would leave `out` unwritten
+            raise RuntimeError(
+                "int4_matmul needs AVX-512 VNNI and VBMI, which this build of the CPU kernels lacks; "
+                "check has_int4_matmul first and use torch's int4 product otherwise"
+            )
         assert x.stride(1) == 1 and packed.is_contiguous() and scales_zeros.is_contiguous(), (
             "inputs must be dense"
         )
@@ -315,23 +313,91 @@ def _bind(
     return table
 
 
+class KernelSet(enum.Enum):
+    """Which code the CPU kernels run."""
+
+    AVX512 = "avx512"
+    PORTABLE = "portable"
+    OFF = "off"
+
+
+@dataclass(frozen=True)
+class KernelStatus:
+    """The kernel set in use and why, e.g. "avx512 (VNNI, VBMI int4)" or "off (SEEKSERVE_CPU_KERNELS=0)"."""
+
+    kernel_set: KernelSet
+    detail: str
+    """The extensions compiled in, or why the kernels are off."""
+
+    def __str__(self) -> str:
+        return f"{self.kernel_set.value} ({self.detail})"
+
+
+_status = KernelStatus(KernelSet.OFF, "not loaded yet")
+
+
 @functools.cache
 def cpu_kernels() -> CpuKernels | None:
-    """The kernel library, built on first use; None where it cannot be built or is turned off."""
-    env = Environment.read()
+    """The kernel library, built on first use; None where it is turned off or cannot be built (one
+    warning then names the cause and the fix). `kernel_status()` says which."""
+    global _status
+    kernels, _status = _load(Environment.read())
+    return kernels
+
+
+def kernel_status() -> KernelStatus:
+    """Which kernel set `cpu_kernels()` gives (loading it first if it was not yet)."""
+    cpu_kernels()
+    return _status
+
+
+def _load(env: Environment) -> tuple[CpuKernels | None, KernelStatus]:
     if not env.cpu_kernels:
-        log.info("CPU kernels turned off (SEEKSERVE_CPU_KERNELS=0): using torch attention")
-        return None
-    compiler = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
+        log.info("CPU kernels turned off (SEEKSERVE_CPU_KERNELS=0): using the torch path")
+        return None, KernelStatus(KernelSet.OFF, "SEEKSERVE_CPU_KERNELS=0")
+    compiler = find_compiler()
     if compiler is None:
-        log.warning("no C++ compiler found (g++ or $CXX): using torch attention, slower on CPU")
-        return None
+        log.warning(
+            "CPU kernels: no C++ compiler found ($CXX, g++ or c++); using the slower torch path: %s", _FIX
+        )
+        return None, KernelStatus(KernelSet.OFF, "no C++ compiler: install g++, or SEEKSERVE_CPU_KERNELS=0")
     try:
-        return CpuKernels(ctypes.CDLL(str(_build(compiler, env.kernels_dir))))
-    except (OSError, subprocess.CalledProcessError) as e:
-        detail = getattr(e, "stderr", "") or e
-        log.warning("building the CPU kernels failed, using torch attention: %s", detail)
-        return None
+        path = build_library(compiler, env.kernels_dir, env.portable_kernels, _BUILD_TIMEOUT_S)
+        kernels = CpuKernels(ctypes.CDLL(str(path)))
+    except subprocess.TimeoutExpired:
+        log.warning(
+            "CPU kernels: building them with %s did not finish in %g s; using the slower torch path: %s",
+            compiler, _BUILD_TIMEOUT_S, _FIX,
+        )  # fmt: skip
+        return None, KernelStatus(KernelSet.OFF, f"the build timed out after {_BUILD_TIMEOUT_S:g} s")
+    except subprocess.CalledProcessError as e:
+        log.warning(
+            "CPU kernels: building them with %s failed (exit status %d); using the slower torch path: %s%s",
+            compiler, e.returncode, _FIX, _last_lines(e.stderr),
+        )  # fmt: skip
+        return None, KernelStatus(KernelSet.OFF, f"the build failed: {compiler} exit status {e.returncode}")
+    except OSError as e:
+        log.warning(
+            "CPU kernels: building or loading them failed (%s); using the slower torch path: %s", e, _FIX
+        )
+        return None, KernelStatus(KernelSet.OFF, f"the build failed: {e.strerror or e}")
+    return kernels, _status_of(kernels, env)
+
+
+def _status_of(kernels: CpuKernels, env: Environment) -> KernelStatus:
+    if not kernels.has_avx512:
+        why = "SEEKSERVE_CPU_KERNELS=portable" if env.portable_kernels else "no AVX-512"
+        return KernelStatus(KernelSet.PORTABLE, why)
+    extensions = [
+        name for name, has in (("VNNI", kernels.has_vnni), ("VBMI int4", kernels.has_int4_matmul)) if has
+    ]
+    return KernelStatus(KernelSet.AVX512, ", ".join(extensions) or "no VNNI")
+
+
+def _last_lines(stderr: str | None, num_lines: int = 5) -> str:
+    """The end of the compiler's error output, indented under the warning."""
+    lines = (stderr or "").strip().splitlines()[-num_lines:]
+    return "".join(f"\n  {line}" for line in lines)
 
 
 def kernels_for(x: torch.Tensor) -> CpuKernels | None:
@@ -339,36 +405,3 @@ def kernels_for(x: torch.Tensor) -> CpuKernels | None:
     if x.device.type != "cpu" or x.dtype not in _SUFFIX:
         return None
     return cpu_kernels()
-
-
-def _build(compiler: str, kernels_dir: Path) -> Path:
-    here = Path(__file__).parent / "kernels"
-    sources = [here / name for name in _SOURCES]
-    key = hashlib.sha256()
-    for part in (compiler, *_FLAGS, platform.machine(), _cpu_flags()):
-        key.update(part.encode())
-    for src in [*sources, *(here / name for name in _HEADERS)]:
-        key.update(src.read_bytes())
-    target_dir = kernels_dir / key.hexdigest()[:16]
-    target = target_dir / "libseekserve_cpu.so"
-    if target.is_file():
-        return target
-    target_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target_dir) as tmp:
-        partial = Path(tmp) / target.name
-        cmd = [compiler, *_FLAGS, *map(str, sources), "-o", str(partial)]
-        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
-        partial.replace(target)  # atomic: a concurrent start sees all of the library or none
-    log.info("built CPU kernels into %s", target)
-    return target
-
-
-def _cpu_flags() -> str:
-    """The CPU's feature flags (-march=native depends on them)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line
-    except OSError:
-        pass
-    return platform.processor()

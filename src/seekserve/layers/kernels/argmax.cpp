@@ -98,6 +98,16 @@ void argmax(const T* logits, int64_t num_rows, int64_t vocab, int64_t* out) {
 
 extern "C" {
 
+// 1 where this library has the AVX-512 code paths (built with -march=native on a CPU that has
+// AVX-512F), 0 where it runs the portable ones; the loader reports which set is in use.
+int kernels_have_avx512() {
+#if defined(__AVX512F__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 void argmax_f32(const float* logits, int64_t num_rows, int64_t vocab, int64_t* out) {
     argmax(logits, num_rows, vocab, out);
 }

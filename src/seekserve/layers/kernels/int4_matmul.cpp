@@ -22,6 +22,7 @@
 //
 // A decode step's products then read the weights at memory speed rather than unpacking them to floats.
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "kernels.h"
@@ -211,8 +212,13 @@ void int4_matmul(const T* x, int64_t x_stride, int64_t rows, int64_t K, const ui
 #else
 constexpr bool kInt4Vnni = false;
 
+// Without VNNI and VBMI: callers check int4_matmul_available() first (CpuKernels raises), and a
+// call that does not still gets zeros rather than whatever the output held.
 template <int D, typename T>
-void int4_matmul(const T*, int64_t, int64_t, int64_t, const uint8_t*, const T*, int64_t, int64_t, T*, int64_t) {}
+void int4_matmul(const T*, int64_t, int64_t rows, int64_t, const uint8_t*, const T*, int64_t N, int64_t, T* out,
+                 int64_t out_stride) {
+    for (int64_t r = 0; r < rows; ++r) std::memset(out + r * out_stride, 0, N * sizeof(T));
+}
 #endif
 
 }  // namespace

@@ -149,8 +149,10 @@ inline vec div(vec a, vec b) {
     for (int i = 0; i < 16; ++i) r.x[i] = a.x[i] / b.x[i];
     return r;
 }
+// Clamped as the AVX-512 version is: e^x stays finite and above 0, so tanh's (1 - e) / (1 + e)
+// gives -1, not inf / inf = NaN, for large arguments. NaN passes through.
 inline vec exp(vec v) {
-    for (float& f : v.x) f = std::exp(f);
+    for (float& f : v.x) f = std::exp(f > 88.7f ? 88.7f : f < -104.0f ? -104.0f : f);
     return v;
 }
 #endif
