@@ -274,3 +274,22 @@ def test_int4_matmul_without_vnni_raises_instead_of_returning_garbage(kernels: C
     scales_zeros = torch.ones(2, 64, 2)
     with pytest.raises(RuntimeError, match="int4_matmul needs AVX-512 VNNI and VBMI"):
         kernels.int4_matmul(x, packed, scales_zeros, 32)
+
+
+def test_greedy_head_vnni_without_vnni_raises_instead_of_returning_garbage(kernels: CpuKernels) -> None:
+    if kernels.has_vnni:
+        pytest.skip("this build has the VNNI screen (tests/engine/test_greedy_head.py checks it)")
+    weight = torch.randn(64, 32, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="greedy_head_vnni needs a library built with AVX-512 VNNI"):
+        kernels.greedy_head_vnni(torch.randn(1, 32, dtype=torch.bfloat16), weight, weight, weight, weight)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_greedy_head_float_screen_gives_the_argmax(kernels: CpuKernels, dtype: torch.dtype) -> None:
+    """The float screen, which builds without AVX-512 too, against the full logits' argmax."""
+    gen = torch.Generator().manual_seed(3)
+    weight = torch.randn(1000, 64, generator=gen).to(dtype)
+    hidden = torch.randn(5, 64, generator=gen).to(dtype)
+    q, scale = kernels.quantize_rows(weight)
+    found = kernels.greedy_head(hidden, weight, q, scale.float())
+    assert found.tokens.tolist() == (hidden.float() @ weight.float().T).argmax(-1).tolist()

@@ -16,14 +16,22 @@ import functools
 import logging
 import subprocess
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from seekserve.env import Environment
 from seekserve.layers.kernel_build import build_library, find_compiler
 
-__all__ = ["CpuKernels", "KernelSet", "KernelStatus", "cpu_kernels", "kernel_status", "kernels_for"]
+__all__ = [
+    "CpuKernels",
+    "KernelSet",
+    "KernelStatus",
+    "Screened",
+    "cpu_kernels",
+    "kernel_status",
+    "kernels_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +41,9 @@ _FIX = "install a C++ compiler (e.g. g++) or set SEEKSERVE_CPU_KERNELS=0 to skip
 _I64, _F32, _P = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
 _DECODE_ARGS: list[type] = [_P, _I64, _P, _P, _P, _I64, _P, _I64, _I64, _I64, _I64, _I64, _I64, _F32, _P]
 _ARGMAX_ARGS: list[type] = [_P, _I64, _I64, _P]
-_GREEDY_HEAD_ARGS: list[type] = [_P, _I64, _P, _P, _P, _P, _P, _I64, _I64, _P, _P]
+_GREEDY_HEAD_ARGS: list[type] = [_P, _I64, _P, _P, _P, _P, _P, _I64, _I64, _P, _P, _P, _I64, _P]
 _QUANTIZE_ROWS_ARGS: list[type] = [_P, _I64, _I64, _P, _P]
-_GREEDY_HEAD_VNNI_ARGS: list[type] = [_P, _I64, _P, _P, _P, _P, _I64, _I64, _P, _P]
+_GREEDY_HEAD_VNNI_ARGS: list[type] = [_P, _I64, _P, _P, _P, _P, _I64, _I64, _P, _P, _P, _I64, _P]
 _RMS_NORM_ARGS: list[type] = [_P, _I64, _P, _P, _I64, _I64, _F32, ctypes.c_int, _P]
 _GATED_ACT_ARGS: list[type] = [_P, _I64, _I64, _I64, ctypes.c_int, _P]
 _RESIDUAL_NORM_ARGS: list[type] = [_P, _P, _P, _P, _I64, _I64, _F32, _P]
@@ -44,6 +52,23 @@ _QK_PREPARE_ARGS: list[type] = [
 ]  # fmt: skip
 _INT4_MATMUL_ARGS: list[type] = [_P, _I64, _I64, _I64, _P, _P, _I64, _I64, _P, _I64]
 _SUFFIX = {torch.float32: "f32", torch.bfloat16: "bf16"}
+MAX_TIES = 16
+"""Near ties per hidden row that the greedy head's kernel lists (more are only counted)."""
+
+
+class Screened(NamedTuple):
+    """What the greedy head's kernel found for each hidden row (see greedy_head.cpp's `rescore`)."""
+
+    tokens: torch.Tensor
+    """int64 [rows]: the maximum of the candidates' logits in the kernel's float32 summation order."""
+    rows_rescored: torch.Tensor
+    """int64 [rows]: vocabulary rows the screen could not rule out, rescored with the exact weight."""
+    ties: torch.Tensor
+    """int64 [rows, MAX_TIES]: the near ties, ascending: the rows whose rounded logit may equal or
+    pass the maximum's in another summation order (the first num_ties[r] entries are valid)."""
+    num_ties: torch.Tensor
+    """int64 [rows]: 1 for a clear winner; MAX_TIES + 1 when the row must be decided over the whole
+    vocabulary (more ties than listed, a maximum that is not finite, or no candidate)."""
 
 
 class CpuKernels:
@@ -206,27 +231,29 @@ class CpuKernels:
         q: torch.Tensor,
         scale: torch.Tensor,
         row_sums: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> Screened:
         """argmax(hidden @ weight.T) per row, reading the int8 copy (q, scale) of the weight and only
         the rows of it that could be the maximum; see greedy_head.cpp. Without a weight, (q, scale)
         is the head itself (an int8 head, scale float32). With q's `row_sums` (see `row_sums`), one
-        row, or 12 or more, are screened with integer dot products where the CPU has them. Returns
-        (tokens int64 [rows], rows rescored int64 [rows]). The hidden size must be a multiple of 16."""
+        row, or 12 or more, are screened with integer dot products where the CPU has them. The tokens
+        are exact up to float32 summation order: `Screened.ties` lists the rows where that order
+        could matter (GreedyHead decides them with the head's own arithmetic). The hidden size must
+        be a multiple of 16 and the hidden rows finite."""
         rows, dim = hidden.shape
         assert dim % 16 == 0 and q.shape[1] == dim and scale.dtype == torch.float32, "shapes must agree"
         assert weight is None or (weight.shape == q.shape and weight.dtype == hidden.dtype), (
             "shapes must agree"
         )
         hidden = hidden.contiguous()
-        tokens = torch.empty(rows, dtype=torch.int64)
-        candidates = torch.empty(rows, dtype=torch.int64)
+        out = _screened(rows)
         weight_ptr = 0 if weight is None else weight.data_ptr()
         l1, sums = (None, None) if row_sums is None else (row_sums[0].data_ptr(), row_sums[1].data_ptr())
         self._greedy_head[hidden.dtype](
             hidden.data_ptr(), rows, weight_ptr, q.data_ptr(), scale.data_ptr(), l1, sums, q.shape[0], dim,
-            tokens.data_ptr(), candidates.data_ptr(),
+            out.tokens.data_ptr(), out.rows_rescored.data_ptr(), out.ties.data_ptr(), MAX_TIES,
+            out.num_ties.data_ptr(),
         )  # fmt: skip
-        return tokens, candidates
+        return out
 
     def row_sums(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(sum |q| float32, sum q int32) per row of an int8 matrix q [vocab, dim], for `greedy_head`."""
@@ -254,20 +281,25 @@ class CpuKernels:
         packed: torch.Tensor,
         scale: torch.Tensor,
         l1: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> Screened:
         """`greedy_head` screening with integer dot products over `pack_vnni`'s layout (scale padded
         with zeros to its length)."""
+        if not self.has_vnni:  # not an assert: python -O would leave `out` unwritten
+            raise RuntimeError(
+                "greedy_head_vnni needs a library built with AVX-512 VNNI: "
+                "check has_vnni first and use greedy_head otherwise"
+            )
         rows, dim = hidden.shape
         assert dim % 16 == 0 and weight.shape[1] == dim and hidden.dtype == weight.dtype, "shapes must agree"
         assert scale.shape == l1.shape and packed.numel() == l1.numel() * dim, "use pack_vnni's layout"
         hidden = hidden.contiguous()
-        tokens = torch.empty(rows, dtype=torch.int64)
-        candidates = torch.empty(rows, dtype=torch.int64)
+        out = _screened(rows)
         self._greedy_head_vnni[hidden.dtype](
             hidden.data_ptr(), rows, weight.data_ptr(), packed.data_ptr(), scale.data_ptr(), l1.data_ptr(),
-            weight.shape[0], dim, tokens.data_ptr(), candidates.data_ptr(),
+            weight.shape[0], dim, out.tokens.data_ptr(), out.rows_rescored.data_ptr(), out.ties.data_ptr(),
+            MAX_TIES, out.num_ties.data_ptr(),
         )  # fmt: skip
-        return tokens, candidates
+        return out
 
     def paged_decode(
         self,
@@ -298,6 +330,16 @@ class CpuKernels:
             out.data_ptr(),
         )  # fmt: skip
         return out
+
+
+def _screened(rows: int) -> Screened:
+    """Empty outputs of the greedy head's kernel for `rows` hidden rows."""
+    return Screened(
+        torch.empty(rows, dtype=torch.int64),
+        torch.empty(rows, dtype=torch.int64),
+        torch.empty(rows, MAX_TIES, dtype=torch.int64),
+        torch.empty(rows, dtype=torch.int64),
+    )
 
 
 def _bind(

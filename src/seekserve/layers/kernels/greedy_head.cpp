@@ -53,19 +53,36 @@ inline float stored(const uint16_t*, float x) { return bf16_to_float(float_to_bf
 // cannot round to the rounded maximum (bfloat16 moves a value by at most 2^-8 of it).
 inline float with_margin(float t) { return t - std::fabs(t) * 0x1p-6f - 1e-30f; }
 
-template <typename T>
-float exact_logit(const T* w, const T* h, int64_t dim) {
-    vec acc = splat(0.0f);
-    for (int64_t d = 0; d < dim; d += 16) acc = fmadd(load(w + d), load(h + d), acc);
-    return stored(w, sum(acc));
+// A candidate's logit in this kernel's float32 order (unrounded), and a bound on how far any other
+// float32 summation order (the reference matmul's) can be from it: dim * 2^-23 * sum_d |w_vd h_d|,
+// twice the classic bound dim * 2^-24 * sum |w h| on one order's error.
+struct Logit {
+    float value, spread;
+};
+
+inline float order_spread(double abs_sum, int64_t dim) {
+    return static_cast<float>(abs_sum * static_cast<double>(dim) * 0x1p-23 * 1.0001);
 }
 
-// The logit of an int8 head (q, scale per row), as its matmul stores it.
 template <typename T>
-float exact_logit(const int8_t* q, float scale, const T* h, int64_t dim) {
+Logit exact_logit(const T* w, const T* h, int64_t dim) {
+    vec acc = splat(0.0f);
+    for (int64_t d = 0; d < dim; d += 16) acc = fmadd(load(w + d), load(h + d), acc);
+    double abs_sum = 0.0;
+    for (int64_t d = 0; d < dim; ++d) abs_sum += std::fabs(static_cast<double>(widen(w[d])) * widen(h[d]));
+    return {sum(acc), order_spread(abs_sum, dim)};
+}
+
+// The logit of an int8 head (q, scale per row): scale times the float32 sum, as the int8 matmul.
+template <typename T>
+Logit exact_logit(const int8_t* q, float scale, const T* h, int64_t dim) {
     float acc = 0.0f;
-    for (int64_t d = 0; d < dim; ++d) acc += static_cast<float>(q[d]) * widen(h[d]);
-    return stored(h, scale * acc);
+    double abs_sum = 0.0;
+    for (int64_t d = 0; d < dim; ++d) {
+        acc += static_cast<float>(q[d]) * widen(h[d]);
+        abs_sum += std::fabs(static_cast<double>(q[d]) * widen(h[d]));
+    }
+    return {scale * acc, scale * order_spread(abs_sum, dim)};
 }
 
 // Screening arithmetic: S::W holds S::kStep int8 weights widened for S::madd with as many hidden
@@ -162,11 +179,17 @@ using Found = std::vector<std::vector<std::vector<Candidate>>>;
 using Lower = std::vector<std::vector<float>>;
 
 // The screens' common end: the threshold from all threads' lower bounds, the candidates above it
-// rescored with the exact weight, the first maximum taken.
+// rescored with the exact weight, the first maximum taken (out). The rescore sums in this kernel's
+// order, so a row whose rounded logit could equal or pass the maximum's in another summation order
+// is a near tie: ties[r * max_ties ...] lists the row's near ties in ascending order (the maximum
+// among them), num_ties[r] counts them; more than max_ties (only the first max_ties listed), or a
+// maximum that is not finite, or no candidate at all, is reported as max_ties + 1. The caller
+// decides ties with the reference arithmetic (engine/greedy_head.py); a count of 1 is a clear winner.
 // weight: the head, or null when the head is the int8 copy itself (q, scale).
 template <typename T>
 void rescore(const T* hidden, int64_t rows, const T* weight, const int8_t* q, const float* scale, int64_t dim,
-             const Found& found, const Lower& lower, int64_t* out, int64_t* num_candidates) {
+             const Found& found, const Lower& lower, int64_t* out, int64_t* num_candidates, int64_t* ties,
+             int64_t max_ties, int64_t* num_ties) {
     const size_t threads = found.size();
     for (int64_t r = 0; r < rows; ++r) {
         float threshold = -INFINITY;
@@ -178,19 +201,34 @@ void rescore(const T* hidden, int64_t rows, const T* weight, const int8_t* q, co
                 if (c.upper >= cut) rescore.push_back(c.index);
         std::sort(rescore.begin(), rescore.end());
         const int64_t n = static_cast<int64_t>(rescore.size());
-        std::vector<float> exact(n);
+        std::vector<Logit> exact(n);
 #pragma omp parallel for schedule(static) if (n > 256)
         for (int64_t i = 0; i < n; ++i) {
             const int64_t v = rescore[i];
             exact[i] = weight != nullptr ? exact_logit(weight + v * dim, hidden + r * dim, dim)
                                          : exact_logit(q + v * dim, scale[v], hidden + r * dim, dim);
         }
-        int64_t best = n ? rescore[0] : 0;
-        float best_value = -INFINITY;
-        for (int64_t i = 0; i < n; ++i)
-            if (exact[i] > best_value) best_value = exact[i], best = rescore[i];
-        out[r] = best;
+        int64_t best = 0;  // the first maximum of the logits rounded as the matmul stores them
+        for (int64_t i = 1; i < n; ++i)
+            if (stored(hidden, exact[i].value) > stored(hidden, exact[best].value)) best = i;
+        out[r] = n ? rescore[best] : 0;
         num_candidates[r] = n;
+        int64_t* mine = ties + r * max_ties;
+        if (n == 0 || !std::isfinite(exact[best].value + exact[best].spread)) {
+            num_ties[r] = max_ties + 1;
+            continue;
+        }
+        // Lowest value a row's float32 logit may have and still round, in some order, to at least
+        // the maximum's rounding (two bfloat16 roundings move values apart by under 2^-8 of them).
+        const float low = exact[best].value - exact[best].spread;
+        const float floor = low - std::fabs(low) * 0x1p-7f - 1e-30f;
+        int64_t count = 0;
+        for (int64_t i = 0; i < n; ++i) {
+            if (!(exact[i].value + exact[i].spread >= floor) && i != best) continue;
+            if (count < max_ties) mine[count] = rescore[i];
+            ++count;
+        }
+        num_ties[r] = std::min(count, max_ties + 1);
     }
 }
 
@@ -206,14 +244,14 @@ bool screen_one_row(const float* h, const int8_t* q, const float* scale, const f
 constexpr int64_t kInPlaceTileRows = 12;
 template <typename T>
 bool screen_rows_in_place(const T* hidden, int64_t rows, const int8_t* q, const float* scale, const float* l1,
-                          int64_t vocab, int64_t dim, int64_t* out, int64_t* num_candidates);
+                          int64_t vocab, int64_t dim, int64_t* out, int64_t* num_candidates, int64_t* ties, int64_t max_ties, int64_t* num_ties);
 
 template <typename T>
 void greedy_head(const T* hidden, int64_t rows, const T* weight, const int8_t* q, const float* scale,
                  const float* l1, const int32_t* sums, int64_t vocab, int64_t dim, int64_t* out,
-                 int64_t* num_candidates) {
+                 int64_t* num_candidates, int64_t* ties, int64_t max_ties, int64_t* num_ties) {
     if (rows >= kInPlaceTileRows && weight == nullptr && l1 != nullptr && dim % 64 == 0 &&
-        screen_rows_in_place(hidden, rows, q, scale, l1, vocab, dim, out, num_candidates))
+        screen_rows_in_place(hidden, rows, q, scale, l1, vocab, dim, out, num_candidates, ties, max_ties, num_ties))
         return;
     std::vector<float> h(rows * dim);
     // e_v = scale_v * half_l1: sum |h| / 2 for the int8 copy's error (none when it is the head
@@ -236,7 +274,7 @@ void greedy_head(const T* hidden, int64_t rows, const T* weight, const int8_t* q
     Lower lower(threads, std::vector<float>(rows, -INFINITY));
     if (rows == 1 && l1 != nullptr && sums != nullptr && dim % 64 == 0 && dim < 8192 &&
         screen_one_row(h.data(), q, scale, l1, sums, vocab, dim, half_l1[0], found, lower)) {
-        rescore(hidden, rows, weight, q, scale, dim, found, lower, out, num_candidates);
+        rescore(hidden, rows, weight, q, scale, dim, found, lower, out, num_candidates, ties, max_ties, num_ties);
         return;
     }
 #pragma omp parallel
@@ -266,7 +304,7 @@ void greedy_head(const T* hidden, int64_t rows, const T* weight, const int8_t* q
             }
         }
     }
-    rescore(hidden, rows, weight, q, scale, dim, found, lower, out, num_candidates);
+    rescore(hidden, rows, weight, q, scale, dim, found, lower, out, num_candidates, ties, max_ties, num_ties);
 }
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
@@ -441,7 +479,7 @@ void pack_tiles(const int8_t* q, int64_t vocab, int64_t dim, int64_t t0, int64_t
 template <typename T>
 void screen_tiles(const T* hidden, int64_t rows, const T* weight, const uint8_t* packed, const int8_t* q,
                   const float* scale, const float* l1, int64_t vocab, int64_t dim, int64_t* out,
-                  int64_t* num_candidates) {
+                  int64_t* num_candidates, int64_t* ties, int64_t max_ties, int64_t* num_ties) {
     // The copy's error (none in place) and the exact logits' float32 rounding, as the float screen.
     const double weight_error = (packed != nullptr ? 0.5 : 0.0) + 127.0 * static_cast<double>(dim) * 0x1p-23;
     std::vector<QuantizedRow> quantized;
@@ -502,21 +540,21 @@ void screen_tiles(const T* hidden, int64_t rows, const T* weight, const uint8_t*
         }
         lower[t] = best;
     }
-    rescore(hidden, rows, weight, q, scale, dim, found, lower, out, num_candidates);
+    rescore(hidden, rows, weight, q, scale, dim, found, lower, out, num_candidates, ties, max_ties, num_ties);
 }
 
 template <typename T>
 void greedy_head_vnni(const T* hidden, int64_t rows, const T* weight, const uint8_t* packed, const float* scale,
-                      const float* l1, int64_t vocab, int64_t dim, int64_t* out, int64_t* num_candidates) {
+                      const float* l1, int64_t vocab, int64_t dim, int64_t* out, int64_t* num_candidates, int64_t* ties, int64_t max_ties, int64_t* num_ties) {
     screen_tiles(hidden, rows, weight, packed, static_cast<const int8_t*>(nullptr), scale, l1, vocab, dim, out,
-                 num_candidates);
+                 num_candidates, ties, max_ties, num_ties);
 }
 
 template <typename T>
 bool screen_rows_in_place(const T* hidden, int64_t rows, const int8_t* q, const float* scale, const float* l1,
-                          int64_t vocab, int64_t dim, int64_t* out, int64_t* num_candidates) {
+                          int64_t vocab, int64_t dim, int64_t* out, int64_t* num_candidates, int64_t* ties, int64_t max_ties, int64_t* num_ties) {
     screen_tiles(hidden, rows, static_cast<const T*>(nullptr), static_cast<const uint8_t*>(nullptr), q, scale, l1,
-                 vocab, dim, out, num_candidates);
+                 vocab, dim, out, num_candidates, ties, max_ties, num_ties);
     return true;
 }
 
@@ -614,10 +652,10 @@ bool screen_one_row(const float*, const int8_t*, const float*, const float*, con
 }
 template <typename T>
 void greedy_head_vnni(const T*, int64_t, const T*, const uint8_t*, const float*, const float*, int64_t, int64_t,
-                      int64_t*, int64_t*) {}
+                      int64_t*, int64_t*, int64_t*, int64_t, int64_t*) {}
 template <typename T>
 bool screen_rows_in_place(const T*, int64_t, const int8_t*, const float*, const float*, int64_t, int64_t, int64_t*,
-                          int64_t*) {
+                          int64_t*, int64_t*, int64_t, int64_t*) {
     return false;
 }
 constexpr bool kVnni = false;
@@ -698,14 +736,14 @@ extern "C" {
 
 void greedy_head_f32(const float* hidden, int64_t rows, const float* weight, const int8_t* q, const float* scale,
                      const float* l1, const int32_t* sums, int64_t vocab, int64_t dim, int64_t* out,
-                     int64_t* num_candidates) {
-    greedy_head(hidden, rows, weight, q, scale, l1, sums, vocab, dim, out, num_candidates);
+                     int64_t* num_candidates, int64_t* ties, int64_t max_ties, int64_t* num_ties) {
+    greedy_head(hidden, rows, weight, q, scale, l1, sums, vocab, dim, out, num_candidates, ties, max_ties, num_ties);
 }
 
 void greedy_head_bf16(const uint16_t* hidden, int64_t rows, const uint16_t* weight, const int8_t* q,
                       const float* scale, const float* l1, const int32_t* sums, int64_t vocab, int64_t dim,
-                      int64_t* out, int64_t* num_candidates) {
-    greedy_head(hidden, rows, weight, q, scale, l1, sums, vocab, dim, out, num_candidates);
+                      int64_t* out, int64_t* num_candidates, int64_t* ties, int64_t max_ties, int64_t* num_ties) {
+    greedy_head(hidden, rows, weight, q, scale, l1, sums, vocab, dim, out, num_candidates, ties, max_ties, num_ties);
 }
 
 void quantize_rows_f32(const float* weight, int64_t vocab, int64_t dim, int8_t* q, float* scale) {
@@ -729,14 +767,14 @@ void greedy_head_pack_vnni(const int8_t* q, int64_t vocab, int64_t dim, uint8_t*
 
 void greedy_head_vnni_f32(const float* hidden, int64_t rows, const float* weight, const uint8_t* packed,
                           const float* scale, const float* l1, int64_t vocab, int64_t dim, int64_t* out,
-                          int64_t* num_candidates) {
-    greedy_head_vnni(hidden, rows, weight, packed, scale, l1, vocab, dim, out, num_candidates);
+                          int64_t* num_candidates, int64_t* ties, int64_t max_ties, int64_t* num_ties) {
+    greedy_head_vnni(hidden, rows, weight, packed, scale, l1, vocab, dim, out, num_candidates, ties, max_ties, num_ties);
 }
 
 void greedy_head_vnni_bf16(const uint16_t* hidden, int64_t rows, const uint16_t* weight, const uint8_t* packed,
                            const float* scale, const float* l1, int64_t vocab, int64_t dim, int64_t* out,
-                           int64_t* num_candidates) {
-    greedy_head_vnni(hidden, rows, weight, packed, scale, l1, vocab, dim, out, num_candidates);
+                           int64_t* num_candidates, int64_t* ties, int64_t max_ties, int64_t* num_ties) {
+    greedy_head_vnni(hidden, rows, weight, packed, scale, l1, vocab, dim, out, num_candidates, ties, max_ties, num_ties);
 }
 
 }  // extern "C"
