@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from factories import greedy, hf_greedy, random_prompts
-from seekserve.engine.async_engine import AsyncEngine
+from seekserve.engine.async_engine import AsyncEngine, EngineInfo
 from seekserve.errors import EngineDeadError, EngineOverloadedError, ModelLoadError, PromptTooLongError
 
 PROMPTS = random_prompts(6, seed=3)
@@ -29,6 +29,38 @@ async def collect(engine: AsyncEngine, prompt: list[int], max_tokens: int) -> tu
         text += out.outputs[0].delta_text
         final = out.outputs[0].text
     return tokens, text, final
+
+
+def test_info_describes_the_loaded_model(llama_dir: Path) -> None:
+    engine = make_engine(llama_dir, max_num_seqs=3, max_queue_len=5)
+    assert engine.info == EngineInfo(
+        model_name=str(llama_dir),
+        model_path=llama_dir,
+        architectures=("LlamaForCausalLM",),
+        dtype="float32",
+        device="cpu",
+        max_model_len=128,
+        uses_default_chat_template=engine.info.uses_default_chat_template,
+        quantization=None,
+        weight_bytes=engine.info.weight_bytes,
+        packed_copy_bytes=engine.info.packed_copy_bytes,
+        kv_cache_tokens=64 * 4,
+        num_kv_blocks=64,
+        block_size=4,
+        kv_bytes_per_token=engine.info.kv_bytes_per_token,
+        max_num_seqs=3,
+        max_num_batched_tokens=engine.info.max_num_batched_tokens,
+        max_queue_len=5,
+    )
+    assert engine.info.architecture == "LlamaForCausalLM"
+    # float32 weights: 4 bytes per parameter, at least the two 384 x 64 embedding tables
+    assert engine.info.weight_bytes >= 2 * 384 * 64 * 4
+    # K and V, 2 layers x 2 KV heads x 16 dims, float32
+    assert engine.info.kv_bytes_per_token == 2 * 2 * 2 * 16 * 4
+    token_ids = engine.encode("hello world")
+    assert token_ids and all(isinstance(t, int) for t in token_ids)
+    assert engine.tokenizer.decode(token_ids, skip_special_tokens=True) == "hello world"
+    engine.shutdown()
 
 
 def test_concurrent_streams_match_transformers(llama_dir: Path) -> None:

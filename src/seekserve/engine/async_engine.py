@@ -35,12 +35,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from seekserve.engine.config import EngineConfig
+from seekserve.engine.info import EngineInfo
 from seekserve.engine.llm_engine import EngineStats, LLMEngine
 from seekserve.engine.outputs import RequestOutput
 from seekserve.engine.sampling_params import SamplingParams
 from seekserve.errors import EngineDeadError, EngineOverloadedError, InvalidRequestError
 
-__all__ = ["AsyncEngine"]
+__all__ = ["AsyncEngine", "EngineInfo", "EngineStats"]
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,17 @@ class _Abort:
 
 
 class AsyncEngine:
-    """Thread-safe, asyncio-facing wrapper of an `LLMEngine`."""
+    """Thread-safe, asyncio-facing wrapper of an `LLMEngine`.
+
+    Servers and the CLI use only the public methods and properties below (`info`, `encode`,
+    `tokenizer`, `stats`, `add_request`/`generate`, `abort`, ...); this is the one module that
+    reads the wrapped engine's attributes.
+    """
 
     def __init__(self, engine: LLMEngine) -> None:
         self.engine = engine
+        """The wrapped engine, stepped by the engine thread only (tests reach in to inject faults)."""
+        self._info = _describe(engine)
         self._commands: queue.SimpleQueue[_Add | _Abort | None] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._streams: dict[str, asyncio.Queue[RequestOutput | BaseException]] = {}
@@ -113,8 +121,19 @@ class AsyncEngine:
         return result
 
     @property
+    def info(self) -> EngineInfo:
+        """The model served and the engine's capacity (fixed once loaded)."""
+        return self._info
+
+    @property
     def tokenizer(self) -> Any:
+        """The model's tokenizer (a `tokenizers`/transformers tokenizer: `encode`, `decode`)."""
         return self.engine.tokenizer
+
+    def encode(self, prompt: str) -> list[int]:
+        """The prompt's token ids, as the engine would tokenize it. Blocks for long prompts:
+        call it from a worker thread (`asyncio.to_thread`) on an event loop. Safe from any thread."""
+        return self.engine.encode(prompt)
 
     @property
     def is_healthy(self) -> bool:
@@ -180,7 +199,7 @@ class AsyncEngine:
         else:
             token_ids = list(prompt)
         self.engine.validate(token_ids, params)
-        limit = self.engine.config.scheduler.max_queue_len
+        limit = self._info.max_queue_len
         waiting = self.stats.num_waiting + self._num_pending
         if limit is not None and waiting + params.n > limit:
             raise EngineOverloadedError(waiting, limit)
@@ -279,6 +298,29 @@ class AsyncEngine:
             stream = self._streams.get(rid)
             if stream is not None:
                 stream.put_nowait(error)
+
+
+def _describe(engine: LLMEngine) -> EngineInfo:
+    config = engine.config
+    return EngineInfo(
+        model_name=engine.model_name,
+        model_path=engine.model_source.path,
+        architectures=tuple(getattr(engine.hf_config, "architectures", None) or ()),
+        dtype=str(engine.model.dtype).removeprefix("torch."),
+        device=str(engine.device),
+        max_model_len=engine.max_model_len,
+        uses_default_chat_template=engine.uses_default_chat_template,
+        quantization=engine.quantization,
+        weight_bytes=engine.weight_bytes,
+        packed_copy_bytes=engine.packed_copy_bytes,
+        kv_cache_tokens=engine.kv_cache_tokens,
+        num_kv_blocks=engine.num_kv_blocks,
+        block_size=config.cache.block_size,
+        kv_bytes_per_token=engine.kv_bytes_per_token,
+        max_num_seqs=config.scheduler.max_num_seqs,
+        max_num_batched_tokens=engine.max_num_batched_tokens,
+        max_queue_len=config.scheduler.max_queue_len,
+    )
 
 
 def _merge(older: RequestOutput, newer: RequestOutput) -> RequestOutput:
