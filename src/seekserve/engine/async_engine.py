@@ -13,6 +13,12 @@ gets the accumulated deltas merged into one output. Leaving `generate` early (a 
 disconnects, a timeout, `break`) aborts the request, which frees its KV blocks before the next step.
 If a step raises, the engine is dead: every stream gets `EngineDeadError` and `is_healthy` is False.
 
+`max_queue_len` counts the requests waiting in the engine (`stats.num_waiting`, refreshed after each
+step) plus those queued for the engine thread and not yet taken in (`num_pending`). The event loop
+adds to the pending count and the engine thread subtracts what it takes in, both under `_lock`, so
+no update is lost. Requests taken in just before a step are in neither count until that step ends;
+most of them run in that step, and the next refresh counts those that still wait.
+
 `from_options`/`from_config` build the engine on the thread that will step it. On CPUs this is
 worth a quarter of a step: libgomp (PyTorch's OpenMP) keeps a team of worker threads for every
 thread that has run a parallel region, and once more of them exist than there are CPUs it stops
@@ -83,6 +89,8 @@ class AsyncEngine:
         self._started = False
         self._stopping = False
         self._dead: EngineDeadError | None = None
+        self._lock = threading.Lock()
+        """Guards `_num_pending`, which the event loop and the engine thread both update."""
         self._num_pending = 0
         self._ids = itertools.count()
         self.stats: EngineStats = engine.stats()
@@ -134,6 +142,12 @@ class AsyncEngine:
         """The prompt's token ids, as the engine would tokenize it. Blocks for long prompts:
         call it from a worker thread (`asyncio.to_thread`) on an event loop. Safe from any thread."""
         return self.engine.encode(prompt)
+
+    @property
+    def num_pending(self) -> int:
+        """Sequences accepted by `add_request` that the engine thread has not taken in yet."""
+        with self._lock:
+            return self._num_pending
 
     @property
     def is_healthy(self) -> bool:
@@ -200,12 +214,13 @@ class AsyncEngine:
             token_ids = list(prompt)
         self.engine.validate(token_ids, params)
         limit = self._info.max_queue_len
-        waiting = self.stats.num_waiting + self._num_pending
-        if limit is not None and waiting + params.n > limit:
-            raise EngineOverloadedError(waiting, limit)
+        with self._lock:
+            waiting = self.stats.num_waiting + self._num_pending
+            if limit is not None and waiting + params.n > limit:
+                raise EngineOverloadedError(waiting, limit)
+            self._num_pending += params.n
         stream: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
         self._streams[request_id] = stream
-        self._num_pending += params.n
         text = prompt if isinstance(prompt, str) else None
         self._commands.put(_Add(request_id, text, token_ids, params, arrival_time))
         self._wake.set()
@@ -266,7 +281,8 @@ class AsyncEngine:
                 if out is not None:
                     self._publish([out])
                 continue
-            self._num_pending -= command.params.n
+            with self._lock:
+                self._num_pending -= command.params.n
             try:
                 self.engine.add_request(
                     command.request_id,
