@@ -56,3 +56,15 @@ def test_help_lists_engine_options() -> None:
     assert result.returncode == 0
     for flag in ("--max-num-seqs", "--enable-prefix-caching", "--scheduling [continuous|static]"):
         assert flag in result.stdout
+
+
+def test_the_cli_and_the_server_do_not_import_the_bench_client() -> None:
+    # aiohttp is the `bench` extra: `seekserve serve` must start without it.
+    code = (
+        "import sys; import seekserve.cli, seekserve.cli.serve, seekserve.server.app, seekserve.metrics; "
+        "assert 'aiohttp' not in sys.modules, 'aiohttp imported'"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env()
+    )
+    assert result.returncode == 0, result.stderr

@@ -96,6 +96,35 @@ def test_the_package_graph_has_no_cycle() -> None:
             visit(node, [])
 
 
+ENGINE_USERS = ("server", "metrics", "cli")
+"""Folders that must reach the engine only through AsyncEngine's public methods (docs: STYLE.md)."""
+ENGINE_API = {"async_engine", "info", "config", "outputs", "sampling_params", "request"}
+"""The engine modules they may import: the wrapper, and the value types it takes and returns."""
+
+
+def _names_an_engine(node: ast.expr) -> bool:
+    """`engine`, `x.engine`, `ready_engine()`: an expression that holds an AsyncEngine by its name."""
+    if isinstance(node, ast.Call):
+        node = node.func
+    name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
+    return name.endswith("engine")
+
+
+def test_servers_reach_the_engine_only_through_async_engine() -> None:
+    wrong = []
+    for folder in ENGINE_USERS:
+        for path in sorted((SRC / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                where = f"{path.relative_to(SRC)}:{getattr(node, 'lineno', '?')}"
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("seekserve.engine."):
+                    module = (node.module or "").split(".")[2]
+                    if module not in ENGINE_API:
+                        wrong.append(f"{where} imports seekserve.engine.{module}")
+                if isinstance(node, ast.Attribute) and node.attr == "engine" and _names_an_engine(node.value):
+                    wrong.append(f"{where} reads the AsyncEngine's wrapped engine ({ast.unparse(node)})")
+    assert not wrong, "use AsyncEngine's public methods (info, encode, stats):\n" + "\n".join(wrong)
+
+
 if __name__ == "__main__":
     for (a, b), n in sorted(import_graph().items(), key=lambda e: (-RANK[e[0][0]], RANK[e[0][1]], e[0])):
         print(f"{a:>10} -> {b:<8} {n:3d}")

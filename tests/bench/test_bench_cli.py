@@ -6,8 +6,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+from click.testing import CliRunner
+
 from factories import subprocess_env
 from seekserve.bench.servers import free_port
+from seekserve.cli.bench import bench
 
 
 def bench_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -77,3 +81,11 @@ def test_the_bench_does_not_import_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env()
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_without_aiohttp_the_bench_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "aiohttp", None)  # `import aiohttp` raises ImportError
+    result = CliRunner().invoke(bench, ["--base-url", "http://127.0.0.1:1", "--model", "m"])
+    assert result.exit_code == 1
+    assert result.output == "Error: seekserve bench needs aiohttp: pip install 'seekserve[bench]'\n"
+    assert isinstance(result.exception, SystemExit)  # click's clean exit, not an ImportError

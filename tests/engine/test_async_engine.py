@@ -3,13 +3,18 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from factories import greedy, hf_greedy, random_prompts
-from seekserve.engine.async_engine import AsyncEngine
+from seekserve.engine.async_engine import AsyncEngine, EngineInfo
+from seekserve.engine.outputs import RequestOutput
+from seekserve.engine.sampling_params import SamplingParams
 from seekserve.errors import EngineDeadError, EngineOverloadedError, ModelLoadError, PromptTooLongError
+from seekserve.layers.cpu_kernels import kernel_status
 
 PROMPTS = random_prompts(6, seed=3)
 
@@ -29,6 +34,39 @@ async def collect(engine: AsyncEngine, prompt: list[int], max_tokens: int) -> tu
         text += out.outputs[0].delta_text
         final = out.outputs[0].text
     return tokens, text, final
+
+
+def test_info_describes_the_loaded_model(llama_dir: Path) -> None:
+    engine = make_engine(llama_dir, max_num_seqs=3, max_queue_len=5)
+    assert engine.info == EngineInfo(
+        model_name=str(llama_dir),
+        model_path=llama_dir,
+        architectures=("LlamaForCausalLM",),
+        dtype="float32",
+        device="cpu",
+        cpu_kernels=str(kernel_status()),
+        max_model_len=128,
+        uses_default_chat_template=engine.info.uses_default_chat_template,
+        quantization=None,
+        weight_bytes=engine.info.weight_bytes,
+        packed_copy_bytes=engine.info.packed_copy_bytes,
+        kv_cache_tokens=64 * 4,
+        num_kv_blocks=64,
+        block_size=4,
+        kv_bytes_per_token=engine.info.kv_bytes_per_token,
+        max_num_seqs=3,
+        max_num_batched_tokens=engine.info.max_num_batched_tokens,
+        max_queue_len=5,
+    )
+    assert engine.info.architecture == "LlamaForCausalLM"
+    # float32 weights: 4 bytes per parameter, at least the two 384 x 64 embedding tables
+    assert engine.info.weight_bytes >= 2 * 384 * 64 * 4
+    # K and V, 2 layers x 2 KV heads x 16 dims, float32
+    assert engine.info.kv_bytes_per_token == 2 * 2 * 2 * 16 * 4
+    token_ids = engine.encode("hello world")
+    assert token_ids and all(isinstance(t, int) for t in token_ids)
+    assert engine.tokenizer.decode(token_ids, skip_special_tokens=True) == "hello world"
+    engine.shutdown()
 
 
 def test_concurrent_streams_match_transformers(llama_dir: Path) -> None:
@@ -86,6 +124,99 @@ def test_full_queue_rejects_with_overload(llama_dir: Path) -> None:
         for stream in streams:
             async for _ in stream:
                 pass
+
+    asyncio.run(main())
+    engine.shutdown()
+
+
+class StepGate:
+    """Holds the engine thread at the start of every model call until `release` (or `open`)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._entered = threading.Semaphore(0)
+        self._allowed = threading.Semaphore(0)
+        self._open = False
+        execute = engine.engine.runner.execute
+
+        def gated(*args: Any, **kwargs: Any) -> Any:
+            if not self._open:
+                self._entered.release()
+                self._allowed.acquire()
+            return execute(*args, **kwargs)
+
+        engine.engine.runner.execute = gated  # type: ignore[method-assign]
+
+    async def entered(self) -> None:
+        """Wait until the engine thread is held inside a step."""
+        assert await asyncio.to_thread(self._entered.acquire, timeout=30), "the engine never stepped"
+
+    def release(self) -> None:
+        self._allowed.release()
+
+    def open(self) -> None:
+        self._open = True
+        self._allowed.release()
+
+
+async def drain(streams: list[AsyncIterator[RequestOutput]]) -> None:
+    for stream in streams:
+        async for _ in stream:
+            pass
+
+
+async def fill_queue(engine: AsyncEngine, prompts: list[list[int]]) -> list[AsyncIterator[RequestOutput]]:
+    """Add requests until the engine refuses one; returns the streams of those it took."""
+    streams = []
+    for prompt in prompts:
+        try:
+            streams.append(await engine.add_request(prompt, greedy(2)))
+        except EngineOverloadedError:
+            return streams
+    raise AssertionError(f"all {len(prompts)} requests were admitted")
+
+
+def test_the_pending_count_returns_to_zero_after_adds_finishes_and_aborts(llama_dir: Path) -> None:
+    engine = make_engine(llama_dir, max_num_seqs=4, max_queue_len=6)
+    prompts = random_prompts(150, [4 + i % 40 for i in range(150)], seed=5)
+    outcomes: list[str] = []
+
+    async def one(i: int) -> None:
+        params = SamplingParams(n=1 + i % 2, temperature=0.8, seed=i, max_tokens=1 + i % 5, ignore_eos=True)
+        try:
+            stream = await engine.add_request(prompts[i], params, f"r{i}")
+        except EngineOverloadedError:
+            outcomes.append("refused")
+            return
+        if i % 3 == 0:
+            await drain([stream])
+            outcomes.append("finished")
+        elif i % 3 == 1:
+            async for _ in stream:
+                break  # leaving the stream aborts the request
+            outcomes.append("aborted")
+        else:
+            engine.abort(f"r{i}")  # queued behind its add: the engine may not have seen it yet
+            await drain([stream])
+            outcomes.append("aborted")
+
+    async def main() -> None:
+        await asyncio.gather(*(one(i) for i in range(len(prompts))))
+        for _ in range(200):
+            if engine.stats.num_waiting == engine.stats.num_running == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert engine.num_pending == 0 and engine.stats.num_waiting == engine.stats.num_running == 0
+        assert {"refused", "finished", "aborted"} <= set(outcomes), outcomes
+        # the limit admits exactly max_queue_len again: nothing leaked into the count
+        gate = StepGate(engine)
+        busy = await engine.add_request(PROMPTS[0], greedy(8))
+        await gate.entered()
+        gate.release()
+        await gate.entered()  # `busy` decodes; nothing waits
+        queued = await fill_queue(engine, prompts)
+        assert len(queued) == 6 and engine.num_pending == 6
+        gate.open()
+        await drain([busy, *queued])
 
     asyncio.run(main())
     engine.shutdown()

@@ -99,7 +99,7 @@ def test_the_server_serves_a_quantized_model(llama_dir: Path, mode: str) -> None
         reply = live.client().completions.create(
             model="tiny", prompt=PROMPT, max_tokens=8, temperature=0, extra_body={"ignore_eos": True}
         )
-        report = live.engine.engine.quantization
+        report = live.engine.info.quantization
         assert report is not None and report.mode == mode
     finally:
         live.stop()

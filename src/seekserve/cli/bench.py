@@ -13,6 +13,8 @@ from seekserve.bench.config import ARRIVAL_NAMES, SLO_METRICS, BenchConfig, pars
 from seekserve.cli.options import field_docs
 from seekserve.errors import ConfigError, SeekserveError
 
+BENCH_NEEDS_AIOHTTP = "seekserve bench needs aiohttp: pip install 'seekserve[bench]'"
+
 _DEFAULTS = {f.name: f.default for f in fields(BenchConfig) if f.default is not MISSING}
 
 
@@ -81,6 +83,7 @@ def bench(
           --request-rate 4 --input-len uniform:64,512 --output-len 128 --slo ttft=0.5 --slo itl=0.1
       seekserve bench --base-url http://127.0.0.1:8000 --model m --max-concurrency 8 --duration 60
     """
+    _check_client()
     from seekserve.bench import plot as plotting
     from seekserve.bench.report import ProgressReporter, print_summary, write_json
     from seekserve.bench.runner import run
@@ -103,6 +106,14 @@ def bench(
         click.echo(f"figure written to {Path(plot).resolve()}")
     if result.summary.num_completed == 0:
         raise click.ClickException("every request failed (see the errors above)")
+
+
+def _check_client() -> None:
+    """Exit with the install command when aiohttp (the `bench` extra) is missing."""
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        raise click.ClickException(BENCH_NEEDS_AIOHTTP) from None
 
 
 def _json_object(text: str | None) -> dict[str, Any]:

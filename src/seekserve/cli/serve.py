@@ -151,23 +151,18 @@ def _print_start(config: ServerConfig, engine_config: EngineConfig) -> None:
 
 
 def _print_ready(config: ServerConfig, engine: AsyncEngine, port: int) -> None:
-    from seekserve.layers.cpu_kernels import kernel_status
-
-    e = engine.engine
-    arch = ",".join(getattr(e.hf_config, "architectures", None) or ["?"])
-    dtype = str(e.model.dtype).removeprefix("torch.")
+    e = engine.info
+    arch, dtype = e.architecture, e.dtype
     lines = [
         f"seekserve: serving {config.served_model_name!r}",
-        f"  model      {e.model_source.path} ({arch}, {dtype}, {e.weight_bytes / 1e6:,.1f} MB of weights, "
+        f"  model      {e.model_path} ({arch}, {dtype}, {e.weight_bytes / 1e6:,.1f} MB of weights, "
         f"on {e.device})",
-        f"  context    {e.max_model_len:,} tokens per sequence; up to {e.config.scheduler.max_num_seqs} "
-        f"sequences at once",
-        f"  KV cache   {e.kv_cache_tokens:,} tokens "
-        f"({e.num_kv_blocks:,} blocks of {e.config.cache.block_size})",
+        f"  context    {e.max_model_len:,} tokens per sequence; up to {e.max_num_seqs} sequences at once",
+        f"  KV cache   {e.kv_cache_tokens:,} tokens ({e.num_kv_blocks:,} blocks of {e.block_size})",
         f"  API        {_url(config, port)}/v1  (health: /health, docs: /docs)",
     ]
-    if e.device.type == "cpu":
-        lines.append(f"  kernels    {kernel_status()}")  # avx512 (...), portable (...) or off (why)
+    if e.cpu_kernels is not None:
+        lines.append(f"  kernels    {e.cpu_kernels}")  # avx512 (...), portable (...) or off (why)
     if config.enable_metrics:
         lines.append(f"  monitoring {_url(config, port)}/dashboard  (Prometheus: /metrics)")
     click.echo("\n".join(lines), err=True)

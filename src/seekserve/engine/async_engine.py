@@ -13,6 +13,12 @@ gets the accumulated deltas merged into one output. Leaving `generate` early (a 
 disconnects, a timeout, `break`) aborts the request, which frees its KV blocks before the next step.
 If a step raises, the engine is dead: every stream gets `EngineDeadError` and `is_healthy` is False.
 
+`max_queue_len` counts the requests waiting in the engine (`stats.num_waiting`, refreshed after each
+step) plus those queued for the engine thread and not yet taken in (`num_pending`). The event loop
+adds to the pending count and the engine thread subtracts what it takes in, both under `_lock`, so
+no update is lost. Requests taken in just before a step are in neither count until that step ends;
+most of them run in that step, and the next refresh counts those that still wait.
+
 `from_options`/`from_config` build the engine on the thread that will step it. On CPUs this is
 worth a quarter of a step: libgomp (PyTorch's OpenMP) keeps a team of worker threads for every
 thread that has run a parallel region, and once more of them exist than there are CPUs it stops
@@ -35,12 +41,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from seekserve.engine.config import EngineConfig
+from seekserve.engine.info import EngineInfo
 from seekserve.engine.llm_engine import EngineStats, LLMEngine
 from seekserve.engine.outputs import RequestOutput
 from seekserve.engine.sampling_params import SamplingParams
 from seekserve.errors import EngineDeadError, EngineOverloadedError, InvalidRequestError
+from seekserve.layers.cpu_kernels import kernel_status
 
-__all__ = ["AsyncEngine"]
+__all__ = ["AsyncEngine", "EngineInfo", "EngineStats"]
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +70,17 @@ class _Abort:
 
 
 class AsyncEngine:
-    """Thread-safe, asyncio-facing wrapper of an `LLMEngine`."""
+    """Thread-safe, asyncio-facing wrapper of an `LLMEngine`.
+
+    Servers and the CLI use only the public methods and properties below (`info`, `encode`,
+    `tokenizer`, `stats`, `add_request`/`generate`, `abort`, ...); this is the one module that
+    reads the wrapped engine's attributes.
+    """
 
     def __init__(self, engine: LLMEngine) -> None:
         self.engine = engine
+        """The wrapped engine, stepped by the engine thread only (tests reach in to inject faults)."""
+        self._info = _describe(engine)
         self._commands: queue.SimpleQueue[_Add | _Abort | None] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._streams: dict[str, asyncio.Queue[RequestOutput | BaseException]] = {}
@@ -75,6 +90,8 @@ class AsyncEngine:
         self._started = False
         self._stopping = False
         self._dead: EngineDeadError | None = None
+        self._lock = threading.Lock()
+        """Guards `_num_pending`, which the event loop and the engine thread both update."""
         self._num_pending = 0
         self._ids = itertools.count()
         self.stats: EngineStats = engine.stats()
@@ -113,8 +130,25 @@ class AsyncEngine:
         return result
 
     @property
+    def info(self) -> EngineInfo:
+        """The model served and the engine's capacity (fixed once loaded)."""
+        return self._info
+
+    @property
     def tokenizer(self) -> Any:
+        """The model's tokenizer (a `tokenizers`/transformers tokenizer: `encode`, `decode`)."""
         return self.engine.tokenizer
+
+    def encode(self, prompt: str) -> list[int]:
+        """The prompt's token ids, as the engine would tokenize it. Blocks for long prompts:
+        call it from a worker thread (`asyncio.to_thread`) on an event loop. Safe from any thread."""
+        return self.engine.encode(prompt)
+
+    @property
+    def num_pending(self) -> int:
+        """Sequences accepted by `add_request` that the engine thread has not taken in yet."""
+        with self._lock:
+            return self._num_pending
 
     @property
     def is_healthy(self) -> bool:
@@ -180,13 +214,14 @@ class AsyncEngine:
         else:
             token_ids = list(prompt)
         self.engine.validate(token_ids, params)
-        limit = self.engine.config.scheduler.max_queue_len
-        waiting = self.stats.num_waiting + self._num_pending
-        if limit is not None and waiting + params.n > limit:
-            raise EngineOverloadedError(waiting, limit)
+        limit = self._info.max_queue_len
+        with self._lock:
+            waiting = self.stats.num_waiting + self._num_pending
+            if limit is not None and waiting + params.n > limit:
+                raise EngineOverloadedError(waiting, limit)
+            self._num_pending += params.n
         stream: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
         self._streams[request_id] = stream
-        self._num_pending += params.n
         text = prompt if isinstance(prompt, str) else None
         self._commands.put(_Add(request_id, text, token_ids, params, arrival_time))
         self._wake.set()
@@ -247,7 +282,8 @@ class AsyncEngine:
                 if out is not None:
                     self._publish([out])
                 continue
-            self._num_pending -= command.params.n
+            with self._lock:
+                self._num_pending -= command.params.n
             try:
                 self.engine.add_request(
                     command.request_id,
@@ -279,6 +315,30 @@ class AsyncEngine:
             stream = self._streams.get(rid)
             if stream is not None:
                 stream.put_nowait(error)
+
+
+def _describe(engine: LLMEngine) -> EngineInfo:
+    config = engine.config
+    return EngineInfo(
+        model_name=engine.model_name,
+        model_path=engine.model_source.path,
+        architectures=tuple(getattr(engine.hf_config, "architectures", None) or ()),
+        dtype=str(engine.model.dtype).removeprefix("torch."),
+        device=str(engine.device),
+        cpu_kernels=str(kernel_status()) if engine.device.type == "cpu" else None,
+        max_model_len=engine.max_model_len,
+        uses_default_chat_template=engine.uses_default_chat_template,
+        quantization=engine.quantization,
+        weight_bytes=engine.weight_bytes,
+        packed_copy_bytes=engine.packed_copy_bytes,
+        kv_cache_tokens=engine.kv_cache_tokens,
+        num_kv_blocks=engine.num_kv_blocks,
+        block_size=config.cache.block_size,
+        kv_bytes_per_token=engine.kv_bytes_per_token,
+        max_num_seqs=config.scheduler.max_num_seqs,
+        max_num_batched_tokens=engine.max_num_batched_tokens,
+        max_queue_len=config.scheduler.max_queue_len,
+    )
 
 
 def _merge(older: RequestOutput, newer: RequestOutput) -> RequestOutput:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from seekserve.engine.llm_engine import EngineStats
+from seekserve.engine.async_engine import EngineStats
 from seekserve.metrics.hardware import GpuSample
 
 __all__ = ["GPU_GAUGES", "PREFIX", "EngineCollector", "GpuCollector"]

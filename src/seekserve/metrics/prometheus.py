@@ -31,7 +31,7 @@ from prometheus_client import (
 )
 from prometheus_client.process_collector import ProcessCollector
 
-from seekserve.engine.llm_engine import EngineStats
+from seekserve.engine.async_engine import EngineStats
 from seekserve.metrics.collectors import PREFIX, EngineCollector, GpuCollector
 from seekserve.metrics.hardware import GpuSample
 

@@ -150,12 +150,12 @@ def _add_service_routes(app: FastAPI, state: ServerState) -> None:
 
 
 def _model_card(state: ServerState) -> ModelCard:
-    engine = state.ready_engine().engine
+    info = state.ready_engine().info
     return ModelCard(
         id=state.config.served_model_name,
         created=state.created,
-        max_model_len=engine.max_model_len,
-        chat_template="default" if engine.uses_default_chat_template else "model",
+        max_model_len=info.max_model_len,
+        chat_template="default" if info.uses_default_chat_template else "model",
     )
 
 

@@ -52,7 +52,7 @@ def _tokenize(
     engine: AsyncEngine, prompts: list[str | list[int]], echo: bool
 ) -> tuple[list[list[int]], list[str]]:
     """Token ids of each prompt and, when echoing, its text."""
-    token_ids = [engine.engine.encode(p) if isinstance(p, str) else list(p) for p in prompts]
+    token_ids = [engine.encode(p) if isinstance(p, str) else list(p) for p in prompts]
     texts = []
     if echo:
         texts = [p if isinstance(p, str) else engine.tokenizer.decode(p) for p in prompts]

@@ -50,13 +50,13 @@ class ServerState:
 
     def attach(self, engine: AsyncEngine) -> None:
         """Serve with `engine` from now on (called once the model has loaded)."""
-        self.defaults = sampling_defaults(engine.engine.model_source.path)
+        self.defaults = sampling_defaults(engine.info.model_path)
         self.logprobs = LogprobFormatter(engine.tokenizer)
         self.engine = engine
 
     @property
     def max_model_len(self) -> int:
-        return self.ready_engine().engine.max_model_len
+        return self.ready_engine().info.max_model_len
 
     def ready_engine(self) -> AsyncEngine:
         """The engine, or EngineNotReadyError while loading and EngineDeadError after a fatal error."""
