@@ -192,7 +192,9 @@ class DeviceConfig:
     """On CPU, a step whose requests all take the argmax of raw logits (temperature 0, no penalties
     or log-probabilities) and has at most this many of them gets its tokens from an int8 copy of the
     LM head that screens the vocabulary, the exact weight deciding among the rows it cannot rule out
-    (engine/greedy_head.py): the same tokens, about half the head's bytes read. Costs the int8 copy
+    (engine/greedy_head.py): the argmax of the head's own logits for each row (near ties decided
+    with torch's product; docs/performance.md says exactly what holds per head type), about half the
+    head's bytes read. Costs the int8 copy
     (Gemma 3 270M: 168 MB); 0 turns it off. None screens every step on CPUs with integer dot
     products (AVX-512 VNNI), where the screen beats the matmul at any batch size, and steps of up to
     24 rows elsewhere. Plain heads and int8 heads only (not int4, biased or soft-capped)."""

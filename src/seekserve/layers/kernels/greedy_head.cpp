@@ -7,8 +7,10 @@
 // (widened slightly for float32 rounding). With T = max_v (a_v - e_v) <= max_v x_v, every row whose
 // a_v + e_v is below T, less a margin for the logits' own rounding, cannot be the argmax; the
 // others (usually a handful) get their exact logit: a float32 dot product rounded to T's type, as
-// the full matmul stores it, the first maximal index winning as in torch.argmax. The result is the
-// argmax of the full logits up to the summation order of float32 dot products.
+// the full matmul stores it, the first maximal index winning as in torch.argmax. That sum's order is
+// this kernel's, so each row also lists its near ties (rows whose rounded logit could reach the
+// maximum in another order) for the caller to decide with the head's own product
+// (engine/greedy_head.py), and marks the rows it cannot decide at all (non-finite maxima, too many ties).
 //
 // The screen reads the int8 copy (half of a bfloat16 weight) once for all rows of h: vocabulary
 // ranges are split across OpenMP threads, each keeping a running threshold and its candidates.
@@ -59,6 +61,17 @@ inline float with_margin(float t) { return t - std::fabs(t) * 0x1p-6f - 1e-30f; 
 struct Logit {
     float value, spread;
 };
+
+// The least and the most a logit may store in any summation order: value -/+ spread (widened by
+// the float32 rounding of that sum itself), rounded as the matmul stores it.
+struct Range {
+    float low, high;
+};
+template <typename T>
+inline Range stored_range(const T* kind, Logit x) {
+    const float reach = x.spread + std::fabs(x.value) * 0x1p-23f + 1e-30f;
+    return {stored(kind, x.value - reach), stored(kind, x.value + reach)};
+}
 
 inline float order_spread(double abs_sum, int64_t dim) {
     return static_cast<float>(abs_sum * static_cast<double>(dim) * 0x1p-23 * 1.0001);
@@ -218,13 +231,15 @@ void rescore(const T* hidden, int64_t rows, const T* weight, const int8_t* q, co
             num_ties[r] = max_ties + 1;
             continue;
         }
-        // Lowest value a row's float32 logit may have and still round, in some order, to at least
-        // the maximum's rounding (two bfloat16 roundings move values apart by under 2^-8 of them).
-        const float low = exact[best].value - exact[best].spread;
-        const float floor = low - std::fabs(low) * 0x1p-7f - 1e-30f;
+        // What each logit may store in some summation order: the rounding of its value's whole
+        // range. A row is a near tie when the most it may store reaches the least the maximum may
+        // store, unless both store one value whatever the order (then the first index is certain).
+        const Range top = stored_range(hidden, exact[best]);
         int64_t count = 0;
         for (int64_t i = 0; i < n; ++i) {
-            if (!(exact[i].value + exact[i].spread >= floor) && i != best) continue;
+            const Range here = stored_range(hidden, exact[i]);
+            const bool certain = here.low == here.high && top.low == top.high;
+            if (i != best && (!(here.high >= top.low) || certain)) continue;
             if (count < max_ties) mine[count] = rescore[i];
             ++count;
         }
