@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from factories import gemma3_config, greedy, make_model_dir, random_prompts
+from factories import WarningRecords, gemma3_config, greedy, make_model_dir, random_prompts
 from seekserve import LLM
 from seekserve.layers import cpu_kernels as cpu_kernels_module
 from seekserve.layers.cpu_kernels import KernelSet, cpu_kernels, kernel_status
@@ -33,15 +33,6 @@ def reload_kernels(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPat
     finally:
         monkeypatch.undo()
         cpu_kernels.cache_clear()
-
-
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 def generate(model_dir: Path) -> list[list[int]]:
@@ -76,7 +67,7 @@ def test_a_failing_build_serves_the_same_tokens_after_one_warning(
     broken.chmod(0o755)
     reload_kernels.setenv("CXX", str(broken))
     reload_kernels.setenv("SEEKSERVE_HOME", str(tmp_path / "home"))  # no library built there yet
-    handler = _Records()
+    handler = WarningRecords()
     logger = logging.getLogger(cpu_kernels_module.__name__)
     logger.addHandler(handler)
     try:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from factories import WarningRecords
 from seekserve.env import Environment
 from seekserve.layers import cpu_kernels as cpu_kernels_module
 from seekserve.layers import kernel_build
@@ -21,21 +22,12 @@ from seekserve.layers.kernel_build import build_library
 FIX = "install a C++ compiler (e.g. g++) or set SEEKSERVE_CPU_KERNELS=0 to skip the kernels"
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @pytest.fixture
 def warnings_logged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[logging.LogRecord]]:
     """`cpu_kernels()` loads anew into an empty SEEKSERVE_HOME; yields the loader's warnings."""
     monkeypatch.setenv("SEEKSERVE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("SEEKSERVE_CPU_KERNELS", "1")
-    handler = _Records()
+    handler = WarningRecords()
     logger = logging.getLogger(cpu_kernels_module.__name__)
     logger.addHandler(handler)
     cpu_kernels.cache_clear()
