@@ -14,7 +14,7 @@ candidates has a scaled logit at most the smallest candidate's, `m`, so the cand
 settled when its kept prefix ends inside the certain ones: the mass before each position is then
 known exactly, and every later token is dropped too (top-p and top-k keep prefixes; min-p drops
 everything at or below a dropped value). Rows that are not settled go on with more candidates
-(4096), then with the whole row sorted; that last step is the definition itself.
+(512, then 4096), then with the whole row sorted; that last step is the definition itself.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 
 __all__ = ["Kept", "RowFilters", "kept_tokens"]
 
-WIDTHS = (64, 4096)
+WIDTHS = (64, 512, 4096)
 """Candidates per row tried before the whole row is sorted."""
 
 
@@ -73,13 +73,14 @@ def kept_tokens(logits: torch.Tensor, filters: RowFilters) -> list[Kept]:
     # The whole-row softmax of the rows whose top-k keeps the whole row: their candidates'
     # probabilities, bit for bit those the full sort computes. slot: row -> index in `full`.
     whole_top_k = pending[top_k[pending] >= vocab]
-    full = _softmax(logits[whole_top_k], filters.temperature[whole_top_k])  # [len(whole_top_k), vocab]
+    full = _softmax(_rows(logits, whole_top_k), filters.temperature[whole_top_k])  # [len(whole_top_k), vocab]
     slot = torch.full((logits.shape[0],), -1, device=logits.device)
     slot[whole_top_k] = torch.arange(len(whole_top_k), device=logits.device)
-    for width in sorted({max(WIDTHS[0], min(need, WIDTHS[-1])), WIDTHS[-1]}):
+    first = max(WIDTHS[0], min(need, WIDTHS[-1]))
+    for width in sorted({first, *(w for w in WIDTHS if w > first)}):
         if width >= vocab or not len(pending):
             break
-        values, ids = logits[pending].topk(width, dim=-1)
+        values, ids = _rows(logits, pending).topk(width, dim=-1)
         scaled, ids = _canonical(values.float() / filters.temperature[pending, None], ids)
         num_certain = (scaled > scaled[:, -1:]).sum(dim=-1)
         at = _probs_at(full, slot[pending], ids)
@@ -106,6 +107,11 @@ def _whole_rows(logits: torch.Tensor, temperature: torch.Tensor, rows: torch.Ten
     return Kept(rows, ids, weights, num_kept, in_token_order=True)
 
 
+def _rows(logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """logits[rows], without a copy when that is every row in order."""
+    return logits if len(rows) == len(logits) else logits[rows]
+
+
 def _softmax(logits: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
     """Each row's softmax of its scaled logits, over the whole vocabulary (float32)."""
     return (logits / temperature[:, None].to(torch.float32)).softmax(dim=-1)
@@ -113,11 +119,10 @@ def _softmax(logits: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
 
 def _probs_at(full: torch.Tensor, slot: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """[n, width]: the whole-row probabilities of the candidates `ids`, 0 where a row has none."""
-    at = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
     has = slot >= 0
-    if bool(has.any()):
-        at[has] = full[slot[has]].gather(-1, ids[has])
-    return at
+    flat = slot.clamp(min=0)[:, None] * full.shape[-1] + ids  # no copy of `full`'s rows
+    at = full.view(-1)[flat] if len(full) else torch.zeros(ids.shape, device=ids.device)
+    return at.masked_fill(~has[:, None], 0.0)
 
 
 def _canonical(scaled: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
