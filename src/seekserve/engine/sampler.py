@@ -20,7 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
+from seekserve.engine.candidates import Kept, RowFilters, kept_tokens
 from seekserve.engine.greedy_head import GreedyHead
+from seekserve.engine.penalties import apply_penalties
 from seekserve.engine.request import Logprob, Request
 from seekserve.layers.cpu_kernels import CpuKernels
 
@@ -35,10 +37,17 @@ class SamplerOutput:
 
 class Sampler:
     def __init__(
-        self, seed: int = 0, kernels: CpuKernels | None = None, greedy_head: GreedyHead | None = None
+        self,
+        seed: int = 0,
+        kernels: CpuKernels | None = None,
+        greedy_head: GreedyHead | None = None,
+        full_sort: bool = False,
     ) -> None:
         self.generator = torch.Generator()
         self.generator.manual_seed(seed)
+        self.full_sort = full_sort
+        """Filter and draw the reference way: penalties row by row, every row's whole vocabulary
+        sorted, noise for every token. Same distribution, other draws; for tests and benchmarks."""
         self.kernels = kernels
         """CPU kernels for the greedy argmax (one pass over bfloat16 logits); None uses torch."""
         self.greedy_head = greedy_head
@@ -75,8 +84,11 @@ class Sampler:
         if any(r.params.has_penalties or _masks_stop_tokens(r) for r in requests):
             logits = logits.float()
             logits = logits.clone() if logits is raw else logits
-            for row, request in enumerate(requests):
-                self._penalize(logits[row], request)
+            if self.full_sort:
+                for row, request in enumerate(requests):
+                    self._penalize(logits[row], request)
+            else:
+                apply_penalties(logits, requests)
         random = [i for i, r in enumerate(requests) if not r.params.greedy]
         if not random:  # all greedy: no copy of the [rows, vocab] logits at all
             token_ids = self.kernels.argmax(logits) if self.kernels else logits.argmax(dim=-1)
@@ -85,7 +97,9 @@ class Sampler:
             greedy = [i for i, r in enumerate(requests) if r.params.greedy]
             if greedy:
                 token_ids[greedy] = logits[greedy].argmax(dim=-1)
-            token_ids[random] = self._draw(logits[random].float(), [requests[i] for i in random])
+            chosen = [requests[i] for i in random]
+            draw = self._draw_full_sort if self.full_sort else self._draw
+            token_ids[random] = draw(logits[random], chosen)
         ids = token_ids.tolist()
         return SamplerOutput(ids, self._logprobs(raw, requests, ids))
 
@@ -105,18 +119,59 @@ class Sampler:
             row[sorted(request.stop_token_ids)] = float("-inf")
 
     def _draw(self, logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
-        temps = torch.tensor([r.params.temperature for r in requests], device=logits.device)
-        logits = logits / temps[:, None]
-        if any(r.params.top_k > 0 or r.params.top_p < 1.0 for r in requests):
-            logits = self._top_k_top_p(logits, requests)
-        probs = logits.softmax(dim=-1)
-        min_p = torch.tensor([r.params.min_p for r in requests], device=logits.device)
-        if bool((min_p > 0).any()):
-            probs = probs.masked_fill(probs < min_p[:, None] * probs.amax(dim=-1, keepdim=True), 0.0)
+        """One token per row: the exponential race over each row's kept tokens only. Unseeded rows
+        take their noise from the sampler's generator in one call; a seeded row draws one number
+        per kept token from its own generator, in token-id order, so its token depends on its row
+        alone."""
+        device = logits.device
+        token_ids = torch.empty(len(requests), dtype=torch.int64, device=device)
+        for kept in kept_tokens(logits, self.row_filters(requests, logits.shape[-1], device)):
+            noise = torch.ones_like(kept.weights)  # [rows, width]
+            rows = kept.rows.tolist()
+            unseeded = [j for j, i in enumerate(rows) if requests[i].generator is None]
+            if unseeded:
+                draws = torch.empty(len(unseeded), noise.shape[1]).exponential_(generator=self.generator)
+                noise[unseeded] = draws.to(device)
+            for j, i in enumerate(rows):
+                generator = requests[i].generator
+                if generator is not None:
+                    noise[j] = _seeded_noise(kept, j, generator)
+            winners = (kept.weights / noise).argmax(dim=-1, keepdim=True)
+            token_ids[kept.rows] = kept.token_ids.gather(-1, winners)[:, 0]
+        return token_ids
+
+    @staticmethod
+    def row_filters(requests: list[Request], vocab: int, device: torch.device) -> RowFilters:
+        """The requests' temperature, top-k, top-p and min-p as tensors (`kept_tokens`' input)."""
+        return RowFilters(
+            temperature=torch.tensor([r.params.temperature for r in requests], device=device),
+            top_k=torch.tensor([r.params.top_k if 0 < r.params.top_k < vocab else vocab for r in requests]),
+            top_p=torch.tensor([r.params.top_p if r.params.top_p < 1.0 else float("inf") for r in requests]),
+            min_p=torch.tensor([r.params.min_p for r in requests], device=device),
+        )
+
+    def _draw_full_sort(self, logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
+        """The reference draw: the whole vocabulary of every row sorted, noise for every token."""
+        probs = self.full_sort_probs(logits, requests)
         noise = torch.empty(probs.shape, dtype=torch.float32)
         for row, request in enumerate(requests):
             noise[row].exponential_(generator=request.generator or self.generator)
         return (probs / noise.to(probs.device)).argmax(dim=-1)
+
+    @staticmethod
+    def full_sort_probs(logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
+        """The reference filtering: [rows, vocab] float32 probabilities after temperature, top-k,
+        top-p and min-p (not renormalized after min-p), every row's whole vocabulary sorted."""
+        logits = logits.float()
+        temps = torch.tensor([r.params.temperature for r in requests], device=logits.device)
+        logits = logits / temps[:, None]
+        if any(r.params.top_k > 0 or r.params.top_p < 1.0 for r in requests):
+            logits = Sampler._top_k_top_p(logits, requests)
+        probs = logits.softmax(dim=-1)
+        min_p = torch.tensor([r.params.min_p for r in requests], device=logits.device)
+        if bool((min_p > 0).any()):
+            probs = probs.masked_fill(probs < min_p[:, None] * probs.amax(dim=-1, keepdim=True), 0.0)
+        return probs
 
     @staticmethod
     def _top_k_top_p(logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
@@ -124,11 +179,17 @@ class Sampler:
         top_k = torch.tensor(
             [r.params.top_k if r.params.top_k > 0 else vocab for r in requests], device=logits.device
         )
-        top_p = torch.tensor([r.params.top_p for r in requests], device=logits.device)
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        # top_p = 1 keeps everything (a float32 cumulative sum may reach 1.0 before the tail).
+        top_p = torch.tensor([r.params.top_p if r.params.top_p < 1.0 else float("inf") for r in requests])
+        # Stable: equal logits keep token-id order, the tie rule `candidates.py` follows.
+        sorted_logits, order = logits.sort(dim=-1, descending=True, stable=True)
         ranks = torch.arange(vocab, device=logits.device)
         drop = ranks[None, :] >= top_k[:, None]
         probs = sorted_logits.masked_fill(drop, float("-inf")).softmax(dim=-1)
+        # Where top-k keeps the whole row, its softmax in token order (the same distribution; the
+        # float32 sums `candidates.py` reproduces without sorting).
+        whole = (top_k >= vocab)[:, None]
+        probs = torch.where(whole, logits.softmax(dim=-1).gather(-1, order), probs)
         # Keep the smallest prefix whose mass reaches top_p: drop a token once the mass before it does.
         drop |= (probs.cumsum(dim=-1) - probs) >= top_p[:, None]
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
@@ -148,6 +209,19 @@ class Sampler:
             top = tuple(zip(top_ids[j, :n].tolist(), top_values[j, :n].tolist(), strict=True))
             result[i] = Logprob(ids[i], float(logprobs[j, ids[i]]), top)
         return result
+
+
+def _seeded_noise(kept: Kept, row: int, generator: torch.Generator) -> torch.Tensor:
+    """Row `row` of `kept`'s noise from its request's generator: one Exp(1) number per kept token,
+    assigned in token-id order (padding and dropped entries get 1, they weigh 0)."""
+    num_kept = int(kept.num_kept[row])
+    width = kept.weights.shape[1]
+    draws = torch.empty(num_kept).exponential_(generator=generator)
+    if kept.in_token_order and num_kept == width:
+        return draws
+    noise = torch.ones(width)
+    noise[kept.token_ids[row, :num_kept].argsort()] = draws
+    return noise
 
 
 def _masks_stop_tokens(request: Request) -> bool:
