@@ -4,8 +4,9 @@
     python benchmarks/before_after.py --base /tmp/seekserve-base
     python benchmarks/before_after.py --base /tmp/seekserve-base --workloads single --quantization none,int4
 
-Each run is `benchmarks/run_workload.py` of its own tree in its own process (greedy, the default
-model), alternating base and this checkout, so drift on a shared machine hits both alike. Prints
+Each run is this checkout's `benchmarks/run_workload.py` (public API only) in its own process with
+one tree's src first on the path (the default model; greedy, or `--temperature 0.6 --top-p 0.95`),
+alternating base and this checkout, so drift on a shared machine hits both alike. Prints
 the median output tokens/s of each side with its spread and the ratio this / base, and writes JSON.
 Run it with nothing else on the machine.
 """
@@ -23,10 +24,23 @@ from typing import Any
 from common import DEFAULT_ANCHORS, REPO, machine, median, print_table, write_json
 
 
-def run(tree: Path, workload: str, quantization: str, anchors: Path) -> float:
-    """Output tokens/s of one run of `tree`'s run_workload.py, with `tree`'s src on the path."""
-    cmd = [sys.executable, str(tree / "benchmarks" / "run_workload.py"), workload, "--anchors", str(anchors)]
-    cmd += ["--quantization", quantization]
+def run(tree: Path, workload: str, quantization: str, args: argparse.Namespace) -> float:
+    """Output tokens/s of one run of run_workload.py with `tree`'s src on the path."""
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "run_workload.py"),
+        workload,
+        "--anchors",
+        str(args.anchors),
+    ]
+    cmd += [
+        "--quantization",
+        quantization,
+        "--temperature",
+        str(args.temperature),
+        "--top-p",
+        str(args.top_p),
+    ]
     env = {**os.environ, "PYTHONPATH": str(tree / "src")}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('{"engine"')]
@@ -42,6 +56,8 @@ def main() -> None:
     ap.add_argument("--quantization", default="none,int4", help="comma-separated: none, int8, int4")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--anchors", type=Path, default=DEFAULT_ANCHORS)
+    ap.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--json", type=Path, default=REPO / "results" / "before_after.json")
     args = ap.parse_args()
 
@@ -52,7 +68,7 @@ def main() -> None:
         for w, q in cases:
             order = ["base", "this"] if repeat % 2 == 0 else ["this", "base"]
             for side in order:
-                tok_s = run(trees[side], w, q, args.anchors)
+                tok_s = run(trees[side], w, q, args)
                 runs[f"{w} {q}"][side].append(tok_s)
                 print(f"  {w:8} {q:5} {side:4} {tok_s:8.1f} tok/s", flush=True)
     rows: list[list[Any]] = []
@@ -64,8 +80,10 @@ def main() -> None:
         rows.append([case, f"{base:.1f}", spread["base"], f"{this:.1f}", spread["this"], ratio])
         summary[case] = {"base": sides["base"], "this": sides["this"], "ratio": this / base}
     header = ["workload", "base tok/s", "spread", "this tok/s", "spread", "this / base"]
-    print_table("greedy output tok/s, base vs this checkout", header, rows)
-    write_json(args.json, {"machine": machine(), "base": str(trees["base"]), "cases": summary})
+    mode = "greedy" if args.temperature == 0 else f"temperature {args.temperature:g}, top_p {args.top_p:g}"
+    print_table(f"output tok/s, {mode}, base vs this checkout", header, rows)
+    payload = {"machine": machine(), "base": str(trees["base"]), "mode": mode, "cases": summary}
+    write_json(args.json, payload)
 
 
 if __name__ == "__main__":
