@@ -49,7 +49,8 @@ class Sampler:
         """Filter and draw the reference way: penalties row by row, every row's whole vocabulary
         sorted, noise for every token. Same distribution, other draws; for tests and benchmarks."""
         self.kernels = kernels
-        """CPU kernels for the greedy argmax (one pass over bfloat16 logits); None uses torch."""
+        """CPU kernels for the greedy argmax and the sampling candidates (passes over the logits in their
+        own dtype); None uses torch."""
         self.greedy_head = greedy_head
         """The screened LM head for all-greedy steps, or None (the logits are always computed)."""
 
@@ -125,7 +126,8 @@ class Sampler:
         alone."""
         device = logits.device
         token_ids = torch.empty(len(requests), dtype=torch.int64, device=device)
-        for kept in kept_tokens(logits, self.row_filters(requests, logits.shape[-1], device)):
+        filters = self.row_filters(requests, logits.shape[-1], device)
+        for kept in kept_tokens(logits, filters, self.kernels):
             noise = torch.ones_like(kept.weights)  # [rows, width]
             rows = kept.rows.tolist()
             unseeded = [j for j, i in enumerate(rows) if requests[i].generator is None]
