@@ -15,6 +15,11 @@ settled when its kept prefix ends inside the certain ones: the mass before each 
 known exactly, and every later token is dropped too (top-p and top-k keep prefixes; min-p drops
 everything at or below a dropped value). Rows that are not settled go on with more candidates
 (512, then 4096), then with the whole row sorted; that last step is the definition itself.
+
+Every softmax of the definition is computed in float64 and rounded to float32 (`softmax_f64`):
+the exact probabilities to float32, which the fused CPU kernel (`_kernel_stages`) computes to
+within 1e-6 without a float32 copy of the row; torch's float32 softmax is off by about 1e-5 on
+262,144 tokens, too far for a top-p cut to be decided the same way on both.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import torch
 
 from seekserve.layers.cpu_kernels import CpuKernels
 
-__all__ = ["Kept", "RowFilters", "kept_tokens"]
+__all__ = ["Kept", "RowFilters", "kept_tokens", "softmax_f64"]
 
 WIDTHS = (64, 512, 4096)
 """Candidates per row tried before the whole row is sorted."""
@@ -97,14 +102,13 @@ def _kernel_stages(
     softmax (two passes over the row, no float32 copy, no sort). Appends the settled rows to
     `groups`; returns (rows for the torch stages, rows not settled within the widest candidates).
 
-    The kernel's probabilities are more accurate than torch's float32 softmax (about 1e-7 against
-    1e-5 relative), but not bit for bit equal to it, and the full sort decides top-p and min-p on
-    torch's. A row is therefore taken here only where no decision is within `MARGIN` (relative) of
-    its threshold: no candidate's mass before it within MARGIN * top_p of top_p (top-k off) and no
-    candidate's probability within MARGIN * min_p * p_top of min-p's cut (no top-k, no top-p).
-    Such a row's kept set is the full sort's whenever torch's sums are within MARGIN of the true
-    ones; the other rows (and rows the kernel reports as having a NaN or no finite maximum) go
-    to the torch stages, the reference arithmetic."""
+    The kernel's probabilities are within 1e-6 (relative, in the worst case; see sampling.cpp) of
+    `softmax_f64`'s, not bit for bit equal to them. A row is therefore taken here only where no
+    decision that uses them is within `MARGIN` (relative) of its threshold: no candidate's mass
+    before it within MARGIN * top_p of top_p (top-k off), and no candidate's probability within
+    MARGIN of min_p times the top one's (no top-k, no top-p). Such a row's kept set is the full
+    sort's; the other rows, and rows the kernel reports as having a NaN or no finite maximum, go
+    to the torch stages."""
     vocab = logits.shape[-1]
     to_torch = []
     for width in widths:
@@ -123,9 +127,9 @@ def _kernel_stages(
     return torch.cat([pending[:0], *to_torch]).sort().values, pending  # in row order, as `_rows` needs
 
 
-MARGIN = 1e-4
+MARGIN = 3e-6
 """Relative distance from a top-p or min-p threshold within which the kernel's probabilities do not
-decide (torch's float32 softmax, the full sort's, is off by about 1e-5 on 262,144 tokens)."""
+decide: three times the worst case of their error, float32 roundings of the cumulative mass included."""
 
 
 def _near_threshold(probs: torch.Tensor, filters: RowFilters, vocab: int) -> torch.Tensor:
@@ -188,9 +192,16 @@ def _rows(logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return logits if len(rows) == len(logits) else logits[rows]
 
 
+def softmax_f64(scaled: torch.Tensor) -> torch.Tensor:
+    """The softmax of float32 scaled logits over the last dimension, computed in float64 and
+    rounded to float32: the probabilities of the definition (the full sort's too), to the last bit
+    but for a rounding within about 1e-13 of a float32 midpoint."""
+    return scaled.double().softmax(dim=-1).float()
+
+
 def _softmax(logits: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
-    """Each row's softmax of its scaled logits, over the whole vocabulary (float32)."""
-    return (logits / temperature[:, None].to(torch.float32)).softmax(dim=-1)
+    """Each row's probabilities over the whole vocabulary (float32, see `softmax_f64`)."""
+    return softmax_f64(logits / temperature[:, None].to(torch.float32))
 
 
 def _probs_at(full: torch.Tensor, slot: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -229,11 +240,11 @@ def _filter(
     position = torch.arange(width, device=scaled.device)[None, :]
     whole_top_k = (filters.top_k >= vocab)[:, None]  # top-k keeps the whole row: `full_probs`
     in_k = position < filters.top_k[:, None]
-    probs = torch.where(whole_top_k, full_probs, scaled.masked_fill(~in_k, float("-inf")).softmax(dim=-1))
+    probs = torch.where(whole_top_k, full_probs, softmax_f64(scaled.masked_fill(~in_k, float("-inf"))))
     # Keep the smallest prefix whose mass reaches top_p: drop a token once the mass before it does.
     keep = in_k & ((probs.cumsum(dim=-1) - probs) < filters.top_p[:, None])
     unfiltered = whole_top_k & torch.isinf(filters.top_p)[:, None]  # before min-p, the whole row
-    probs = torch.where(unfiltered, full_probs, scaled.masked_fill(~keep, float("-inf")).softmax(dim=-1))
+    probs = torch.where(unfiltered, full_probs, softmax_f64(scaled.masked_fill(~keep, float("-inf"))))
     probs = probs.masked_fill(~keep, 0.0)
     num_before_min_p = keep.sum(dim=-1)
     keep &= ~(probs < filters.min_p[:, None] * probs[:, :1])  # canonical order: the top token first

@@ -6,9 +6,8 @@
 // `width` tokens, then every token whose raw logit is above the raw logit of the buffer's
 // width-th best (division by a positive temperature is monotone, so a token at or below it
 // cannot enter: its scaled logit is at most that entry's and its id is larger). When the buffer
-// fills it is cut back to its `width` best. Pass 2 sums exp(scaled - max) with each token's
-// scaled logit computed as torch computes it (a float32 division): sixteen float32 lanes over
-// 128 tokens at a time, the chunks added in double, so the sum is accurate to a few 1e-7.
+// fills it is cut back to its `width` best. Pass 2 sums exp(scaled - max) (see exp_sum); the
+// candidates' probabilities are exp(scaled - max) / sum in double, rounded to float32.
 //
 //   logits [num_rows, row_stride-spaced rows of vocab], float32 or bfloat16; temperature [num_rows]
 //   float32 > 0; out: ids [num_rows, width] int64, scaled and probs [num_rows, width] float32,
@@ -114,24 +113,47 @@ Scan select(const T* row, int64_t vocab, float t, int64_t width, std::vector<Ent
     return {max_raw, has_nan};
 }
 
-// Pass 2: sum of exp(x / t - max) over the row, in float32 lanes per chunk and double across chunks.
+// max(v, floor) per lane (a NaN lane gives floor; rows with NaN are reported, not used).
+inline vec at_least(vec v, vec floor) {
+#if defined(__AVX512F__)
+    return _mm512_max_ps(v, floor);
+#else
+    for (int k = 0; k < 16; ++k) v.x[k] = v.x[k] > floor.x[k] ? v.x[k] : floor.x[k];
+    return v;
+#endif
+}
+
+// Pass 2: sum of exp(x / t - max) over the row. Each token's scaled logit is computed as torch
+// computes it (a float32 division); scaled - max is split into its float32 rounding d and the
+// error e of that rounding (TwoSum), and exp(d) * (1 + e) is the term, so a term is within the
+// exp's 2 ulp of exp(scaled - max) however far below the maximum it lies. Sixteen float32 lanes
+// add four terms each per chunk of 64 tokens, the chunks are added in double: the sum is within
+// about 5e-7 (relative) of the exact one, in the worst case.
 template <typename T>
 double exp_sum(const T* row, int64_t vocab, float t, float max_scaled) {
-    constexpr int64_t chunk = 128;
-    const vec vt = seekserve::splat(t), vm = seekserve::splat(max_scaled);
+    using namespace seekserve;
+    constexpr int64_t chunk = 64;
+    // Below max - 104 a term is under e^-104 of the largest: clamped there (exp(-inf) needs no TwoSum).
+    const vec vt = splat(t), neg_max = splat(-max_scaled), floor = splat(max_scaled - 104.0f);
     double total = 0.0;
     int64_t i = 0;
     alignas(64) float lanes[16];
     for (; i + chunk <= vocab; i += chunk) {
-        vec acc = seekserve::splat(0.0f);
-        for (int64_t j = i; j < i + chunk; j += 16)
-            acc = seekserve::add(acc, seekserve::exp(seekserve::sub(seekserve::div(seekserve::load(row + j), vt), vm)));
-        seekserve::store(lanes, acc);
+        vec acc = splat(0.0f);
+        for (int64_t j = i; j < i + chunk; j += 16) {
+            const vec s = at_least(div(load(row + j), vt), floor);
+            const vec d = add(s, neg_max);
+            const vec b = sub(d, s);
+            const vec e = add(sub(s, sub(d, b)), sub(neg_max, b));  // s - max = d + e exactly
+            const vec x = exp(d);
+            acc = add(acc, fmadd(x, e, x));
+        }
+        store(lanes, acc);
         double part = 0.0;
         for (float f : lanes) part += f;
         total += part;
     }
-    for (; i < vocab; ++i) total += std::exp(static_cast<double>(value(row, i) / t - max_scaled));
+    for (; i < vocab; ++i) total += std::exp(static_cast<double>(value(row, i) / t) - max_scaled);
     return total;
 }
 
@@ -159,7 +181,8 @@ void candidates(const T* logits, int64_t row_stride, int64_t num_rows, int64_t v
                 const Entry& e = buf[k];
                 ids[r * width + k] = e.id;
                 scaled[r * width + k] = e.scaled;
-                probs[r * width + k] = static_cast<float>(std::exp(static_cast<double>(e.scaled - max_scaled)) / sum);
+                probs[r * width + k] =
+                    static_cast<float>(std::exp(static_cast<double>(e.scaled) - max_scaled) / sum);
             }
             lse[r] = static_cast<float>(static_cast<double>(max_scaled) + std::log(sum));
             count[r] = width;
