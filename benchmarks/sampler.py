@@ -1,5 +1,6 @@
 """The sampler on random logits rows of Gemma 3's vocabulary: the full sort (the reference path)
-against the candidate path, per sampling setting and batch size.
+against the candidate path, with torch.topk and torch's softmax ("torch") and with the fused CPU
+kernel ("kernel", where the kernels build), per sampling setting and batch size.
 
     python benchmarks/sampler.py                        # rows 1,16,64; bf16 and float32; 7 calls
     python benchmarks/sampler.py --rows 16 --calls 15 --dtypes bfloat16
@@ -8,8 +9,10 @@ Logits are N(0, 3^2) per entry (a peaked row, like a model's). Settings: greedy;
 with top_p 0.95 (DeepSeek's recommendation); the same with repetition 1.1 and frequency 0.2
 penalties over a 512-token prompt and 128 output tokens; temperature 1.0 on flat rows (N(0, 0.3^2)),
 where top-p needs hundreds of thousands of tokens, so the candidate path falls back to the sort.
-Calls alternate old / new on the same logits; the table gives the median and the spread (min-max)
-in milliseconds. Writes JSON to results/sampler.json.
+Calls alternate old / torch / kernel on the same logits; the table gives the median and the spread
+(min-max) in milliseconds, and the share of the kernel route's rows that went on to the torch
+stages (a top-p or min-p cut within its margin, see candidates.py). Writes JSON to
+results/sampler.json.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from common import REPO, machine, median, print_table, write_json
 
 sys.path.insert(0, str(REPO / "tests"))
 from factories import make_request
+from seekserve.engine import candidates
 from seekserve.engine.request import Request
 from seekserve.engine.sampler import Sampler
+from seekserve.layers.cpu_kernels import cpu_kernels
 
 VOCAB = 262_144
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -59,6 +64,19 @@ def time_ms(sampler: Sampler, logits: torch.Tensor, reqs: list[Request]) -> floa
     return (time.perf_counter() - start) * 1e3
 
 
+class RowsToTorch:
+    """Counts the rows `kept_tokens` hands to its torch stages (wraps candidates._torch_stages)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._inner = candidates._torch_stages
+        candidates._torch_stages = self  # type: ignore[assignment]
+
+    def __call__(self, logits: torch.Tensor, filters: Any, pending: torch.Tensor, *rest: Any) -> None:
+        self.count += len(pending)
+        self._inner(logits, filters, pending, *rest)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", default="1,16,64")
@@ -68,7 +86,11 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=REPO / "results" / "sampler.json")
     args = ap.parse_args()
     gen = torch.Generator().manual_seed(0)
-    old, new = Sampler(seed=0, full_sort=True), Sampler(seed=0)
+    kernels = cpu_kernels()
+    samplers = {"old": Sampler(seed=0, full_sort=True), "torch": Sampler(seed=0)}
+    if kernels is not None:
+        samplers["kernel"] = Sampler(seed=0, kernels=kernels)
+    to_torch = RowsToTorch()
     table, results = [], []
     for dtype in args.dtypes.split(","):
         for setting in args.settings.split(","):
@@ -76,24 +98,29 @@ def main() -> None:
                 scale = 0.3 if "flat" in setting else 3.0
                 logits = (torch.randn(rows, VOCAB, generator=gen) * scale).to(getattr(torch, dtype))
                 reqs = requests(setting, rows, gen)
-                time_ms(old, logits, reqs), time_ms(new, logits, reqs)  # warm-up
-                times: dict[str, list[float]] = {"old": [], "new": []}
+                for sampler in samplers.values():  # warm-up
+                    time_ms(sampler, logits, reqs)
+                times: dict[str, list[float]] = {name: [] for name in samplers}
+                handed = 0
                 for _ in range(args.calls):
-                    times["old"].append(time_ms(old, logits, reqs))
-                    times["new"].append(time_ms(new, logits, reqs))
-                o, n = median(times["old"]), median(times["new"])
-                spread = {k: f"{min(v):.1f}-{max(v):.1f}" for k, v in times.items()}
-                table.append([dtype, setting, rows, o, spread["old"], n, spread["new"], o / n])
+                    for name, sampler in samplers.items():
+                        before = to_torch.count
+                        times[name].append(time_ms(sampler, logits, reqs))
+                        handed += to_torch.count - before if name == "kernel" else 0
+                mid = {name: median(v) for name, v in times.items()}
+                spread = {name: f"{min(v):.1f}-{max(v):.1f}" for name, v in times.items()}
+                k = mid.get("kernel", float("nan"))
+                share = handed / (rows * args.calls) if "kernel" in samplers else float("nan")
+                table.append(
+                    [dtype, setting, rows, mid["old"], spread["old"], mid["torch"], spread["torch"], k,
+                     spread.get("kernel", "-"), f"{share:.0%}", mid["old"] / k, mid["torch"] / k]
+                )  # fmt: skip
                 results.append(
-                    {
-                        "dtype": dtype,
-                        "setting": setting,
-                        "rows": rows,
-                        "old_ms": times["old"],
-                        "new_ms": times["new"],
-                    }
+                    {"dtype": dtype, "setting": setting, "rows": rows, "rows_to_torch_share": share}
+                    | {f"{name}_ms": v for name, v in times.items()}
                 )
-    header = ["dtype", "setting", "rows", "old ms", "old spread", "new ms", "new spread", "old/new"]
+    header = ["dtype", "setting", "rows", "old ms", "spread", "torch ms", "spread", "kernel ms", "spread",
+              "to torch", "old/kernel", "torch/kernel"]  # fmt: skip
     print_table("Sampler per call, median of alternating calls", header, table)
     settings = {k: v for k, v in vars(args).items() if k != "json"}
     write_json(args.json, {"machine": machine(), "args": settings, "results": results})

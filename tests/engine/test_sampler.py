@@ -11,8 +11,20 @@ from seekserve import LLM, SamplingParams
 from seekserve.engine.candidates import kept_tokens
 from seekserve.engine.penalties import apply_penalties
 from seekserve.engine.sampler import Sampler
+from seekserve.layers.cpu_kernels import CpuKernels, cpu_kernels
 
 VOCAB = 32
+
+
+@pytest.fixture(params=["torch", "kernel"])
+def kernels(request: pytest.FixtureRequest) -> CpuKernels | None:
+    """The candidate path's two routes: torch.topk with torch's softmax, and the fused CPU kernel."""
+    if request.param == "torch":
+        return None
+    loaded = cpu_kernels()
+    if loaded is None:
+        pytest.skip("no CPU kernels (no compiler, or SEEKSERVE_CPU_KERNELS=0)")
+    return loaded
 
 
 def logits_rows(n: int, seed: int = 0) -> torch.Tensor:
@@ -45,9 +57,9 @@ def test_seed_reproduces_whatever_else_is_in_the_batch() -> None:
     assert len(set(draws[0])) > 1  # it does sample, not argmax
 
 
-def test_sampling_follows_the_distribution() -> None:
+def test_sampling_follows_the_distribution(kernels: CpuKernels | None) -> None:
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.2] + [1e-9] * (VOCAB - 3)]))
-    sampler = Sampler(seed=0)
+    sampler = Sampler(seed=0, kernels=kernels)
     req = make_request(temperature=1.0)
     counts = torch.bincount(
         torch.tensor([sampler(logits, [req]).token_ids[0] for _ in range(3000)]), minlength=3
@@ -56,9 +68,9 @@ def test_sampling_follows_the_distribution() -> None:
     assert freqs == pytest.approx([0.5, 0.3, 0.2], abs=0.03)
 
 
-def test_top_p_and_min_p_cut_the_tail() -> None:
+def test_top_p_and_min_p_cut_the_tail(kernels: CpuKernels | None) -> None:
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05] + [1e-9] * (VOCAB - 4)]))
-    sampler = Sampler(seed=0)
+    sampler = Sampler(seed=0, kernels=kernels)
     top_p = {sampler(logits, [make_request(temperature=1.0, top_p=0.75)]).token_ids[0] for _ in range(500)}
     assert top_p == {0, 1}  # 0.5 + 0.3 reaches 0.75; 0.15 is past it
     min_p = {sampler(logits, [make_request(temperature=1.0, min_p=0.25)]).token_ids[0] for _ in range(500)}
@@ -182,9 +194,15 @@ def chi_square_threshold(dof: int) -> float:
     return dof * (1 - 2 / (9 * dof) + z * math.sqrt(2 / (9 * dof))) ** 3
 
 
-def assert_draws_follow(row: torch.Tensor, params: dict[str, float], expected: torch.Tensor, n: int) -> None:
+def assert_draws_follow(
+    row: torch.Tensor,
+    params: dict[str, float],
+    expected: torch.Tensor,
+    n: int,
+    kernels: CpuKernels | None = None,
+) -> None:
     """n unseeded draws of `row`, in batches, against the exact distribution `expected`."""
-    sampler = Sampler(seed=11)
+    sampler = Sampler(seed=11, kernels=kernels)
     batch = 256 if row.shape[0] < 1000 else 64
     draws = []
     for _ in range(n // batch):
@@ -202,15 +220,15 @@ def assert_draws_follow(row: torch.Tensor, params: dict[str, float], expected: t
     assert len(wanted) >= 5 and statistic < chi_square_threshold(len(wanted) - 1)
 
 
-def test_draws_follow_the_exact_filtered_distribution_small_vocab() -> None:
+def test_draws_follow_the_exact_filtered_distribution_small_vocab(kernels: CpuKernels | None) -> None:
     row = torch.randn(VOCAB, generator=torch.Generator().manual_seed(7)) * 2
     params = {"temperature": 0.6, "top_p": 0.95, "min_p": 0.02, "top_k": 20}
     expected = exact_filtered(row, 0.6, 20, 0.95, 0.02)
     assert 5 < int((expected > 0).sum()) < 20  # every filter cuts something
-    assert_draws_follow(row, params, expected, 40_960)
+    assert_draws_follow(row, params, expected, 40_960, kernels)
 
 
-def test_draws_follow_the_exact_filtered_distribution_big_vocab() -> None:
+def test_draws_follow_the_exact_filtered_distribution_big_vocab(kernels: CpuKernels | None) -> None:
     gen = torch.Generator().manual_seed(8)
     row = torch.randn(BIG_VOCAB, generator=gen)
     peaks = torch.randperm(BIG_VOCAB, generator=gen)[:24]
@@ -218,15 +236,20 @@ def test_draws_follow_the_exact_filtered_distribution_big_vocab() -> None:
     row = row.to(torch.bfloat16)
     expected = exact_filtered(row, 0.6, 0, 0.95, 0.0)
     assert 10 < int((expected > 0).sum()) < 24
-    assert_draws_follow(row, {"temperature": 0.6, "top_p": 0.95}, expected, 8192)
+    assert_draws_follow(row, {"temperature": 0.6, "top_p": 0.95}, expected, 8192, kernels)
 
 
-def kept_probs(logits: torch.Tensor, reqs: list, fast: bool) -> torch.Tensor:  # type: ignore[type-arg]
+def kept_probs(
+    logits: torch.Tensor,
+    reqs: list,  # type: ignore[type-arg]
+    fast: bool,
+    kernels: CpuKernels | None = None,
+) -> torch.Tensor:
     """[rows, vocab] float32 weights of the kept tokens, by the fast path or the full sort."""
     if not fast:
         return Sampler.full_sort_probs(logits, reqs)
     out = torch.zeros(logits.shape, dtype=torch.float32)
-    for kept in kept_tokens(logits, Sampler.row_filters(reqs, logits.shape[-1], logits.device)):
+    for kept in kept_tokens(logits, Sampler.row_filters(reqs, logits.shape[-1], logits.device), kernels):
         out[kept.rows[:, None], kept.token_ids] = kept.weights
         assert (kept.weights > 0).sum(-1).le(kept.num_kept).all(), "weight past the kept prefix"
     return out
@@ -260,9 +283,9 @@ def mixed_rows() -> tuple[torch.Tensor, list]:  # type: ignore[type-arg]
     return logits, [make_request(f"r{i}", **p) for i, (_, p) in enumerate(cases)]  # type: ignore[arg-type]
 
 
-def test_fast_filtering_keeps_what_the_full_sort_keeps() -> None:
+def test_fast_filtering_keeps_what_the_full_sort_keeps(kernels: CpuKernels | None) -> None:
     logits, reqs = mixed_rows()
-    fast, reference = kept_probs(logits, reqs, True), kept_probs(logits, reqs, False)
+    fast, reference = kept_probs(logits, reqs, True, kernels), kept_probs(logits, reqs, False)
     for row in range(len(reqs)):
         assert torch.equal(fast[row] > 0, reference[row] > 0), f"row {row}: kept sets differ"
         torch.testing.assert_close(fast[row], reference[row], rtol=1e-4, atol=1e-9)
@@ -270,7 +293,7 @@ def test_fast_filtering_keeps_what_the_full_sort_keeps() -> None:
     assert sizes[6] > 4096 and 64 < sizes[7] < 4096 and sizes[9] == 10  # the routes were taken
 
 
-def test_fast_filtering_matches_on_many_random_small_rows() -> None:
+def test_fast_filtering_matches_on_many_random_small_rows(kernels: CpuKernels | None) -> None:
     gen = torch.Generator().manual_seed(13)
     rows = 300
     logits = torch.randn(rows, 5000, generator=gen) * torch.rand(rows, 1, generator=gen) * 4
@@ -287,12 +310,12 @@ def test_fast_filtering_matches_on_many_random_small_rows() -> None:
                 min_p=0.2 * choice[3] if i % 5 == 0 else 0.0,
             )
         )
-    fast, reference = kept_probs(logits, reqs, True), kept_probs(logits, reqs, False)
+    fast, reference = kept_probs(logits, reqs, True, kernels), kept_probs(logits, reqs, False)
     assert torch.equal(fast > 0, reference > 0)
     torch.testing.assert_close(fast, reference, rtol=1e-4, atol=1e-9)
 
 
-def test_seeded_rows_draw_the_same_alone_and_in_a_batch() -> None:
+def test_seeded_rows_draw_the_same_alone_and_in_a_batch(kernels: CpuKernels | None) -> None:
     logits, settings = mixed_rows()
     params = [r.params for r in settings]
     seeded = [0, 6, 7, 13]  # fast path, full-sort fallback, 4096 stage, no filter
@@ -301,7 +324,7 @@ def test_seeded_rows_draw_the_same_alone_and_in_a_batch() -> None:
         reqs = [
             make_request(f"r{i}", seed=100 + i if i in seeded else None, **_fields(params[i])) for i in batch
         ]
-        sampler = Sampler(seed=len(batch))
+        sampler = Sampler(seed=len(batch), kernels=kernels)
         draws = [sampler(logits[batch], reqs).token_ids for _ in range(steps)]
         return {i: [d[j] for d in draws] for j, i in enumerate(batch) if i in seeded}
 
@@ -341,3 +364,36 @@ def test_batched_penalties_equal_the_row_by_row_ones() -> None:
         Sampler._penalize(by_row[row], req)
     assert torch.equal(batched, by_row)
     assert not torch.equal(batched, logits)
+
+
+def test_kernel_route_settles_clear_rows_and_leaves_near_thresholds_to_torch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rows whose top-p or min-p cut lies within MARGIN of a candidate's mass go to the torch
+    stages (torch's float32 softmax decides them, as in the full sort); the others are settled
+    from the kernel's candidates."""
+    kernels = cpu_kernels()
+    if kernels is None:
+        pytest.skip("no CPU kernels (no compiler, or SEEKSERVE_CPU_KERNELS=0)")
+    from seekserve.engine import candidates
+
+    to_torch: list[int] = []
+    torch_stages = candidates._torch_stages
+
+    def spy(logits: torch.Tensor, filters, pending: torch.Tensor, widths, groups) -> None:  # type: ignore[no-untyped-def]
+        to_torch.extend(pending.tolist())
+        torch_stages(logits, filters, pending, widths, groups)
+
+    monkeypatch.setattr(candidates, "_torch_stages", spy)
+    row = torch.full((BIG_VOCAB,), -30.0)
+    row[[5, 9, 700, 3000]] = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    logits = row.expand(4, -1)
+    # The mass before token 700 is 0.8 (to float32 rounding): top_p 0.8 and min_p 0.3 (0.15 = 0.3 * 0.5)
+    # sit on a candidate's threshold; top_p 0.7 and min_p 0.2 are clear of every candidate.
+    settings = [{"top_p": 0.8}, {"top_p": 0.7}, {"min_p": 0.3}, {"min_p": 0.2}]
+    reqs = [make_request(f"r{i}", temperature=1.0, **p) for i, p in enumerate(settings)]  # type: ignore[arg-type]
+    fast, reference = kept_probs(logits, reqs, True, kernels), kept_probs(logits, reqs, False)
+    assert sorted(to_torch) == [0, 2]
+    assert torch.equal(fast > 0, reference > 0)
+    sizes = (reference > 0).sum(-1).tolist()
+    assert sizes[1] == 2 and sizes[3] == 3  # rows 0 and 2: as the roundings fall

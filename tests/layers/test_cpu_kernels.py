@@ -293,3 +293,56 @@ def test_greedy_head_float_screen_gives_the_argmax(kernels: CpuKernels, dtype: t
     q, scale = kernels.quantize_rows(weight)
     found = kernels.greedy_head(hidden, weight, q, scale.float())
     assert found.tokens.tolist() == (hidden.float() @ weight.float().T).argmax(-1).tolist()
+
+
+def _candidate_rows(dtype: torch.dtype) -> torch.Tensor:
+    """Rows of 262,144 logits: peaked, flat, heavy ties, -inf entries, and a row with 300 equal
+    maxima (more than the candidates)."""
+    gen = torch.Generator().manual_seed(21)
+    vocab = 262_144
+    rows = [torch.randn(vocab, generator=gen) * 3, torch.randn(vocab, generator=gen) * 0.3]
+    rows.append(torch.randint(0, 6, (vocab,), generator=gen).float())
+    masked = torch.randn(vocab, generator=gen) * 2
+    masked[torch.randperm(vocab, generator=gen)[: vocab // 2]] = float("-inf")
+    masked[:40] = float("-inf")
+    rows.append(masked)
+    ties = torch.randn(vocab, generator=gen)
+    ties[torch.randperm(vocab, generator=gen)[:300]] = 9.0
+    rows.append(ties)
+    return torch.stack(rows).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("width", [1, 64, 512])
+def test_sampling_candidates_are_the_canonical_prefix_with_softmax_probabilities(
+    kernels: CpuKernels, dtype: torch.dtype, width: int
+) -> None:
+    logits = _candidate_rows(dtype)
+    temperature = torch.tensor([0.6, 1.0, 0.7, 1.3, 0.05])
+    got = kernels.sampling_candidates(logits, temperature, width)
+    scaled = logits.float() / temperature[:, None]
+    values, order = scaled.sort(dim=-1, descending=True, stable=True)  # ties: lower token id first
+    assert got.num_candidates.tolist() == [width] * len(logits)
+    assert torch.equal(got.token_ids, order[:, :width])
+    assert torch.equal(got.scaled, values[:, :width])  # bit for bit torch's float32 division
+    exact = torch.log_softmax(scaled.double(), dim=-1)
+    torch.testing.assert_close(got.lse.double(), torch.logsumexp(scaled.double(), dim=-1), rtol=1e-6, atol=0)
+    wanted = exact.gather(-1, order[:, :width]).exp()
+    torch.testing.assert_close(got.probs.double(), wanted, rtol=2e-6, atol=1e-37)  # float32 subnormals
+    by_torch = scaled.softmax(dim=-1).gather(-1, order[:, :width])  # float32 sums: off by ~1e-5
+    torch.testing.assert_close(got.probs, by_torch, rtol=1e-4, atol=1e-37)
+
+
+def test_sampling_candidates_take_strided_rows_and_report_rows_without_a_finite_maximum(
+    kernels: CpuKernels,
+) -> None:
+    wide = torch.randn(4, 3000, generator=torch.Generator().manual_seed(22))
+    logits = wide[:, 100:2100]  # strided rows
+    logits[1, 7] = float("nan")
+    logits[2] = float("-inf")
+    logits[3, 5] = float("inf")
+    got = kernels.sampling_candidates(logits, torch.ones(4), 16)
+    assert got.num_candidates.tolist() == [16, 0, 0, 0]
+    values, order = logits[0].sort(descending=True, stable=True)
+    assert got.token_ids[0].tolist() == order[:16].tolist()
+    assert torch.equal(got.scaled[0], values[:16])

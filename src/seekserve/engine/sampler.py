@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from seekserve.engine.candidates import Kept, RowFilters, kept_tokens
+from seekserve.engine.candidates import Kept, RowFilters, kept_tokens, softmax_f64
 from seekserve.engine.greedy_head import GreedyHead
 from seekserve.engine.penalties import apply_penalties
 from seekserve.engine.request import Logprob, Request
@@ -49,7 +49,8 @@ class Sampler:
         """Filter and draw the reference way: penalties row by row, every row's whole vocabulary
         sorted, noise for every token. Same distribution, other draws; for tests and benchmarks."""
         self.kernels = kernels
-        """CPU kernels for the greedy argmax (one pass over bfloat16 logits); None uses torch."""
+        """CPU kernels for the greedy argmax and the sampling candidates (passes over the logits in their
+        own dtype); None uses torch."""
         self.greedy_head = greedy_head
         """The screened LM head for all-greedy steps, or None (the logits are always computed)."""
 
@@ -125,7 +126,8 @@ class Sampler:
         alone."""
         device = logits.device
         token_ids = torch.empty(len(requests), dtype=torch.int64, device=device)
-        for kept in kept_tokens(logits, self.row_filters(requests, logits.shape[-1], device)):
+        filters = self.row_filters(requests, logits.shape[-1], device)
+        for kept in kept_tokens(logits, filters, self.kernels):
             noise = torch.ones_like(kept.weights)  # [rows, width]
             rows = kept.rows.tolist()
             unseeded = [j for j, i in enumerate(rows) if requests[i].generator is None]
@@ -167,7 +169,7 @@ class Sampler:
         logits = logits / temps[:, None]
         if any(r.params.top_k > 0 or r.params.top_p < 1.0 for r in requests):
             logits = Sampler._top_k_top_p(logits, requests)
-        probs = logits.softmax(dim=-1)
+        probs = softmax_f64(logits)
         min_p = torch.tensor([r.params.min_p for r in requests], device=logits.device)
         if bool((min_p > 0).any()):
             probs = probs.masked_fill(probs < min_p[:, None] * probs.amax(dim=-1, keepdim=True), 0.0)
@@ -185,11 +187,11 @@ class Sampler:
         sorted_logits, order = logits.sort(dim=-1, descending=True, stable=True)
         ranks = torch.arange(vocab, device=logits.device)
         drop = ranks[None, :] >= top_k[:, None]
-        probs = sorted_logits.masked_fill(drop, float("-inf")).softmax(dim=-1)
+        probs = softmax_f64(sorted_logits.masked_fill(drop, float("-inf")))
         # Where top-k keeps the whole row, its softmax in token order (the same distribution; the
-        # float32 sums `candidates.py` reproduces without sorting).
+        # whole-row probabilities `candidates.py` computes without sorting).
         whole = (top_k >= vocab)[:, None]
-        probs = torch.where(whole, logits.softmax(dim=-1).gather(-1, order), probs)
+        probs = torch.where(whole, softmax_f64(logits).gather(-1, order), probs)
         # Keep the smallest prefix whose mass reaches top_p: drop a token once the mass before it does.
         drop |= (probs.cumsum(dim=-1) - probs) >= top_p[:, None]
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))

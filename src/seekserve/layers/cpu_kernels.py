@@ -24,6 +24,7 @@ from seekserve.env import Environment
 from seekserve.layers.kernel_build import build_library, find_compiler
 
 __all__ = [
+    "Candidates",
     "CpuKernels",
     "KernelSet",
     "KernelStatus",
@@ -51,6 +52,7 @@ _QK_PREPARE_ARGS: list[type] = [
     _P, _I64, _I64, _I64, _I64, _I64, _P, _P, _F32, _P, _P, _I64, _P, _P, _P, _P, _P,
 ]  # fmt: skip
 _INT4_MATMUL_ARGS: list[type] = [_P, _I64, _I64, _I64, _P, _P, _I64, _I64, _P, _I64]
+_CANDIDATES_ARGS: list[type] = [_P, _I64, _I64, _I64, _P, _I64, _P, _P, _P, _P, _P]
 _SUFFIX = {torch.float32: "f32", torch.bfloat16: "bf16"}
 MAX_TIES = 16
 """Near ties per hidden row that the greedy head's kernel lists (more are only counted)."""
@@ -69,6 +71,22 @@ class Screened(NamedTuple):
     num_ties: torch.Tensor
     """int64 [rows]: 1 for a clear winner; MAX_TIES + 1 when the row must be decided over the whole
     vocabulary (more ties than listed, a maximum that is not finite, or no candidate)."""
+
+
+class Candidates(NamedTuple):
+    """Each row's `width` largest scaled logits in canonical order (see kernels/sampling.cpp)."""
+
+    token_ids: torch.Tensor
+    """int64 [rows, width]: scaled logit descending, ties by token id ascending."""
+    scaled: torch.Tensor
+    """float32 [rows, width]: logit / temperature, rounded as torch's float32 division rounds it."""
+    probs: torch.Tensor
+    """float32 [rows, width]: the candidates' probabilities under the whole row's softmax."""
+    lse: torch.Tensor
+    """float32 [rows]: the log-sum-exp of the row's scaled logits."""
+    num_candidates: torch.Tensor
+    """int64 [rows]: width, or 0 where the row has a NaN or its maximum is not finite (the other
+    outputs of that row are unset)."""
 
 
 class CpuKernels:
@@ -93,6 +111,7 @@ class CpuKernels:
         self.has_vnni = bool(lib.greedy_head_has_vnni())
         """Whether the greedy head's integer-dot-product screen (AVX-512 VNNI) was compiled in."""
         self._int4_matmul = _bind(lib, "int4_matmul", _INT4_MATMUL_ARGS)
+        self._candidates = _bind(lib, "sampling_candidates", _CANDIDATES_ARGS)
         self.has_int4_matmul = bool(lib.int4_matmul_available())
         """Whether `int4_matmul` (AVX-512 VNNI and VBMI) was compiled in."""
         self.has_avx512 = bool(lib.kernels_have_avx512())
@@ -213,6 +232,30 @@ class CpuKernels:
         logits = logits.contiguous()
         out = torch.empty(logits.shape[0], dtype=torch.int64)
         self._argmax[logits.dtype](logits.data_ptr(), logits.shape[0], logits.shape[1], out.data_ptr())
+        return out
+
+    def sampling_candidates(self, logits: torch.Tensor, temperature: torch.Tensor, width: int) -> Candidates:
+        """The `width` largest scaled logits of each row of logits [rows, vocab] (CPU, float32 or
+        bfloat16, rows may be strided; width <= vocab) with their whole-row probabilities, in two
+        passes over each row in its own dtype. temperature: [rows] float32, > 0."""
+        rows, vocab = logits.shape
+        assert logits.dtype in self._candidates and logits.device.type == "cpu", "CPU float32 or bfloat16"
+        assert 0 < width <= vocab and temperature.shape == (rows,), "shapes must agree"
+        if logits.stride(1) != 1:
+            logits = logits.contiguous()
+        temperature = temperature.to(torch.float32).contiguous()
+        out = Candidates(
+            torch.empty(rows, width, dtype=torch.int64),
+            torch.empty(rows, width, dtype=torch.float32),
+            torch.empty(rows, width, dtype=torch.float32),
+            torch.empty(rows, dtype=torch.float32),
+            torch.empty(rows, dtype=torch.int64),
+        )
+        self._candidates[logits.dtype](
+            logits.data_ptr(), logits.stride(0), rows, vocab, temperature.data_ptr(), width,
+            out.token_ids.data_ptr(), out.scaled.data_ptr(), out.probs.data_ptr(), out.lse.data_ptr(),
+            out.num_candidates.data_ptr(),
+        )  # fmt: skip
         return out
 
     def quantize_rows(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,6 +30,7 @@ KERNEL_SOURCES = (
     "greedy_head.cpp",
     "int4_matmul.cpp",
     "decode_layer.cpp",
+    "sampling.cpp",
 )
 KERNEL_HEADERS = ("simd.h", "kernels.h")
 _FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
