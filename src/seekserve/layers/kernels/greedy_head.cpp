@@ -73,29 +73,41 @@ inline Range stored_range(const T* kind, Logit x) {
     return {stored(kind, x.value - reach), stored(kind, x.value + reach)};
 }
 
-inline float order_spread(double abs_sum, int64_t dim) {
-    return static_cast<float>(abs_sum * static_cast<double>(dim) * 0x1p-23 * 1.0001);
+// sum |w h| is itself summed in float32 (vector lanes, then the lanes): its relative error is
+// below (dim / 16 + 16) * 2^-24, which the factor 1.001 covers for any dim up to about 250,000.
+inline float order_spread(float abs_sum, int64_t dim) {
+    return abs_sum * static_cast<float>(dim) * 0x1p-23f * 1.001f;
 }
 
+// A candidate's logit summed in this kernel's float32 order, unrounded.
 template <typename T>
-Logit exact_logit(const T* w, const T* h, int64_t dim) {
+float logit_value(const T* w, const T* h, int64_t dim) {
     vec acc = splat(0.0f);
     for (int64_t d = 0; d < dim; d += 16) acc = fmadd(load(w + d), load(h + d), acc);
-    double abs_sum = 0.0;
-    for (int64_t d = 0; d < dim; ++d) abs_sum += std::fabs(static_cast<double>(widen(w[d])) * widen(h[d]));
-    return {sum(acc), order_spread(abs_sum, dim)};
+    return sum(acc);
 }
 
 // The logit of an int8 head (q, scale per row): scale times the float32 sum, as the int8 matmul.
 template <typename T>
-Logit exact_logit(const int8_t* q, float scale, const T* h, int64_t dim) {
+float logit_value(const int8_t* q, float scale, const T* h, int64_t dim) {
     float acc = 0.0f;
-    double abs_sum = 0.0;
-    for (int64_t d = 0; d < dim; ++d) {
-        acc += static_cast<float>(q[d]) * widen(h[d]);
-        abs_sum += std::fabs(static_cast<double>(q[d]) * widen(h[d]));
-    }
-    return {scale * acc, scale * order_spread(abs_sum, dim)};
+    for (int64_t d = 0; d < dim; ++d) acc += static_cast<float>(q[d]) * widen(h[d]);
+    return scale * acc;
+}
+
+// The same value with its summation-order spread, for the few candidates near the maximum.
+template <typename T>
+Logit exact_logit(const T* w, const T* h, int64_t dim) {
+    vec abs_acc = splat(0.0f);
+    for (int64_t d = 0; d < dim; d += 16) abs_acc = add(vabs(mul(load(w + d), load(h + d))), abs_acc);
+    return {logit_value(w, h, dim), order_spread(sum(abs_acc), dim)};
+}
+
+template <typename T>
+Logit exact_logit(const int8_t* q, float scale, const T* h, int64_t dim) {
+    float abs_sum = 0.0f;
+    for (int64_t d = 0; d < dim; ++d) abs_sum += std::fabs(static_cast<float>(q[d]) * widen(h[d]));
+    return {logit_value(q, scale, h, dim), scale * order_spread(abs_sum, dim)};
 }
 
 // Screening arithmetic: S::W holds S::kStep int8 weights widened for S::madd with as many hidden
@@ -214,32 +226,46 @@ void rescore(const T* hidden, int64_t rows, const T* weight, const int8_t* q, co
                 if (c.upper >= cut) rescore.push_back(c.index);
         std::sort(rescore.begin(), rescore.end());
         const int64_t n = static_cast<int64_t>(rescore.size());
-        std::vector<Logit> exact(n);
+        std::vector<float> value(n);
+        const T* h = hidden + r * dim;
 #pragma omp parallel for schedule(static) if (n > 256)
         for (int64_t i = 0; i < n; ++i) {
             const int64_t v = rescore[i];
-            exact[i] = weight != nullptr ? exact_logit(weight + v * dim, hidden + r * dim, dim)
-                                         : exact_logit(q + v * dim, scale[v], hidden + r * dim, dim);
+            value[i] = weight != nullptr ? logit_value(weight + v * dim, h, dim) : logit_value(q + v * dim, scale[v], h, dim);
         }
         int64_t best = 0;  // the first maximum of the logits rounded as the matmul stores them
         for (int64_t i = 1; i < n; ++i)
-            if (stored(hidden, exact[i].value) > stored(hidden, exact[best].value)) best = i;
+            if (stored(hidden, value[i]) > stored(hidden, value[best])) best = i;
         out[r] = n ? rescore[best] : 0;
         num_candidates[r] = n;
         int64_t* mine = ties + r * max_ties;
-        if (n == 0 || !std::isfinite(exact[best].value + exact[best].spread)) {
+        auto exact = [&](int64_t i) {
+            const int64_t v = rescore[i];
+            return weight != nullptr ? exact_logit(weight + v * dim, h, dim) : exact_logit(q + v * dim, scale[v], h, dim);
+        };
+        const Logit top_logit = n ? exact(best) : Logit{NAN, NAN};
+        if (n == 0 || !std::isfinite(top_logit.value + top_logit.spread)) {
             num_ties[r] = max_ties + 1;
             continue;
         }
         // What each logit may store in some summation order: the rounding of its value's whole
         // range. A row is a near tie when the most it may store reaches the least the maximum may
         // store, unless both store one value whatever the order (then the first index is certain).
-        const Range top = stored_range(hidden, exact[best]);
+        // Most candidates are ruled out by a loose spread first: |w_vd| <= 128 s_v (s_v the int8
+        // scale of row v), so sum_d |w_vd h_d| <= 128 s_v sum_d |h_d|.
+        float h_abs = 0.0f;
+        for (int64_t d = 0; d < dim; ++d) h_abs += std::fabs(widen(h[d]));
+        h_abs *= 1.001f;  // its own float32 rounding
+        const Range top = stored_range(hidden, top_logit);
         int64_t count = 0;
         for (int64_t i = 0; i < n; ++i) {
-            const Range here = stored_range(hidden, exact[i]);
-            const bool certain = here.low == here.high && top.low == top.high;
-            if (i != best && (!(here.high >= top.low) || certain)) continue;
+            if (i != best) {
+                const Logit loose{value[i], order_spread(128.0f * scale[rescore[i]] * h_abs, dim)};
+                if (!(stored_range(hidden, loose).high >= top.low)) continue;
+                const Range here = stored_range(hidden, exact(i));
+                const bool certain = here.low == here.high && top.low == top.high;
+                if (!(here.high >= top.low) || certain) continue;
+            }
             if (count < max_ties) mine[count] = rescore[i];
             ++count;
         }

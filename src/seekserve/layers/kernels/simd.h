@@ -83,6 +83,7 @@ inline vec fmadd(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
 inline vec splat(float f) { return _mm512_set1_ps(f); }
 inline float sum(vec v) { return _mm512_reduce_add_ps(v); }
 inline vec div(vec a, vec b) { return _mm512_div_ps(a, b); }
+inline vec vabs(vec a) { return _mm512_abs_ps(a); }
 // e^x to about 2 ulp: x = n ln2 + r, |r| <= ln2 / 2, e^r by its degree-6 Taylor polynomial.
 inline vec exp(vec x) {
     x = _mm512_max_ps(_mm512_min_ps(x, splat(88.7f)), splat(-104.0f));
@@ -148,6 +149,10 @@ inline vec div(vec a, vec b) {
     vec r;
     for (int i = 0; i < 16; ++i) r.x[i] = a.x[i] / b.x[i];
     return r;
+}
+inline vec vabs(vec a) {
+    for (float& f : a.x) f = std::fabs(f);
+    return a;
 }
 // Clamped as the AVX-512 version is: e^x stays finite and above 0, so tanh's (1 - e) / (1 + e)
 // gives -1, not inf / inf = NaN, for large arguments. NaN passes through.
