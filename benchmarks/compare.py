@@ -16,6 +16,7 @@ and OUT/SCENARIO.json (every run), server logs in OUT/logs/. Run it alone on the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -219,6 +220,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--long-prompt-at", type=float, default=2.0, help="stall: when the long prompt arrives (s)"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--temperature", type=float, help="sample every request at this temperature (default: greedy)"
+    )
+    p.add_argument("--top-p", type=float, help="and this top_p (DeepSeek's advice: 0.6 and 0.95)")
     args = p.parse_args(argv)
     args.seekserve_model = args.seekserve_model or f"{args.anchors_dir}/models/gemma3-270m-bf16"
     return args
@@ -235,9 +240,9 @@ def _apply_overrides(scenario: Scenario, args: argparse.Namespace) -> Scenario:
         if servers.pop(name, None) is None:
             known = ", ".join(s.name for s in scenario.servers)
             raise SystemExit(f"--drop {name!r}: no such server in {scenario.name} ({known})")
-    return Scenario(
-        scenario.name, scenario.description, tuple(servers.values()), scenario.workloads, scenario.metrics
-    )
+    sampling = {k: v for k, v in (("temperature", args.temperature), ("top_p", args.top_p)) if v is not None}
+    workloads = tuple(dataclasses.replace(w, options={**w.options, **sampling}) for w in scenario.workloads)
+    return Scenario(scenario.name, scenario.description, tuple(servers.values()), workloads, scenario.metrics)
 
 
 def main(argv: list[str] | None = None) -> int:

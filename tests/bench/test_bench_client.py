@@ -77,6 +77,13 @@ def test_the_body_asks_for_exact_lengths_usage_and_extra_fields(with_fake_server
     _, server = send(with_fake_server, [BenchRequest("x", 3)], {"ignore_eos": False})
     assert server.last_body is not None and "ignore_eos" not in server.last_body
     assert "min_tokens" not in server.last_body
+    assert "top_p" not in server.last_body  # the default, 1, sends none
+
+
+def test_sampled_runs_send_temperature_and_top_p(with_fake_server: WithServer) -> None:
+    _, server = send(with_fake_server, [BenchRequest("x", 3)], {"temperature": 0.6, "top_p": 0.95})
+    assert server.last_body is not None
+    assert (server.last_body["temperature"], server.last_body["top_p"]) == (0.6, 0.95)
 
 
 def test_events_split_into_small_writes_time_the_same(with_fake_server: WithServer) -> None:

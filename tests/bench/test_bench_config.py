@@ -45,6 +45,8 @@ def test_a_rate_defaults_to_poisson_and_a_duration_lifts_the_request_count() -> 
         ({"output_len": "0"}, "output_len='0'"),
         ({"endpoint": "embeddings"}, "use chat or completions"),
         ({"num_warmup": -1}, "num_warmup=-1"),
+        ({"top_p": 0.0}, "top_p=0.0 is invalid: it must be in (0, 1]"),
+        ({"top_p": 1.5}, "top_p=1.5 is invalid"),
     ],
 )
 def test_bad_values_are_rejected_with_the_fix(options: dict[str, Any], message: str) -> None:

@@ -120,3 +120,13 @@ def test_peers_with_all_servers_up_and_one_dropped(tmp_path: Path) -> None:
         r["result"]["config"]["max_concurrency"] == int(r["workload"].split()[-1]) for r in data["runs"]
     )
     assert data["medians"]["concurrency 8"]["output tok/s"]["vllm"] > 0
+
+
+def test_a_sampled_comparison_sends_every_server_the_same_parameters(tmp_path: Path) -> None:
+    data = compare(
+        tmp_path, "peers", "--repeats", "1", "--num-requests", "2", "--all-up", "--drop", "llamacpp",
+        "--server", f"seekserve={FAKE}", "--server", f"vllm={FAKE}",
+        "--temperature", "0.6", "--top-p", "0.95",
+    )  # fmt: skip
+    configs = [r["result"]["config"] for r in data["runs"]]
+    assert len(configs) == 6 and all((c["temperature"], c["top_p"]) == (0.6, 0.95) for c in configs)

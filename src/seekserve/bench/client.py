@@ -116,6 +116,8 @@ class OpenAIClient:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if config.top_p < 1:
+            body["top_p"] = config.top_p
         if config.endpoint == "chat":
             prompt = request.prompt
             body["messages"] = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]

@@ -78,6 +78,10 @@ class BenchConfig:
     temperature: float = 0.0
     """Sampling temperature sent with every request; 0 is greedy."""
 
+    top_p: float = 1.0
+    """Nucleus sampling's top_p sent with every request (DeepSeek recommends 0.95 with temperature
+    0.6); 1 sends none."""
+
     extra_body: dict[str, Any] = field(default_factory=dict)
     """Extra JSON fields merged into every request body."""
 
@@ -107,6 +111,8 @@ class BenchConfig:
             parse_slo(f"{metric}={limit}")
         if self.temperature < 0:
             raise ConfigError(f"temperature={self.temperature} is invalid: it must be at least 0")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p={self.top_p} is invalid: it must be in (0, 1]; 1 turns it off")
         if self.num_warmup < 0:
             raise ConfigError(f"num_warmup={self.num_warmup} is invalid: give 0 or more")
         from seekserve.bench.datasets import check_dataset_spec

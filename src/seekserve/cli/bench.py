@@ -53,6 +53,7 @@ _POSITIVE = click.IntRange(min=1)
 @_option("stall_threshold_s", "--stall-threshold", type=float, metavar="SECONDS")
 @_option("ignore_eos", "--ignore-eos/--no-ignore-eos")
 @_option("temperature", type=float)
+@_option("top_p", "--top-p", type=float)
 @click.option(
     "--extra-body", "extra_body", metavar="JSON", help="JSON object merged into every request body."
 )
