@@ -7,7 +7,6 @@ tokens into text, stops and `RequestOutput`s.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -28,7 +27,6 @@ from seekserve.models.base import CausalLM
 
 __all__ = ["EngineStats", "LLMEngine"]
 
-log = logging.getLogger(__name__)
 
 _DEFAULT_BATCHED_TOKENS = {"cpu": 512, "cuda": 8192}
 
