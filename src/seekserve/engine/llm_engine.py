@@ -180,7 +180,7 @@ class LLMEngine:
                 sched.request.times.first_scheduled = now
         started = time.perf_counter()
         sampled = [s.request for s in batch.scheduled if s.samples]  # before the counts move below
-        result = self.runner.execute(batch)
+        result = self.runner.execute(batch, sampled)
         for sched in batch.scheduled:
             sched.request.num_computed_tokens += sched.num_new_tokens
             self.block_manager.cache_full_blocks(sched.request)

@@ -100,11 +100,11 @@ class ModelRunner:
         return [head] if screened and untied and isinstance(head, nn.Module) else []
 
     @torch.inference_mode()
-    def execute(self, batch: SchedulerOutput) -> SamplerOutput:
-        """Run the step and sample the next token of every request in it that samples, in batch order."""
+    def execute(self, batch: SchedulerOutput, requests: list[Request]) -> SamplerOutput:
+        """Run the step and sample the next token of `requests`: those of the batch that sample
+        this step, in batch order."""
         inputs = self.prepare(batch)
         hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
-        requests: list[Request] = [s.request for s in batch.scheduled if s.samples]
         if not requests:
             return SamplerOutput([], [])
         if len(inputs.sample_rows) != hidden.shape[0]:  # else every row, in order (rows ascend)
