@@ -2,13 +2,16 @@
 
     python benchmarks/cpu_vs_peers.py                       # all workloads, 3 interleaved repeats
     python benchmarks/cpu_vs_peers.py --workloads single --repeats 5
+    python benchmarks/cpu_vs_peers.py --temperature 0.6 --top-p 0.95 --drop seekserve-int4 --drop llamacpp
 
 Each (engine, workload) runs in its own process, in interleaved order (seekserve, peer, seekserve,
 peer, ...), so drift on a shared machine hits both sides alike. Contestants: seekserve bf16 and
 int4 (benchmarks/run_workload.py), vLLM's CPU build with both cores (`run_vllm.py --reserved-cpus 0`)
 and llama.cpp on the Q4_K_M GGUF (`run_llamacpp.py`), both from the anchors (run their setup.sh
-first). Prints median output tokens/s with the spread, the ratios the targets name, and writes JSON
-plus a markdown table. Run it with nothing else on the machine.
+first). `--temperature`/`--top-p` sample every timed request of both seekserve and vLLM (vLLM through
+`run_vllm_sampled.py`, the anchors' runner with the same parameters); llama.cpp's runner is greedy
+only and is left out of sampled runs. Prints median output tokens/s with the spread, the ratios the
+targets name, and writes JSON plus a markdown table. Run it with nothing else on the machine.
 """
 
 from __future__ import annotations
@@ -37,18 +40,17 @@ TARGETS = [  # (workload, seekserve contestant, peer, target ratio)
 ]
 
 
-def command(contestant: str, workload: str, anchors: Path, anchors_dir: Path) -> list[str]:
+def command(
+    contestant: str, workload: str, anchors: Path, anchors_dir: Path, sampling: list[str]
+) -> list[str]:
     ours = [sys.executable, str(REPO / "benchmarks" / "run_workload.py"), workload, "--anchors", str(anchors)]
+    vllm = [str(anchors_dir / "vllm/bin/python"), str(anchors / "run_vllm.py")]
+    if sampling:
+        vllm = [vllm[0], str(REPO / "benchmarks" / "run_vllm_sampled.py"), "--anchors", str(anchors)]
     return {
-        "seekserve-bf16": ours,
-        "seekserve-int4": [*ours, "--quantization", "int4"],
-        "vllm-r0": [
-            str(anchors_dir / "vllm/bin/python"),
-            str(anchors / "run_vllm.py"),
-            workload,
-            "--reserved-cpus",
-            "0",
-        ],
+        "seekserve-bf16": [*ours, *sampling],
+        "seekserve-int4": [*ours, "--quantization", "int4", *sampling],
+        "vllm-r0": [*vllm, workload, "--reserved-cpus", "0", *sampling],
         "llamacpp": [str(anchors_dir / "llama/bin/python"), str(anchors / "run_llamacpp.py"), workload],
     }[contestant]
 
@@ -90,7 +92,16 @@ def main() -> None:
     ap.add_argument("--anchors-dir", type=Path, default=Path(os.environ.get("ANCHORS_DIR", "/tmp/anchors")))
     ap.add_argument("--timeout-s", type=float, default=1800)
     ap.add_argument("--json", type=Path, default=REPO / "results" / "cpu_vs_peers.json")
+    ap.add_argument("--temperature", type=float, help="sample (seekserve and vLLM); default: greedy")
+    ap.add_argument("--top-p", type=float, default=1.0)
     args = ap.parse_args()
+    sampling = (
+        []
+        if args.temperature is None
+        else ["--temperature", str(args.temperature), "--top-p", str(args.top_p)]
+    )
+    if sampling and "llamacpp" not in args.drop:
+        sys.exit("llama.cpp's anchor runner is greedy only: add --drop llamacpp to a sampled run")
 
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     bandwidth: list[float] = []
@@ -100,7 +111,9 @@ def main() -> None:
             bandwidth.append(read_bandwidth_gbs())
             print(f"[{time.strftime('%H:%M:%S')}] memory read: {bandwidth[-1]:.1f} GB/s", flush=True)
             for contestant in contestants:
-                record = run(command(contestant, workload, args.anchors, args.anchors_dir), args.timeout_s)
+                record = run(
+                    command(contestant, workload, args.anchors, args.anchors_dir, sampling), args.timeout_s
+                )
                 runs.setdefault(workload, {}).setdefault(contestant, []).append(record)
                 shown = record.get("output_tok_s", record.get("error"))
                 print(
@@ -155,6 +168,7 @@ def main() -> None:
         {
             "machine": machine(),
             "repeats": args.repeats,
+            "sampling": {"temperature": args.temperature, "top_p": args.top_p} if sampling else "greedy",
             "read_gbs": bandwidth,
             "summary": summary,
             "ratios": ratios,
