@@ -9,11 +9,12 @@ row blocks that depend on the CPU (see `int4_layout.py`); elsewhere they are kep
 row order and dequantized per call (quant/cuda.py).
 
 Per call on CPU, by the number of token rows M: M ≤ max_kernel_rows runs a packed kernel (reads
-an eighth of a float32 matmul's bytes); larger M dequantizes the layer a cache-sized block of rows
-at a time (int4_dequantize.cpp, one pass into one reused buffer) and runs a float matmul per
-block, which wins once the kernel's per-row cost outgrows the unpacking (docs/quantization.md). The packed
-kernel is seekserve's integer-dot-product one (layers/kernels/int4_matmul.cpp) where the CPU has
-AVX-512 VNNI and VBMI and torch packs 64-row blocks, else torch's.
+an eighth of a float32 matmul's bytes); larger M dequantizes the layer in one pass
+(int4_dequantize.cpp; a matrix of more than 16M weights, such as an LM head, a cache-sized block of
+rows at a time) and runs a float matmul, which wins once the kernel's per-row cost outgrows the
+unpacking (docs/quantization.md). The packed kernel is seekserve's integer-dot-product one
+(layers/kernels/int4_matmul.cpp) where the CPU has AVX-512 VNNI and VBMI and torch packs 64-row
+blocks, else torch's.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ def vnni_kernels() -> CpuKernels | None:
     if kernels is None or not kernels.has_int4_matmul or cpu_block_layout() != BlockLayout(64, True):
         return None
     return kernels
+
+
+_WHOLE_DEQUANT_ELEMENTS = 1 << 24
+"""Matrices up to this many elements (32 MB in bf16) are dequantized whole for one product; larger
+ones (an LM head) a cache-sized block of rows at a time."""
 
 
 def _dequantizer(dtype: torch.dtype) -> CpuKernels | None:
@@ -149,6 +155,10 @@ class Int4Weight(QuantizedWeight):
         if self.dequantizer is None:
             return super().dequantized_matmul(x, index)
         n, rows = self.out_features, self.dequant_block_rows()
+        if self.layout.rows * self.layout.cols <= _WHOLE_DEQUANT_ELEMENTS:
+            # A layer's matrix: one pass writes it whole (a few MB) and one product reads it, as bf16
+            # runs; blocks cost more in products and column copies than the dequantized bytes save.
+            rows = self.layout.rows
         buffer = x.new_empty(min(rows, self.layout.rows), self.layout.cols)  # [rows, Kp]
         if rows >= n:
             return F.linear(x, self.dequantize_rows_into(index, 0, n, buffer))
