@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from factories import fill_weight, relative_error
-from seekserve.quant.base import StackShape
+from factories import fill_weight, greedy, random_prompts, relative_error
+from seekserve import LLM
+from seekserve.layers.cpu_kernels import cpu_kernels
+from seekserve.quant.base import QuantizedWeight, StackShape
 from seekserve.quant.int4 import Int4Weight, int4_shape, vnni_kernels
 from seekserve.quant.int4_layout import cpu_block_layout, dequantize_with_kernel, pack_cpu, unpack_cpu
 
@@ -155,3 +159,71 @@ def test_the_integer_kernel_reads_whole_row_blocks_in_float32_and_bfloat16_only(
     assert q.kernels is None
     x = torch.randn(2, 64, generator=torch.Generator().manual_seed(4))
     assert relative_error(q.matmul(x.half()), x @ w.t()) < OUTPUT_BOUND
+
+
+needs_dequantizer = pytest.mark.skipif(
+    cpu_kernels() is None or cpu_block_layout() is None,
+    reason="the dequantization kernel needs the CPU kernels and a probed packing",
+)
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    """The bit patterns of a float32 or bfloat16 tensor (torch.equal takes -0.0 for 0.0)."""
+    return t.contiguous().view(torch.int32 if t.dtype == torch.float32 else torch.int16)
+
+
+@needs_dequantizer
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("group", [32, 64, 128])
+@pytest.mark.parametrize("shape", [(200, 384), (72, 128), (128, 256)])
+def test_the_dequantization_kernel_matches_the_torch_reference_bit_for_bit(
+    dtype: torch.dtype, group: int, shape: tuple[int, int]
+) -> None:
+    """200 and 72 rows pad to 208 and 80: full 64-row blocks, then a partial one in the other layout.
+    Row scales from 1e-3 to 10 give sums (product + zero) that round in both steps."""
+    n, k = shape
+    gen = torch.Generator().manual_seed(n + group)
+    w = torch.randn(n, k, generator=gen) * torch.logspace(-3, 1, n)[:, None]
+    w[3, :group] = 0.5  # a flat group
+    q = make(w, dtype, group)
+    assert q.dequantizer is not None, "a probed packing and a float32 or bfloat16 dtype have the kernel"
+    for start, end in [(0, n), (0, 64), (64, n), (64, min(n, 128))]:
+        expected = q.dequantize_rows_reference((), start, end)
+        got = q.dequantize_rows((), start, end)
+        assert got.shape == expected.shape == (end - start, k)
+        assert torch.equal(bits(got), bits(expected)), f"rows {start}:{end}"
+    buffer = torch.full((q.layout.rows, k), float("nan"), dtype=dtype)
+    into = q.dequantize_rows_into((), 64, n, buffer)
+    assert into.data_ptr() == buffer.data_ptr() and torch.equal(bits(into), bits(q.dequantize()[64:]))
+
+
+@needs_dequantizer
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_large_row_path_gives_the_products_of_the_torch_reference(
+    dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More rows than fit one block (2^20 weights): every block goes through the one buffer."""
+    gen = torch.Generator().manual_seed(7)
+    q = make(torch.randn(1040, 2048, generator=gen), dtype)
+    assert q.dequant_block_rows() == 512 and q.dequantizer is not None
+    x = torch.randn(9, 2048, generator=gen).to(dtype)
+    got = q.matmul(x)
+    monkeypatch.setattr(Int4Weight, "dequantized_matmul", QuantizedWeight.dequantized_matmul)
+    monkeypatch.setattr(Int4Weight, "dequantize_rows", Int4Weight.dequantize_rows_reference)
+    assert torch.equal(bits(got), bits(q.matmul(x)))
+
+
+@needs_dequantizer
+def test_greedy_generation_is_the_same_through_the_kernel_and_the_torch_reference(
+    llama_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """max_quantized_kernel_rows=0: every step, prefill and decode, takes the large-row path."""
+    options = dict(dtype="bfloat16", max_model_len=128, quantization="int4", max_quantized_kernel_rows=0)
+    prompts = random_prompts(3, [40, 23, 57], seed=11)
+    llm = LLM(str(llama_dir), **options)
+    assert any(isinstance(m, Int4Weight) and m.dequantizer is not None for m in llm.engine.model.modules())
+    with_kernel = [out.outputs[0].token_ids for out in llm.generate(prompts, greedy(12))]
+    monkeypatch.setattr(Int4Weight, "dequantized_matmul", QuantizedWeight.dequantized_matmul)
+    monkeypatch.setattr(Int4Weight, "dequantize_rows", Int4Weight.dequantize_rows_reference)
+    with_torch = [out.outputs[0].token_ids for out in llm.generate(prompts, greedy(12))]
+    assert with_kernel == with_torch and all(len(ids) == 12 for ids in with_kernel)

@@ -52,6 +52,7 @@ _QK_PREPARE_ARGS: list[type] = [
     _P, _I64, _I64, _I64, _I64, _I64, _P, _P, _F32, _P, _P, _I64, _P, _P, _P, _P, _P,
 ]  # fmt: skip
 _INT4_MATMUL_ARGS: list[type] = [_P, _I64, _I64, _I64, _P, _P, _I64, _I64, _P, _I64]
+_INT4_DEQUANTIZE_ARGS: list[type] = [_P, _I64, _I64, _P, _I64, _I64, _I64, ctypes.c_int, _P, _I64]
 _CANDIDATES_ARGS: list[type] = [_P, _I64, _I64, _I64, _P, _I64, _P, _P, _P, _P, _P]
 _SUFFIX = {torch.float32: "f32", torch.bfloat16: "bf16"}
 MAX_TIES = 16
@@ -111,6 +112,7 @@ class CpuKernels:
         self.has_vnni = bool(lib.greedy_head_has_vnni())
         """Whether the greedy head's integer-dot-product screen (AVX-512 VNNI) was compiled in."""
         self._int4_matmul = _bind(lib, "int4_matmul", _INT4_MATMUL_ARGS)
+        self._int4_dequantize = _bind(lib, "int4_dequantize", _INT4_DEQUANTIZE_ARGS)
         self._candidates = _bind(lib, "sampling_candidates", _CANDIDATES_ARGS)
         self.has_int4_matmul = bool(lib.int4_matmul_available())
         """Whether `int4_matmul` (AVX-512 VNNI and VBMI) was compiled in."""
@@ -219,6 +221,32 @@ class CpuKernels:
         self._int4_matmul[x.dtype](
             x.data_ptr(), x.stride(0), rows, k, packed.data_ptr(), scales_zeros.data_ptr(), n, group,
             out.data_ptr(), n,
+        )  # fmt: skip
+        return out
+
+    def int4_dequantize(
+        self,
+        packed: torch.Tensor,
+        scales_zeros: torch.Tensor,
+        group: int,
+        block: tuple[int, bool],
+        out: torch.Tensor,
+    ) -> torch.Tensor:
+        """Writes the int4 rows packed [rows, K / 2] (torch's CPU packing in blocks of `block` = (rows,
+        split), see quant/int4_layout.py) into out [rows, K] (rows may be strided) as (q - 8) * scale +
+        zero, rounded as torch's elementwise ops in out's dtype round it; see int4_dequantize.cpp.
+        scales_zeros: [K / group, rows, 2] in out's dtype, rows dense (a slice of a matrix's). Returns out."""
+        rows, k = out.shape
+        block_rows, split = block
+        assert packed.is_contiguous() and packed.shape == (rows, k // 2), "packed rows must be dense"
+        assert out.stride(1) == 1 and out.dtype == scales_zeros.dtype and out.dtype in _SUFFIX, "dense rows"
+        assert scales_zeros.shape == (k // group, rows, 2) and scales_zeros.stride()[1:] == (2, 1), (
+            "shapes must agree"
+        )
+        assert block_rows % 2 == 0 and rows % 2 == 0 and k % group == 0, "shapes must agree"
+        self._int4_dequantize[out.dtype](
+            packed.data_ptr(), rows, k, scales_zeros.data_ptr(), scales_zeros.stride(0) // 2, group,
+            block_rows, int(split), out.data_ptr(), out.stride(0),
         )  # fmt: skip
         return out
 

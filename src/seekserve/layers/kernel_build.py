@@ -29,6 +29,7 @@ KERNEL_SOURCES = (
     "layer_ops.cpp",
     "greedy_head.cpp",
     "int4_matmul.cpp",
+    "int4_dequantize.cpp",
     "decode_layer.cpp",
     "sampling.cpp",
 )

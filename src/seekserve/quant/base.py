@@ -110,11 +110,14 @@ class QuantizedWeight(nn.Module, abc.ABC):
         """W[index] as a float matrix [N, K] in the compute dtype."""
         return self.dequantize_rows(index, 0, self.out_features)
 
+    def dequant_block_rows(self) -> int:
+        """Rows `dequantized_matmul` dequantizes at a time: a cache-sized block, a multiple of 64."""
+        return max(64, _DEQUANT_BLOCK_ELEMENTS // self.in_features // 64 * 64)
+
     def dequantized_matmul(self, x: torch.Tensor, index: Index = ()) -> torch.Tensor:
         """x @ W^T through the dequantized weight, a cache-sized block of rows at a time: dequantizing
         a 262k-row LM head whole runs at memory speed, about 6× slower than block by block."""
-        n = self.out_features
-        rows = max(64, _DEQUANT_BLOCK_ELEMENTS // self.in_features // 64 * 64)
+        n, rows = self.out_features, self.dequant_block_rows()
         if rows >= n:
             return F.linear(x, self.dequantize_rows(index, 0, n))
         y = x.new_empty(x.shape[0], n)

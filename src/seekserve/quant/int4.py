@@ -9,10 +9,12 @@ row blocks that depend on the CPU (see `int4_layout.py`); elsewhere they are kep
 row order and dequantized per call (quant/cuda.py).
 
 Per call on CPU, by the number of token rows M: M ≤ max_kernel_rows runs a packed kernel (reads
-an eighth of a float32 matmul's bytes); larger M dequantizes the layer and runs a float matmul,
-which wins once the kernel's per-row cost outgrows the unpacking (docs/quantization.md). The packed
-kernel is seekserve's integer-dot-product one (layers/kernels/int4_matmul.cpp) where the CPU has
-AVX-512 VNNI and VBMI and torch packs 64-row blocks, else torch's.
+an eighth of a float32 matmul's bytes); larger M dequantizes the layer in one pass
+(int4_dequantize.cpp; a matrix of more than 16M weights, such as an LM head, a cache-sized block of
+rows at a time) and runs a float matmul, which wins once the kernel's per-row cost outgrows the
+unpacking (docs/quantization.md). The packed kernel is seekserve's integer-dot-product one
+(layers/kernels/int4_matmul.cpp) where the CPU has AVX-512 VNNI and VBMI and torch packs 64-row
+blocks, else torch's.
 """
 
 from __future__ import annotations
@@ -45,6 +47,19 @@ def vnni_kernels() -> CpuKernels | None:
     """The kernels whose `int4_matmul` reads this process's int4 packing, where there are any."""
     kernels = cpu_kernels()
     if kernels is None or not kernels.has_int4_matmul or cpu_block_layout() != BlockLayout(64, True):
+        return None
+    return kernels
+
+
+_WHOLE_DEQUANT_ELEMENTS = 1 << 24
+"""Matrices up to this many elements (32 MB in bf16) are dequantized whole for one product; larger
+ones (an LM head) a cache-sized block of rows at a time."""
+
+
+def _dequantizer(dtype: torch.dtype) -> CpuKernels | None:
+    """The kernels whose `int4_dequantize` reads this process's packing in `dtype`, where there are any."""
+    kernels = cpu_kernels()
+    if kernels is None or not kernels.supports(dtype) or cpu_block_layout() is None:
         return None
     return kernels
 
@@ -93,6 +108,9 @@ class Int4Weight(QuantizedWeight):
         self.kernels = kernels if kernels is not None and kernels.supports(dtype) else None
         """Set where `matmul` runs the integer-dot-product kernel for up to max_kernel_rows rows
         (float32 and bfloat16; float16 keeps torch's kernel)."""
+        self.dequantizer = _dequantizer(dtype) if self.on_cpu else None
+        """Set where the large-row path dequantizes with int4_dequantize.cpp (float32 and bfloat16 on a
+        probed packing; else `dequantize_rows_reference`)."""
         self._pending: dict[Index, torch.Tensor] = {}
 
     def load_rows(self, index: Index, start: int, rows: torch.Tensor) -> None:
@@ -132,7 +150,45 @@ class Int4Weight(QuantizedWeight):
             y = torch._weight_int4pack_mm_for_cpu(x.contiguous(), packed, self.layout.group, sz)
         return y if self.layout.rows == self.out_features else y[:, : self.out_features]
 
+    def dequantized_matmul(self, x: torch.Tensor, index: Index = ()) -> torch.Tensor:
+        """As QuantizedWeight's, with each block dequantized by the kernel into one buffer for all."""
+        if self.dequantizer is None:
+            return super().dequantized_matmul(x, index)
+        n, rows = self.out_features, self.dequant_block_rows()
+        if self.layout.rows * self.layout.cols <= _WHOLE_DEQUANT_ELEMENTS:
+            # A layer's matrix: one pass writes it whole (a few MB) and one product reads it, as bf16
+            # runs; blocks cost more in products and column copies than the dequantized bytes save.
+            rows = self.layout.rows
+        buffer = x.new_empty(min(rows, self.layout.rows), self.layout.cols)  # [rows, Kp]
+        if rows >= n:
+            return F.linear(x, self.dequantize_rows_into(index, 0, n, buffer))
+        y = x.new_empty(x.shape[0], n)
+        for start in range(0, n, rows):
+            end = min(n, start + rows)
+            y[:, start:end] = F.linear(x, self.dequantize_rows_into(index, start, end, buffer))
+        return y
+
     def dequantize_rows(self, index: Index, start: int, end: int) -> torch.Tensor:
+        if self.dequantizer is None:
+            return self.dequantize_rows_reference(index, start, end)
+        n = (self.layout.rows if end == self.out_features else end) - start
+        return self.dequantize_rows_into(
+            index, start, end, torch.empty(n, self.layout.cols, dtype=self.dtype)
+        )
+
+    def dequantize_rows_into(self, index: Index, start: int, end: int, out: torch.Tensor) -> torch.Tensor:
+        """`dequantize_rows` through the kernel (needs `dequantizer`), written into the first rows of
+        out [>= block rows, Kp] (dense, the compute dtype); returns the view of out it filled."""
+        assert self.dequantizer is not None, "no dequantization kernel: use dequantize_rows_reference"
+        layout = cpu_block_layout()
+        assert layout is not None, "the kernel reads a probed packing"
+        stop = self.layout.rows if end == self.out_features else end  # the padding rows close the last block
+        packed, sz = self.packed[index][start:stop], self.scales_zeros[index][:, start:stop]
+        w = self.dequantizer.int4_dequantize(packed, sz, self.layout.group, layout, out[: stop - start])
+        return w[: end - start, : self.in_features]
+
+    def dequantize_rows_reference(self, index: Index, start: int, end: int) -> torch.Tensor:
+        """`dequantize_rows` in torch ops: the arithmetic the kernel reproduces bit for bit."""
         rows, cols, group = self.layout
         stop = rows if end == self.out_features else end  # the padding rows close the last row block
         packed, sz = self.packed[index][start:stop], self.scales_zeros[index][:, start:stop]
