@@ -95,3 +95,51 @@ def test_a_rising_prompt_cost_is_taken_at_once_and_a_falling_one_averaged() -> N
     assert pacer.prefill_budget(num_decodes=4) == 15  # (2.5 - 1) * 10 ms / 1 ms
     pacer.observe(num_decodes=4, num_prefill_tokens=15, seconds=0.010 + 15 * 0.0005)  # cheaper again
     assert pacer.prefill_budget(num_decodes=4) == int(1.5 * 0.010 / (0.8 * 0.001 + 0.2 * 0.0005))
+
+
+def spread_pacer() -> PrefillPacer:
+    """Stall budget 30 tokens a waiting request (as above), prompt work spread over 4 steps."""
+    pacer = PrefillPacer(stall_factor=2.5, min_chunk=8, max_tokens=512, spread_steps=4)
+    pacer.observe(num_decodes=4, num_prefill_tokens=0, seconds=0.010)
+    pacer.observe(num_decodes=4, num_prefill_tokens=100, seconds=0.060)
+    return pacer
+
+
+def test_spread_divides_the_waiting_prompt_work_over_steps() -> None:
+    pacer = spread_pacer()
+    assert pacer.prefill_budget(num_decodes=4, num_pending=1, backlog=100) == 25  # 100 / 4
+    assert pacer.prefill_budget(num_decodes=4, num_pending=1, backlog=101) == 26  # rounded up
+    assert pacer.prefill_budget(num_decodes=4, num_pending=1, backlog=20) == 8  # at least min_chunk
+    assert pacer.prefill_budget(num_decodes=0, num_pending=1, backlog=100) == 512  # nothing decodes
+
+
+def test_spread_stays_within_the_stall_budget() -> None:
+    pacer = spread_pacer()
+    assert pacer.prefill_budget(num_decodes=4, num_pending=1, backlog=4000) == 30  # one long prompt
+    assert pacer.prefill_budget(num_decodes=4, num_pending=3, backlog=1000) == 90
+    assert pacer.prefill_budget(num_decodes=4, num_pending=60, backlog=20000) == 512  # a burst
+
+
+def test_scheduler_spreads_arrivals_over_steps() -> None:
+    pacer = PrefillPacer(stall_factor=4.0, min_chunk=4, max_tokens=64, spread_steps=4)
+    pacer.observe(num_decodes=1, num_prefill_tokens=0, seconds=0.010)
+    pacer.observe(num_decodes=1, num_prefill_tokens=10, seconds=0.020)  # stall budget: 30 a request
+    config = SchedulerConfig(max_num_batched_tokens=64, max_num_seqs=8)
+    s = Scheduler(config, BlockManager(64, 4, enable_prefix_caching=False), 64, pacer)
+    a = make_request("a", prompt=[1, 2, 3])
+    s.add(a)
+    s.schedule()
+    a.num_computed_tokens = 3
+    a.token_ids.append(9)
+    b = make_request("b", prompt=list(range(40)))
+    s.add(b)
+    chunks = []
+    while b.num_computed_tokens < b.num_tokens:
+        out = s.schedule()
+        assert [d.request.request_id for d in out.decodes] == ["a"]  # the stream decodes every step
+        (prefill,) = out.prefills
+        chunks.append(prefill.num_new_tokens)
+        b.num_computed_tokens += prefill.num_new_tokens
+        a.num_computed_tokens += 1
+        a.token_ids.append(9)
+    assert chunks == [10, 8, 6, 4, 4, 4, 4]  # ceil(left / 4), at least min_chunk (4)

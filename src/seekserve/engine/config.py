@@ -146,8 +146,14 @@ class SchedulerConfig:
     decode-only step, widened by one such stall for each request waiting for prompt work (costs
     learned online; see engine/pacer.py); None lets prompts take the whole token budget."""
 
+    prefill_spread_steps: int | None = 8
+    """While streams decode, spread the prompt work waiting (all prompts' tokens not yet computed)
+    over about this many steps, within the stall limit: a steady stream of arrivals then adds a
+    little prompt work to every step instead of a long step now and then (engine/pacer.py). None
+    takes what the stall limit allows."""
+
     min_prefill_chunk: int = 32
-    """Smallest prefill chunk the stall limit may cut a step's prompt work down to."""
+    """Smallest prefill chunk the stall limit or the spread may cut a step's prompt work down to."""
 
     max_queue_len: int | None = None
     """Most requests waiting to be admitted; more are rejected as overload. None is unbounded."""
@@ -157,6 +163,7 @@ class SchedulerConfig:
         _check_positive("max_num_batched_tokens", self.max_num_batched_tokens, "e.g. 512")
         _check_positive("max_queue_len", self.max_queue_len, "or leave it unset for no limit")
         _check_positive("min_prefill_chunk", self.min_prefill_chunk, "e.g. 32")
+        _check_positive("prefill_spread_steps", self.prefill_spread_steps, "e.g. 8, or leave it unset")
         if self.max_stall_factor is not None and self.max_stall_factor <= 1.0:
             raise ConfigError(
                 f"max_stall_factor={self.max_stall_factor} is invalid: a step with prompt work must be "

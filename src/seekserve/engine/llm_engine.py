@@ -89,7 +89,9 @@ class LLMEngine:
         if sched.max_stall_factor is None or not sched.enable_chunked_prefill:
             return None
         min_chunk = min(sched.min_prefill_chunk, self.max_num_batched_tokens)
-        return PrefillPacer(sched.max_stall_factor, min_chunk, self.max_num_batched_tokens)
+        return PrefillPacer(
+            sched.max_stall_factor, min_chunk, self.max_num_batched_tokens, sched.prefill_spread_steps
+        )
 
     def _max_num_batched_tokens(self) -> int:
         sched = self.config.scheduler

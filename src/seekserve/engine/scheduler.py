@@ -80,6 +80,8 @@ class Scheduler:
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.num_preemptions = 0
+        self._backlog = 0
+        """Prompt tokens the step being scheduled starts with still to compute (running and waiting)."""
         self._static_batch: set[str] = set()
         """Static scheduling: ids of the batch in flight (members leave as they finish)."""
 
@@ -106,6 +108,7 @@ class Scheduler:
                 out.decodes.append(ScheduledRequest(request, 1))
         prefilling = [r for r in self.running if r.is_prefilling]
         num_pending = len(prefilling) + len(self.waiting)
+        self._backlog = sum(r.num_tokens - r.num_computed_tokens for r in (*prefilling, *self.waiting))
         for request in prefilling:
             budget = self._budget(out, num_pending)
             if request.status is not RequestStatus.RUNNING or budget == 0:
@@ -143,7 +146,8 @@ class Scheduler:
         left = self.max_num_batched_tokens - out.num_batched_tokens
         if self.pacer is not None:
             prefill_tokens = out.num_batched_tokens - len(out.decodes)
-            left = min(left, self.pacer.prefill_budget(len(out.decodes), num_pending) - prefill_tokens)
+            budget = self.pacer.prefill_budget(len(out.decodes), num_pending, self._backlog)
+            left = min(left, budget - prefill_tokens)
         return max(left, 0)
 
     def _chunk(self, num_left: int, budget: int) -> int:
