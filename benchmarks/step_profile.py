@@ -3,6 +3,7 @@
     python benchmarks/step_profile.py                            # default model, bf16 and int4
     python benchmarks/step_profile.py --quantization none --batch-sizes 1,64
     python benchmarks/step_profile.py --quantization none --temperature 0.6 --top-p 0.95   # sampled
+    python benchmarks/step_profile.py --quantization none --temperature 0.6 --top-p 0.95 --full-sort
 
 For each batch size, B requests with 32-token prompts are prefilled and decoded for a while; then
 the median of --steps engine steps (schedule, forward, logits, sampling, detokenization, outputs) is
@@ -10,8 +11,11 @@ set against the median forward pass over the layers alone and the LM head alone,
 the same prepared inputs; the head is timed as the step takes it (the screened greedy head up to
 `cpu_greedy_head_rows` rows, else the logits), and the sampler alone on those logits (`sampler
 ms`: the argmax for greedy rows the screen does not take, else temperature, top-p and the draw).
-The remainder is the engine's own work (Python, scheduling, detokenization). Both heads are also
-timed on the same hidden rows (`screen ms`, `logits ms`), whichever the step takes.
+`--full-sort` samples the reference way (`Sampler(full_sort=True)`: penalties row by row, the
+whole vocabulary sorted, noise for every token), as the sampler did before the candidate sampler:
+the "before" of a sampled step. The remainder is the engine's own work (Python, scheduling,
+detokenization). Both heads are also timed on the same hidden rows (`screen ms`, `logits ms`),
+whichever the step takes.
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
     ap.add_argument("--top-p", type=float, default=1.0)
+    ap.add_argument("--full-sort", action="store_true", help="the reference sampler (the one before)")
     ap.add_argument("--json", type=Path, default=REPO / "results" / "step_profile.json")
     args = ap.parse_args()
     rows, results = [], {}
@@ -110,6 +115,7 @@ def main() -> None:
         engine = LLMEngine.from_options(
             model=args.model, dtype="bfloat16", quantization=quant, max_model_len=1024, max_num_seqs=64
         )
+        engine.runner.sampler.full_sort = args.full_sort
         for batch in map(int, args.batch_sizes.split(",")):
             r = profile(engine, batch, args.steps, args.temperature, args.top_p)
             results[f"{quant}/{batch}"] = r
@@ -129,6 +135,7 @@ def main() -> None:
             )
         del engine
     mode = "greedy" if args.temperature == 0 else f"temperature {args.temperature:g}, top_p {args.top_p:g}"
+    mode += ", full-sort sampler" if args.full_sort else ""
     print_table(f"decode step, {mode}, medians", COLUMNS, rows)
     write_json(args.json, {"machine": machine(), "mode": mode, "results": results})
 
