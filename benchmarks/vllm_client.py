@@ -8,6 +8,8 @@ Each server runs alone (started, measured at every point, stopped), in interleav
 (seekserve, vLLM, seekserve, vLLM, ...). The client is the anchors' `vllm_bench_serve.py` (every flag
 vLLM's): random dataset, 256 tokens in and 128 out, `--ignore-eos`, the model's tokenizer;
 `greedy` sends temperature 0, `sampled` temperature 0.6 and top_p 0.95 (DeepSeek's advice), no seed.
+Each point (mode, concurrency) draws its own prompts (the dataset seed differs), the same for both
+servers, so no point is served from the prefix cache an earlier point filled.
 Both servers get the same limits (1,024-token context, 64 sequences) on both cores. Prints medians
 of output tokens/s, TTFT and ITL with their spread, the ratios the targets name (throughput ≥ 1.3×
 vLLM's, p99 ITL no worse), and writes JSON. Run it with nothing else on the machine.
@@ -69,7 +71,7 @@ def bench(server: ManagedServer, args: argparse.Namespace, mode: str, concurrenc
             "--ignore-eos",
             "--percentile-metrics", "ttft,tpot,itl",
             "--metric-percentiles", "50,99",
-            "--seed", str(args.seed),
+            "--seed", str(args.seed + 1000 * list(MODES).index(mode) + concurrency),
             "--save-result", "--result-dir", tmp, "--result-filename", "result.json",
             *MODES[mode],
         ]  # fmt: skip
