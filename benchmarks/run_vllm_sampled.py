@@ -3,10 +3,10 @@
     $ANCHORS_DIR/vllm/bin/python benchmarks/run_vllm_sampled.py WORKLOAD --temperature 0.6 --top-p 0.95 \
         --anchors ../shared/anchors [run_vllm.py's flags, e.g. --reserved-cpus 0]
 
-Runs `run_vllm.py` unchanged (same engine options, warm-up and timing) with vLLM's `SamplingParams`
-wrapped so that the timed requests carry the temperature and top_p given here (no per-request
-seed, as a user's requests come); the 4-token warm-up stays greedy. Prints run_vllm.py's JSON record
-with `temperature` and `top_p` added.
+Runs `run_vllm.py` unchanged (same engine options, warm-up and timing) with `LLM.generate` wrapped
+so that the timed requests carry the temperature and top_p given here (no per-request seed, as a
+user's requests come), their other parameters unchanged; the 4-token warm-up stays greedy. Prints
+run_vllm.py's JSON record with `temperature` and `top_p` added.
 """
 
 from __future__ import annotations
@@ -25,16 +25,22 @@ def main() -> None:
     ap.add_argument("--anchors", type=Path, required=True, help="the folder of run_vllm.py")
     args, rest = ap.parse_known_args()
 
-    import vllm
+    from vllm import LLM, SamplingParams
 
-    plain = vllm.SamplingParams
+    generate = LLM.generate
 
-    def sampled(**kwargs: Any) -> Any:
-        if kwargs.get("max_tokens", 0) > 4:  # the timed requests, not the warm-up
-            kwargs.update(temperature=args.temperature, top_p=args.top_p)
-        return plain(**kwargs)
+    def sampled(self: Any, prompts: Any, params: Any = None, *rest: Any, **kwargs: Any) -> Any:
+        if params is not None and params.max_tokens > 4:  # the timed requests, not the warm-up
+            params = SamplingParams(
+                temperature=args.temperature,
+                top_p=args.top_p,
+                max_tokens=params.max_tokens,
+                ignore_eos=params.ignore_eos,
+                detokenize=params.detokenize,
+            )
+        return generate(self, prompts, params, *rest, **kwargs)
 
-    vllm.SamplingParams = sampled  # type: ignore[assignment,misc]
+    LLM.generate = sampled  # type: ignore[method-assign]
 
     sys.path.insert(0, str(args.anchors))
     import workloads  # the anchors' module, which run_vllm.py imports too
