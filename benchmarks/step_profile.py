@@ -60,10 +60,10 @@ def profile(engine: LLMEngine, batch: int, steps: int, temperature: float, top_p
             if not screened:
                 sampler(row_logits, requests)
                 sampling.append(time.perf_counter() - t2)
-            t2 = time.perf_counter()
+            t3 = time.perf_counter()
             if greedy is not None:
                 greedy.tokens(rows)
-                screen.append(time.perf_counter() - t2)
+                screen.append(time.perf_counter() - t3)
             layers.append(t1 - t)
             logits.append(t2 - t1)
     for i in range(batch):
