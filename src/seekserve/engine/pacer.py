@@ -25,8 +25,10 @@ clients, docs/benchmarks.md):
 
     budget = min(stall budget, max(min_chunk, ceil(backlog / spread_steps)))
 
-A burst (a batch submitted at once) has a backlog far above the token budget and keeps the full
-budget; one long prompt among running streams is still held to the stall factor.
+A burst (a batch submitted at once) keeps the full budget while its backlog is above
+spread_steps × the token budget; below that its chunks shrink with the backlog (the anchors'
+batch16 workload, greedy: 0.93× the throughput without the spread, batch64 0.98×). One long prompt
+among running streams is still held to the stall factor.
 """
 
 from __future__ import annotations
