@@ -8,7 +8,7 @@ size one request of that many random token ids is scheduled and the model's forw
 layers is re-run on the prepared inputs (the LM head, one row, is left out), bf16 and int4
 interleaved, repeat after repeat. int4 runs both large-row paths in turn: `int4 torch` dequantizes
 with torch's elementwise ops (QuantizedWeight.dequantized_matmul, the path before the fused
-kernel) and `int4 kernel` with int4_matmul.cpp's one-pass dequantization into a reused buffer.
+kernel) and `int4 kernel` with int4_dequantize.cpp's one-pass dequantization (a layer's matrix whole).
 Medians, with the spread (min-max) in brackets, and ratios to bf16 of the same repeats.
 
 The breakdown re-runs every int4 layer's large-row product on random rows (--breakdown-rows):

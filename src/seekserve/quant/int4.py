@@ -151,7 +151,8 @@ class Int4Weight(QuantizedWeight):
         return y if self.layout.rows == self.out_features else y[:, : self.out_features]
 
     def dequantized_matmul(self, x: torch.Tensor, index: Index = ()) -> torch.Tensor:
-        """As QuantizedWeight's, with each block dequantized by the kernel into one buffer for all."""
+        """As QuantizedWeight's, dequantized by the kernel in one pass: a layer's matrix whole, a larger one
+        block by block into one buffer."""
         if self.dequantizer is None:
             return super().dequantized_matmul(x, index)
         n, rows = self.out_features, self.dequant_block_rows()
