@@ -80,8 +80,6 @@ class Scheduler:
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.num_preemptions = 0
-        self._backlog = 0
-        """Prompt tokens the step being scheduled starts with still to compute (running and waiting)."""
         self._static_batch: set[str] = set()
         """Static scheduling: ids of the batch in flight (members leave as they finish)."""
 
@@ -108,18 +106,18 @@ class Scheduler:
                 out.decodes.append(ScheduledRequest(request, 1))
         prefilling = [r for r in self.running if r.is_prefilling]
         num_pending = len(prefilling) + len(self.waiting)
-        self._backlog = sum(r.num_tokens - r.num_computed_tokens for r in (*prefilling, *self.waiting))
+        backlog = sum(r.num_tokens - r.num_computed_tokens for r in (*prefilling, *self.waiting))
         for request in prefilling:
-            budget = self._budget(out, num_pending)
+            budget = self._budget(out, num_pending, backlog)
             if request.status is not RequestStatus.RUNNING or budget == 0:
                 continue
             num_new = self._chunk(request.num_tokens - request.num_computed_tokens, budget)
             if num_new and self._reserve(request, num_new, out):
                 out.prefills.append(ScheduledRequest(request, num_new))
-        self._admit(out, num_pending)
+        self._admit(out, num_pending, backlog)
         return out
 
-    def _admit(self, out: SchedulerOutput, num_pending: int) -> None:
+    def _admit(self, out: SchedulerOutput, num_pending: int, backlog: int) -> None:
         static = self.config.scheduling == "static"
         if static and not self._static_batch:
             # The previous batch is done: the next one is the head of the queue, up to max_num_seqs.
@@ -130,7 +128,7 @@ class Scheduler:
             request = self.waiting[0]
             if static and request.request_id not in self._static_batch:
                 break  # a static batch is in flight: nothing new until all of it has finished
-            budget = self._budget(out, num_pending)
+            budget = self._budget(out, num_pending, backlog)
             hit = self.block_manager.lookup_prefix(request)
             num_new = self._chunk(request.num_tokens - hit.num_tokens, budget)
             if num_new == 0 or not self.block_manager.allocate(request, num_new, hit):
@@ -140,13 +138,14 @@ class Scheduler:
             self.running.append(request)
             out.prefills.append(ScheduledRequest(request, num_new))
 
-    def _budget(self, out: SchedulerOutput, num_pending: int) -> int:
+    def _budget(self, out: SchedulerOutput, num_pending: int, backlog: int) -> int:
         """Prefill tokens this step may still take: what is left of the token budget, capped by the
-        pacer while decodes are running (`num_pending` requests wait for prompt work)."""
+        pacer while decodes are running (`num_pending` requests wait for prompt work, `backlog`
+        prompt tokens in all, counted when the step began)."""
         left = self.max_num_batched_tokens - out.num_batched_tokens
         if self.pacer is not None:
             prefill_tokens = out.num_batched_tokens - len(out.decodes)
-            budget = self.pacer.prefill_budget(len(out.decodes), num_pending, self._backlog)
+            budget = self.pacer.prefill_budget(len(out.decodes), num_pending, backlog)
             left = min(left, budget - prefill_tokens)
         return max(left, 0)
 

@@ -33,7 +33,7 @@ KERNEL_SOURCES = (
     "decode_layer.cpp",
     "sampling.cpp",
 )
-KERNEL_HEADERS = ("simd.h", "kernels.h")
+KERNEL_HEADERS = ("simd.h", "kernels.h", "greedy_head_vnni.h")
 _FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
 
 
