@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"quant"},  # weight quantization: transforms over models
     {"engine"},  # scheduler, block manager, model runner, sampler, engine loops
     {"metrics"},  # Prometheus metrics and the live monitor over the engine's stats
-    {"server", "llm", "bench"},  # the HTTP API, the Python API, the load generator
+    {"server", "llm", "bench", "gateway"},  # the HTTP API, the Python API, the load generator, the gateway
     {"cli"},  # the command line
     {"__init__", "__main__"},  # the package's entry points (`seekserve.LLM`, `python -m seekserve`)
 ]
