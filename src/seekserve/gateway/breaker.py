@@ -90,14 +90,20 @@ class CircuitBreaker:
             self._open(self.config.cooldown_s)
 
     def hold(self, seconds: float) -> None:
-        """Keep the circuit open at least `seconds` from now (a 429 or 503 with Retry-After)."""
+        """Keep the circuit open at least `seconds` from now (a 429 or 503 with Retry-After).
+
+        Extends an open circuit's deadline, never shortens it; `seconds` <= 0 asks for no wait and
+        changes nothing (opening would leave the backend at one probe at a time)."""
+        if seconds <= 0.0:
+            return
         until = self._clock() + min(seconds, self.config.max_cooldown_s)
         if self._state is BreakerState.OPEN and until <= self._open_until:
             return
+        if self.state is not BreakerState.OPEN:
+            self.num_opened += 1
         self._state = BreakerState.OPEN
         self._probe_out = False
         self._open_until = max(until, self._open_until)
-        self.num_opened += 1
 
     def _ratio_exceeded(self) -> bool:
         count = len(self._outcomes)
