@@ -12,7 +12,7 @@ from aiohttp import web
 
 from seekserve.bench.servers import free_port
 from seekserve.gateway.backends import Backend, BackendPool
-from seekserve.gateway.config import BackendConfig, BreakerConfig, HealthConfig
+from seekserve.gateway.config import BackendConfig, BreakerConfig, EngineKind, HealthConfig
 from seekserve.gateway.health import HealthChecker, Load, parse_load
 
 SEEKSERVE_METRICS = """\
@@ -152,15 +152,15 @@ def make_pool(*backends: BackendConfig) -> BackendPool:
 
 
 def run_checks(
-    engine: FakeEngine,
+    fake: FakeEngine,
     body: Callable[[HealthChecker, Backend], Awaitable[None]],
     config: HealthConfig | None = None,
     **backend: object,
 ) -> None:
-    """Serve `engine`, build one backend `a` for it, and run `body(checker, backend)`."""
+    """Serve `fake`, build one backend `a` for it, and run `body(checker, backend)`."""
 
     async def main() -> None:
-        async with serving(engine) as url, aiohttp.ClientSession() as session:
+        async with serving(fake) as url, aiohttp.ClientSession() as session:
             pool = make_pool(BackendConfig.model_validate({"name": "a", "url": url, **backend}))
             checker = HealthChecker(lambda: pool, config or HealthConfig(), session)
             await body(checker, pool.backends["a"])
@@ -182,7 +182,7 @@ def test_check_reads_load_discovers_models_and_sends_the_key() -> None:
     run_checks(engine, body, api_key="sk-a")
 
 
-def test_configured_models_are_not_discovered_and_no_key_is_sent() -> None:
+def test_configured_models_and_engine_are_not_discovered_and_no_key_is_sent() -> None:
     engine = FakeEngine(metrics=VLLM_METRICS)
 
     async def body(checker: HealthChecker, backend: Backend) -> None:
@@ -191,6 +191,19 @@ def test_configured_models_are_not_discovered_and_no_key_is_sent() -> None:
         assert state(backend) == (True, 0, 7.0, 6.0, 0.375)
         assert engine.paths() == ["/health", "/metrics"]
         assert {auth for _, auth in engine.seen} == {None}
+
+    run_checks(engine, body, **{"models": ["r1"], "engine": "vllm"})
+
+
+def test_engine_auto_reads_owned_by_but_keeps_configured_models() -> None:
+    engine = FakeEngine(metrics=VLLM_METRICS)
+
+    async def body(checker: HealthChecker, backend: Backend) -> None:
+        assert backend.engine is EngineKind.OPENAI  # until the first check says otherwise
+        await checker.check_backend(backend)
+        assert backend.models == frozenset({"r1"})
+        assert backend.engine is EngineKind.SEEKSERVE
+        assert engine.paths() == ["/health", "/metrics", "/v1/models"]
 
     run_checks(engine, body, models=["r1"])
 
@@ -305,7 +318,7 @@ def test_check_all_uses_the_current_pool() -> None:
         async with serving(up) as url, aiohttp.ClientSession() as session:
             down = f"http://127.0.0.1:{free_port()}/v1"
             first = make_pool(BackendConfig(name="up", url=url), BackendConfig(name="down", url=down))
-            second = make_pool(BackendConfig(name="up2", url=url, models=["x"]))
+            second = make_pool(BackendConfig(name="up2", url=url, models=["x"], engine=EngineKind.VLLM))
             pools = [first]
             checker = HealthChecker(lambda: pools[0], HealthConfig(unhealthy_after=1), session)
             await checker.check_all()

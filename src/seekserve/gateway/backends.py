@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from seekserve.gateway.breaker import CircuitBreaker
-from seekserve.gateway.config import BackendConfig, BreakerConfig
+from seekserve.gateway.config import BackendConfig, BreakerConfig, EngineKind
 
 __all__ = ["Backend", "BackendPool"]
 
@@ -37,6 +37,8 @@ class Backend:
     kv_usage: float | None = None
     """kv_cache_usage_perc (0..1) at the last scrape."""
     consecutive_check_failures: int = 0
+    engine: EngineKind = EngineKind.OPENAI
+    """The configured engine, or the one GET /v1/models names (`owned_by`) when configured `auto`."""
 
     @property
     def name(self) -> str:
@@ -74,8 +76,9 @@ class BackendPool:
     def build(cls, configs: Iterable[BackendConfig], breaker: BreakerConfig) -> BackendPool:
         pool = cls()
         for config in configs:
+            engine = EngineKind.OPENAI if config.engine is EngineKind.AUTO else config.engine
             pool.backends[config.name] = Backend(
-                config=config, breaker=CircuitBreaker(breaker), models=frozenset(config.models)
+                config=config, breaker=CircuitBreaker(breaker), models=frozenset(config.models), engine=engine
             )
         return pool
 
@@ -102,6 +105,8 @@ class BackendPool:
             if previous is None or previous.config.url != backend.config.url:
                 continue
             previous.config = backend.config
+            if backend.config.engine is not EngineKind.AUTO:
+                previous.engine = backend.config.engine
             if backend.config.models:
                 previous.models = backend.models
             self.backends[name] = previous

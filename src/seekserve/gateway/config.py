@@ -31,6 +31,7 @@ __all__ = [
     "BreakerConfig",
     "CacheConfig",
     "CacheKind",
+    "EngineKind",
     "GatewayConfig",
     "HealthConfig",
     "KeyConfig",
@@ -69,6 +70,18 @@ class RoutingKind(StrEnum):
     """Random in proportion to the backends' `weight`."""
 
 
+class EngineKind(StrEnum):
+    """What serves behind a backend URL: decides how a broken stream is continued elsewhere."""
+
+    AUTO = "auto"
+    """Read from GET /v1/models (`owned_by`: seekserve, vllm, sglang); anything else is `openai`."""
+    SEEKSERVE = "seekserve"
+    VLLM = "vllm"
+    SGLANG = "sglang"
+    OPENAI = "openai"
+    """A remote OpenAI-compatible API: its streams are relayed but cannot be continued elsewhere."""
+
+
 class CacheKind(StrEnum):
     MEMORY = "memory"
     REDIS = "redis"
@@ -99,6 +112,8 @@ class BackendConfig(_Section):
     """Requests in flight at once; past it the backend counts as saturated."""
     timeout_s: float = Field(default=600.0, gt=0)
     """Longest one upstream request may take, stream included."""
+    engine: EngineKind = EngineKind.AUTO
+    """seekserve and vLLM streams continue exactly (token ids), SGLang's as text, remote APIs' not at all."""
 
     @field_validator("url")
     @classmethod

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import aiohttp
 
 from seekserve.gateway.backends import Backend, BackendPool
-from seekserve.gateway.config import HealthConfig
+from seekserve.gateway.config import EngineKind, HealthConfig
 
 __all__ = ["HealthChecker", "Load", "parse_load"]
 
@@ -61,6 +61,7 @@ class Load(NamedTuple):
 
 
 _NO_LOAD = Load(None, None, None)
+_KNOWN_ENGINES = (EngineKind.SEEKSERVE, EngineKind.VLLM, EngineKind.SGLANG)
 
 
 def parse_load(text: str) -> Load:
@@ -98,8 +99,8 @@ def _first(samples: dict[str, list[float]], names: tuple[str, ...]) -> list[floa
     return None
 
 
-def _model_ids(body: bytes) -> frozenset[str]:
-    """The ids of an OpenAI model list, {"data": [{"id": ...}, ...]}; ValueError on any other shape."""
+def _model_list(body: bytes) -> tuple[frozenset[str], EngineKind]:
+    """The ids of an OpenAI model list and the engine its `owned_by` names (openai when none known)."""
     payload = json.loads(body)
     data = payload.get("data") if isinstance(payload, dict) else None
     if not isinstance(data, list):
@@ -110,7 +111,9 @@ def _model_ids(body: bytes) -> frozenset[str]:
         if not isinstance(model_id, str):
             raise ValueError(f'every entry of a model list needs a string "id", got {item!r}')
         ids.add(model_id)
-    return frozenset(ids)
+    owners = {item.get("owned_by") for item in data}
+    engine = next((kind for kind in _KNOWN_ENGINES if kind.value in owners), EngineKind.OPENAI)
+    return frozenset(ids), engine
 
 
 class _Answer(NamedTuple):
@@ -142,7 +145,7 @@ class HealthChecker:
         network, HTTP or parse errors."""
         config = backend.config
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
-        discover = not config.models
+        discover = not config.models or config.engine is EngineKind.AUTO
         health, metrics, models = await asyncio.gather(
             self._get(backend, f"{config.root_url}/health", headers),
             self._get(backend, f"{config.root_url}/metrics", headers),
@@ -208,11 +211,16 @@ class HealthChecker:
 
     def _update_models(self, backend: Backend, body: bytes) -> None:
         try:
-            backend.models = _model_ids(body)
+            models, engine = _model_list(body)
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
             log.warning(
                 "backend %s: GET %s/models gave no model list: %s", backend.name, backend.config.url, exc
             )
+            return
+        if not backend.config.models:
+            backend.models = models
+        if backend.config.engine is EngineKind.AUTO:
+            backend.engine = engine
 
     def _record(self, backend: Backend, passed: bool, health: _Answer | None) -> None:
         if passed:
