@@ -275,3 +275,15 @@ def test_every_kind_chooses_among_the_candidates(kind: RoutingKind) -> None:
         chosen = pick(router, backends[1:3], key, kind)
         assert chosen in backends[1:3]
         router.record(key, chosen, kind)
+
+
+def test_round_robin_takes_each_candidate_in_turn() -> None:
+    config = make_config((1, 1, 1))
+    backends = make_backends(config)
+    router = make_router(config)
+    key = chat_key("s", "u")
+    names = [pick(router, backends, key, RoutingKind.ROUND_ROBIN).name for _ in range(6)]
+    assert names[:3] == names[3:] and sorted(names[:3]) == sorted(b.name for b in backends)
+    # a backend that cannot take requests is skipped, the others keep alternating
+    two = [pick(router, backends[:2], key, RoutingKind.ROUND_ROBIN).name for _ in range(4)]
+    assert two[0] != two[1] and two[:2] == two[2:]

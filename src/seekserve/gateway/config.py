@@ -68,6 +68,8 @@ class RoutingKind(StrEnum):
     """The backend that last served the request's `user`."""
     WEIGHTED = "weighted"
     """Random in proportion to the backends' `weight`."""
+    ROUND_ROBIN = "round-robin"
+    """Each available backend in turn."""
 
 
 class EngineKind(StrEnum):

@@ -189,6 +189,18 @@ class WeightedRouting(RoutingStrategy):
         return candidates[-1]  # rounding left `point` at 0 past the last weight
 
 
+class RoundRobinRouting(RoutingStrategy):
+    """Each backend in turn, in configured order, skipping those that cannot take the request now."""
+
+    def __init__(self, config: GatewayConfig, rng: random.Random) -> None:
+        super().__init__(config, rng)
+        self._turn = 0
+
+    def choose(self, candidates: Sequence[Backend], key: RouteKey | None = None) -> Backend:
+        self._turn += 1
+        return candidates[self._turn % len(candidates)]
+
+
 class _AffinityRouting(RoutingStrategy):
     """Sticks each key to the backend that last served it (an LRU of key hash → backend name),
     unless that backend is gone from the candidates or is overloaded; then least-loaded decides."""
@@ -267,6 +279,7 @@ STRATEGIES: dict[RoutingKind, type[RoutingStrategy]] = {
     RoutingKind.PREFIX: PrefixRouting,
     RoutingKind.SESSION: SessionRouting,
     RoutingKind.WEIGHTED: WeightedRouting,
+    RoutingKind.ROUND_ROBIN: RoundRobinRouting,
 }
 
 
