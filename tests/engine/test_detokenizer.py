@@ -57,3 +57,20 @@ def test_include_stop_string(tokenizer: Any) -> None:
 def test_earliest_of_several_stop_strings_wins(tokenizer: Any) -> None:
     detok, _ = stream(tokenizer, TEXT, stop=["is", "world"])
     assert detok.text == "Hello "
+
+
+@pytest.mark.parametrize(("split", "cut"), [(3, "Gr"), (11, "Grüße, ")])
+def test_prompt_ending_inside_a_character_lets_the_output_complete_it(
+    tokenizer: Any, split: int, cut: str
+) -> None:
+    """A token prompt cut inside "ü" (one byte of two) or "世" (two of three): the output's text
+    starts with that character, so the prompt's whole characters plus the output are the text."""
+    text = "Grüße, 世界!"
+    ids = tokenizer.encode(text)
+    assert tokenizer.decode(ids[:split]) == cut + "\ufffd", "the prompt must end inside a character"
+    detok = IncrementalDetokenizer(tokenizer, make_request(prompt=ids[:split]))
+    deltas = []
+    for token_id in ids[split:]:
+        detok.add_tokens([token_id])
+        deltas.append(detok.take_delta(finished=False))
+    assert "".join(deltas) == detok.text == text[len(cut) :]

@@ -6,6 +6,11 @@ window's decoding minus the decoding of its older part, held back while it ends 
 incomplete character. Stop strings are searched in the newly added text plus the tail that a
 stop string spanning tokens could start in; the text is cut before the match.
 
+A prompt that ends in an incomplete character (a token prompt continuing an earlier output that
+was cut while its last character was held back) leaves those last tokens unread, so the first new
+text completes the character: the earlier output's text plus this one's is the text of both
+outputs' tokens decoded together, as if one request had generated them all.
+
 While streaming, the last `max_stop_len - 1` characters are held back until it is clear they
 do not begin a stop string, so no client ever sees part of a stop string.
 """
@@ -31,7 +36,7 @@ class IncrementalDetokenizer:
         context = request.prompt_token_ids[-_PROMPT_CONTEXT:]
         self._ids: list[int] = list(context)
         self._prefix_offset = 0
-        self._read_offset = len(context)
+        self._read_offset = self._complete_prefix_len(context)
         self.text = ""
         self._num_sent = 0
         self.stop_string: str | None = None
@@ -45,6 +50,14 @@ class IncrementalDetokenizer:
                 self.text += new
                 if self._check_stop(len(new)):
                     return
+
+    def _complete_prefix_len(self, context: list[int]) -> int:
+        """Tokens of `context` before its trailing ones that end in an incomplete character."""
+        skip = self.params.skip_special_tokens
+        end = len(context)
+        while end > 0 and self.tokenizer.decode(context[:end], skip_special_tokens=skip).endswith("\ufffd"):
+            end -= 1
+        return end
 
     def _decode_new(self) -> str:
         skip = self.params.skip_special_tokens

@@ -45,16 +45,39 @@ class _Chat:
     prompt: str
     split_reasoning: bool
     logprobs: LogprobFormatter | None
+    prompt_token_ids: list[int] | None
+    """The prompt's token ids where the answer carries token ids (`return_token_ids`), else None."""
 
 
-def render_prompt(tokenizer: Any, messages: list[ChatMessage]) -> tuple[str, list[int]]:
-    """The chat template applied to `messages` (ending with the assistant's turn), and its tokens."""
+def render_prompt(
+    tokenizer: Any,
+    messages: list[ChatMessage],
+    add_generation_prompt: bool = True,
+    continue_final_message: bool = False,
+) -> tuple[str, list[int]]:
+    """The chat template applied to `messages`, and its tokens.
+
+    By default the prompt ends by opening the assistant's turn; with `continue_final_message` it
+    ends right after the last message's content instead, so generation continues that message.
+    """
     conversation = [m.for_template() for m in messages]
     try:
-        text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(
+            conversation,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message,
+        )
     except TemplateError as e:
         raise InvalidRequestError(f"the model's chat template rejected the messages: {e}", "messages") from e
-    except ValueError as e:  # no chat template
+    except ValueError as e:
+        if continue_final_message:  # the template drops or rewrites the message's content
+            raise InvalidRequestError(
+                f"the model's chat template cannot continue the last message ({str(e)[:300]}); "
+                "send the prompt to /v1/completions instead",
+                "messages",
+            ) from e
+        # no chat template
         raise InvalidRequestError(
             f"this model cannot chat ({e}); send the prompt to /v1/completions instead", "messages"
         ) from e
@@ -73,7 +96,13 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     state = opened.state
     if state.config.log_prompts:
         opened.record.prompt = [m.for_template() for m in body.messages]
-    prompt, token_ids = await asyncio.to_thread(render_prompt, opened.engine.tokenizer, body.messages)
+    prompt, token_ids = await asyncio.to_thread(
+        render_prompt,
+        opened.engine.tokenizer,
+        body.messages,
+        body.add_generation_prompt,
+        body.continue_final_message,
+    )
     max_tokens = body.requested_max_tokens
     state.check_length(len(token_ids), max_tokens, explicit=True)
     params = body.sampling_params(state.defaults, max_tokens, body.num_logprobs)
@@ -84,6 +113,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         prompt=prompt,
         split_reasoning=state.config.reasoning_parser != "none",
         logprobs=state.logprobs if body.logprobs else None,
+        prompt_token_ids=token_ids if body.return_token_ids else None,
     )
     gen = await opened.generate(chat.id, [token_ids], params)
     maker = _ChunkMaker(chat, params.n) if body.stream else None
@@ -93,6 +123,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
 
 
 def _answer(chat: _Chat, final: RequestOutput) -> ChatCompletionResponse:
+    with_ids = chat.prompt_token_ids is not None
     choices = []
     for c in final.outputs:
         reasoning, content = split_reasoning(c.text, chat.prompt) if chat.split_reasoning else (None, c.text)
@@ -103,10 +134,16 @@ def _answer(chat: _Chat, final: RequestOutput) -> ChatCompletionResponse:
                 logprobs=chat.logprobs.chat(c.logprobs or []) if chat.logprobs else None,
                 finish_reason=c.finish_reason,
                 stop_reason=c.stop_reason,
+                token_ids=c.token_ids if with_ids else None,
             )
         )
     return ChatCompletionResponse(
-        id=chat.id, created=chat.created, model=chat.model, choices=choices, usage=usage_of([final])
+        id=chat.id,
+        created=chat.created,
+        model=chat.model,
+        choices=choices,
+        usage=usage_of([final]),
+        prompt_token_ids=final.prompt_token_ids if with_ids else None,
     )
 
 
@@ -119,15 +156,32 @@ class _ChunkMaker:
         self.splitters = [ReasoningSplitter(opens) for _ in range(n)] if chat.split_reasoning else None
         self.finished = [False] * n
 
-    def chunk(self, choices: list[ChatChunkChoice], usage: Usage | None = None) -> str:
+    def chunk(
+        self,
+        choices: list[ChatChunkChoice],
+        usage: Usage | None = None,
+        prompt_token_ids: list[int] | None = None,
+    ) -> str:
         c = self.chat
         return sse_data(
-            ChatCompletionChunk(id=c.id, created=c.created, model=c.model, choices=choices, usage=usage)
+            ChatCompletionChunk(
+                id=c.id,
+                created=c.created,
+                model=c.model,
+                choices=choices,
+                usage=usage,
+                prompt_token_ids=prompt_token_ids,
+            )
         )
 
     def first(self) -> list[str]:
+        """Each choice's first chunk: the assistant role and, with token ids, the prompt's."""
+        ids: list[int] | None = None if self.chat.prompt_token_ids is None else []
         return [
-            self.chunk([ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content=""))])
+            self.chunk(
+                [ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content=""), token_ids=ids)],
+                prompt_token_ids=self.chat.prompt_token_ids,
+            )
             for i in range(len(self.finished))
         ]
 
@@ -135,27 +189,43 @@ class _ChunkMaker:
         return [self.chunk([choice]) for c in out.outputs for choice in self._choices(c)]
 
     def _choices(self, c: CompletionOutput) -> list[ChatChunkChoice]:
+        """The chunks of one choice's update: its delta (if any), then its finish (if finished).
+
+        With token ids the update's ids go on the delta's chunk, or the finish chunk where there is
+        no delta, or a chunk with an empty delta where there is neither (text held back).
+        """
         if self.finished[c.index]:
             return []
-        reasoning, content = "", c.delta_text
-        if self.splitters is not None:
-            splitter = self.splitters[c.index]
-            reasoning, content = splitter.feed(c.delta_text)
-            if c.finished:
-                rest = splitter.finish()
-                reasoning, content = reasoning + rest.reasoning, content + rest.content
+        reasoning, content = self._split(c)
         logprobs = (
             self.chat.logprobs.chat(c.delta_logprobs) if self.chat.logprobs and c.delta_logprobs else None
         )
+        ids: list[int] | None = None if self.chat.prompt_token_ids is None else c.delta_token_ids
         choices = []
-        if reasoning or content or logprobs:
+        if reasoning or content or logprobs or (ids and not c.finished):
             delta = ChatDelta(content=content or None, reasoning_content=reasoning or None)
-            choices.append(ChatChunkChoice(index=c.index, delta=delta, logprobs=logprobs))
+            choices.append(ChatChunkChoice(index=c.index, delta=delta, logprobs=logprobs, token_ids=ids))
+            ids = None if ids is None else []
         if c.finished:
             self.finished[c.index] = True
             choices.append(
                 ChatChunkChoice(
-                    index=c.index, delta=ChatDelta(), finish_reason=c.finish_reason, stop_reason=c.stop_reason
+                    index=c.index,
+                    delta=ChatDelta(),
+                    finish_reason=c.finish_reason,
+                    stop_reason=c.stop_reason,
+                    token_ids=ids,
                 )
             )
         return choices
+
+    def _split(self, c: CompletionOutput) -> tuple[str, str]:
+        """(reasoning, content) of the update's text; all content where reasoning is not split."""
+        if self.splitters is None:
+            return "", c.delta_text
+        splitter = self.splitters[c.index]
+        reasoning, content = splitter.feed(c.delta_text)
+        if c.finished:
+            rest = splitter.finish()
+            reasoning, content = reasoning + rest.reasoning, content + rest.content
+        return reasoning, content

@@ -40,6 +40,8 @@ class _Completion:
     echo: list[str] | None
     """Per prompt, the text put before its choices' text (`echo`)."""
     logprobs: LogprobFormatter | None
+    prompt_token_ids: list[list[int]] | None
+    """Per prompt, its token ids where the answer carries token ids (`return_token_ids`), else None."""
 
     def index(self, prompt_index: int, choice: CompletionOutput) -> int:
         return prompt_index * self.n + choice.index
@@ -85,6 +87,7 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
         n=body.n,
         echo=texts if body.echo else None,
         logprobs=state.logprobs if body.logprobs is not None else None,
+        prompt_token_ids=token_ids if body.return_token_ids else None,
     )
     gen = await opened.generate(completion.id, token_ids, params)
     maker = _ChunkMaker(completion, len(token_ids)) if body.stream else None
@@ -95,6 +98,7 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
 
 def _answer(completion: _Completion, finals: list[RequestOutput]) -> CompletionResponse:
     choices = []
+    with_ids = completion.prompt_token_ids is not None
     for prompt_index, final in enumerate(finals):
         prefix = completion.prefix(prompt_index)
         for c in final.outputs:
@@ -108,6 +112,8 @@ def _answer(completion: _Completion, finals: list[RequestOutput]) -> CompletionR
                     logprobs=logprobs,
                     finish_reason=c.finish_reason,
                     stop_reason=c.stop_reason,
+                    prompt_token_ids=final.prompt_token_ids if with_ids else None,
+                    token_ids=c.token_ids if with_ids else None,
                 )
             )
     return CompletionResponse(
@@ -120,12 +126,14 @@ def _answer(completion: _Completion, finals: list[RequestOutput]) -> CompletionR
 
 
 class _ChunkMaker:
-    """Per-choice streaming state: text offsets for logprobs and which choices have finished."""
+    """Per-choice streaming state: text offsets for logprobs, which choices have had their first
+    chunk (it carries the prompt's token ids) and which have finished."""
 
     def __init__(self, completion: _Completion, num_prompts: int) -> None:
         self.completion = completion
         num_choices = num_prompts * completion.n
         self.offsets = [len(completion.prefix(i // completion.n)) for i in range(num_choices)]
+        self.started = [False] * num_choices
         self.finished = [False] * num_choices
 
     def chunk(self, choices: list[CompletionChoice], usage: Usage | None = None) -> str:
@@ -134,37 +142,49 @@ class _ChunkMaker:
             CompletionChunk(id=c.id, created=c.created, model=c.model, choices=choices, usage=usage)
         )
 
+    def _token_ids(self, index: int, delta: list[int]) -> tuple[list[int] | None, list[int] | None]:
+        """(prompt ids, generated ids) of a choice's next chunk; the prompt's only in its first."""
+        prompts = self.completion.prompt_token_ids
+        if prompts is None:
+            return None, None
+        first, self.started[index] = not self.started[index], True
+        return (prompts[index // self.completion.n] if first else None), delta
+
     def first(self) -> list[str]:
         """The echoed prompts, one chunk per choice, before any generated text."""
-        return [
-            self.chunk(
-                [
-                    CompletionChoice(
-                        index=i, text=self.completion.prefix(i // self.completion.n), finish_reason=None
-                    )
-                ]
-            )
-            for i in range(len(self.finished))
-            if self.completion.prefix(i // self.completion.n)
-        ]
+        chunks = []
+        for i in range(len(self.finished)):
+            prefix = self.completion.prefix(i // self.completion.n)
+            if prefix:
+                prompt_ids, ids = self._token_ids(i, [])
+                choice = CompletionChoice(
+                    index=i, text=prefix, finish_reason=None, prompt_token_ids=prompt_ids, token_ids=ids
+                )
+                chunks.append(self.chunk([choice]))
+        return chunks
 
     def update(self, prompt_index: int, out: RequestOutput) -> list[str]:
         chunks = []
+        with_ids = self.completion.prompt_token_ids is not None
         for c in out.outputs:
             index = self.completion.index(prompt_index, c)
-            if self.finished[index] or not (c.delta_text or c.delta_logprobs or c.finished):
+            news = c.delta_text or c.delta_logprobs or c.finished or (with_ids and c.delta_token_ids)
+            if self.finished[index] or not news:
                 continue
             logprobs = None
             if self.completion.logprobs is not None:
                 logprobs = self.completion.logprobs.completion(c.delta_logprobs, self.offsets[index])
                 self.offsets[index] += sum(len(t) for t in logprobs.tokens)
             self.finished[index] = c.finished
+            prompt_ids, ids = self._token_ids(index, c.delta_token_ids)
             choice = CompletionChoice(
                 index=index,
                 text=c.delta_text,
                 logprobs=logprobs,
                 finish_reason=c.finish_reason,
                 stop_reason=c.stop_reason,
+                prompt_token_ids=prompt_ids,
+                token_ids=ids,
             )
             chunks.append(self.chunk([choice]))
         return chunks

@@ -3,7 +3,8 @@
 Validation is strict: a field of the wrong type (a string for a number, a float for an integer)
 or out of range is rejected with 400, as OpenAI does; unknown fields are ignored, as OpenAI does.
 Fields beyond OpenAI's (`top_k`, `min_p`, `repetition_penalty`, `ignore_eos`, `min_tokens`,
-`stop_token_ids`) have vLLM's names and meanings. Response bodies are in `responses.py`.
+`stop_token_ids`, `return_token_ids`, `add_generation_prompt`, `continue_final_message`) have
+vLLM's names and meanings. Response bodies are in `responses.py`.
 """
 
 from __future__ import annotations
@@ -111,6 +112,9 @@ class SamplingRequest(_Strict):
     user: str | None = None
     ignore_eos: bool = False
     min_tokens: int = Field(0, ge=0)
+    return_token_ids: bool | None = None
+    """Also send token ids (vLLM's field): each choice's generated `token_ids` and the prompt's
+    `prompt_token_ids` (see responses.py for where each goes). Absent from the answer unless true."""
 
     @property
     def include_usage(self) -> bool:
@@ -157,9 +161,17 @@ class ChatCompletionRequest(SamplingRequest):
     tools: list[Any] | None = None
     tool_choice: Any = None
     response_format: dict[str, Any] | None = None
+    add_generation_prompt: bool = True
+    """End the prompt with the template's opening of an assistant turn (vLLM's field)."""
+    continue_final_message: bool = False
+    """Leave the last message, an assistant's, open so the answer continues it (vLLM's field): the
+    template is applied without a generation prompt and cut right after that message's content.
+    Needs add_generation_prompt=false."""
 
     @model_validator(mode="after")
     def _supported(self) -> ChatCompletionRequest:
+        if self.continue_final_message:
+            self._check_continuable()
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs=true")
         if self.tools and self.tool_choice != "none":
@@ -168,6 +180,20 @@ class ChatCompletionRequest(SamplingRequest):
         if kind != "text":
             raise ValueError(f"response_format type {kind!r} is not supported: only 'text' is")
         return self
+
+    def _check_continuable(self) -> None:
+        if self.add_generation_prompt:
+            raise ValueError(
+                "continue_final_message=true and add_generation_prompt=true cannot be used together "
+                "(one continues the last message, the other opens a new one): "
+                "send add_generation_prompt=false"
+            )
+        role = self.messages[-1].role
+        if role != "assistant":
+            raise ValueError(
+                f"continue_final_message=true needs the last message to be the assistant's, not {role!r}: "
+                "end the messages with the partial assistant message to continue"
+            )
 
     @property
     def requested_max_tokens(self) -> int | None:

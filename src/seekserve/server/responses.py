@@ -3,6 +3,19 @@
 Fields that OpenAI leaves out when empty (`reasoning_content`, `usage` on stream chunks where
 it was not asked for, a delta's `role`/`content`) are left out here too; fields OpenAI sends as
 null (`logprobs`, `finish_reason` while streaming) are sent as null.
+
+With `return_token_ids` the answers carry token ids where vLLM puts them; without it those fields
+are absent. Completions: each choice has `prompt_token_ids` and `token_ids`; a stream sends
+`prompt_token_ids` in each choice's first chunk. Chat: the body (or, streamed, each choice's first
+chunk, the one with the role) has `prompt_token_ids`, each choice has `token_ids`. Token ids
+always include the stop token that ended a choice, as vLLM's do.
+
+Streamed, every choice chunk has `token_ids`: the tokens generated since the choice's previous
+chunk, so each generated token is in exactly one chunk, in order (`[]` on a chunk that only
+finishes the choice). A chunk's text may lag its ids: text held back because it ends in an
+incomplete UTF-8 character, could begin a stop string, or (chat) could begin a `<think>` tag
+arrives in a later chunk, so a chunk may carry ids with empty text. The concatenated ids of a
+choice equal the whole answer's `token_ids`, as the concatenated text equals its text.
 """
 
 from __future__ import annotations
@@ -100,6 +113,8 @@ class ChatChoice(BaseModel):
     finish_reason: str | None
     stop_reason: int | str | None = Field(default=None, exclude_if=_omit_none)
     """The stop string or stop token id that ended the choice; absent for end-of-sequence."""
+    token_ids: list[int] | None = Field(default=None, exclude_if=_omit_none)
+    """The generated token ids (`return_token_ids`); absent otherwise."""
 
 
 class ChatCompletionResponse(BaseModel):
@@ -109,6 +124,8 @@ class ChatCompletionResponse(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: Usage
+    prompt_token_ids: list[int] | None = Field(default=None, exclude_if=_omit_none)
+    """The templated prompt's token ids (`return_token_ids`); absent otherwise."""
 
 
 class ChatDelta(BaseModel):
@@ -123,6 +140,9 @@ class ChatChunkChoice(BaseModel):
     logprobs: ChatLogprobs | None = None
     finish_reason: str | None = None
     stop_reason: int | str | None = Field(default=None, exclude_if=_omit_none)
+    token_ids: list[int] | None = Field(default=None, exclude_if=_omit_none)
+    """Token ids generated since this choice's previous chunk (`return_token_ids`); may run ahead
+    of the text (see the module docstring)."""
 
 
 class ChatCompletionChunk(BaseModel):
@@ -132,6 +152,8 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChatChunkChoice]
     usage: Usage | None = Field(default=None, exclude_if=_omit_none)
+    prompt_token_ids: list[int] | None = Field(default=None, exclude_if=_omit_none)
+    """The templated prompt's token ids, on each choice's first chunk only (`return_token_ids`)."""
 
 
 class CompletionLogprobs(BaseModel):
@@ -142,11 +164,19 @@ class CompletionLogprobs(BaseModel):
 
 
 class CompletionChoice(BaseModel):
+    """A choice of an answer, or of a stream chunk (then `text` and `token_ids` are deltas)."""
+
     index: int
     text: str
     logprobs: CompletionLogprobs | None = None
     finish_reason: str | None
     stop_reason: int | str | None = Field(default=None, exclude_if=_omit_none)
+    prompt_token_ids: list[int] | None = Field(default=None, exclude_if=_omit_none)
+    """The prompt's token ids (`return_token_ids`); streamed, on the choice's first chunk only."""
+    token_ids: list[int] | None = Field(default=None, exclude_if=_omit_none)
+    """Generated token ids (`return_token_ids`): all of them, or streamed, those since the choice's
+    previous chunk, which may run ahead of the text (see the module docstring). With `echo` they
+    are still the generated ones only."""
 
 
 class CompletionResponse(BaseModel):
