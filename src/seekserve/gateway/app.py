@@ -1,0 +1,186 @@
+"""The gateway's ASGI application: a few routes, written against ASGI directly for a small per-request cost.
+
+    POST /v1/chat/completions, /v1/completions   handler.py
+    GET  /v1/models                               every model a backend serves, and every configured one
+    GET  /health                                  200 while at least one backend is healthy, else 503
+    GET  /metrics                                 Prometheus text (metrics.py)
+
+`GatewayApp.state` is replaced whole by `reload()`; a request keeps the state it started with.
+A streaming reply watches the client's connection: when the client goes away the relay is
+cancelled, which closes the upstream connection so the backend stops generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.types import Message, Receive, Scope, Send
+
+from seekserve.gateway.config import GatewayConfig
+from seekserve.gateway.handler import Reply, error_reply, handle_completion, log_access, request_id
+from seekserve.gateway.metrics import GatewayMetrics
+from seekserve.gateway.state import GatewayState
+
+__all__ = ["GatewayApp"]
+
+_COMPLETION_PATHS = {"/v1/chat/completions": "/chat/completions", "/v1/completions": "/completions"}
+_WANTED_HEADERS = frozenset({"authorization", "cache-control", "x-seekserve-cache", "x-request-id"})
+_MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+class GatewayApp:
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+        self.metrics = GatewayMetrics(lambda: self.state.pool, lambda: self.state.admission.num_waiting)
+        self.config_path: str | None = None
+
+    def reload(self, config: GatewayConfig) -> GatewayState:
+        """Swap in a state built from `config`; returns the old one (its caller closes what is left of it)."""
+        old = self.state
+        self.state = GatewayState.build(config, old.session, previous=old)
+        return old
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        started = time.monotonic()
+        path, method = scope["path"], scope["method"]
+        headers = {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in scope["headers"]
+            if k.decode("latin-1") in _WANTED_HEADERS
+        }
+        rid = request_id(headers)
+        upstream_path = _COMPLETION_PATHS.get(path)
+        if upstream_path is not None and method == "POST":
+            raw = await _read_body(receive)
+            if raw is None:
+                reply = error_reply(413, f"the body is over {_MAX_BODY_BYTES} bytes", "invalid_request_error")
+            else:
+                reply = await handle_completion(self.state, self.metrics, upstream_path, raw, headers)
+        else:
+            reply = self._small(path, method)
+        status = await _respond(reply, rid, send, receive)
+        model = reply.log.get("model")
+        if model is not None:
+            self.metrics.request(model, reply.log.get("backend", "-"), status, time.monotonic() - started)
+        if self.state.config.access_log and upstream_path is not None:
+            log_access(
+                {"request_id": rid, "method": method, "path": path, "status": status, **reply.log}, started
+            )
+
+    def _small(self, path: str, method: str) -> Reply:
+        if method != "GET":
+            return error_reply(405, f"{method} {path} is not supported", "invalid_request_error")
+        if path == "/health":
+            return self._health()
+        if path == "/v1/models":
+            names = sorted({*self.state.pool.model_names(), *self.state.config.models})
+            data = [
+                {"id": n, "object": "model", "created": 0, "owned_by": "seekserve-gateway"} for n in names
+            ]
+            return Reply(
+                200,
+                [(b"content-type", b"application/json")],
+                json.dumps({"object": "list", "data": data}).encode(),
+            )
+        if path == "/metrics":
+            return Reply(
+                200, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")], self.metrics.render()
+            )
+        return error_reply(
+            404,
+            f"no route {path}: the gateway serves /v1/chat/completions, /v1/completions, /v1/models",
+            "invalid_request_error",
+        )
+
+    def _health(self) -> Reply:
+        backends = {
+            b.name: {
+                "healthy": b.healthy,
+                "circuit": b.breaker.state.value,
+                "in_flight": b.in_flight,
+                "models": sorted(b.models),
+            }
+            for b in self.state.pool
+        }
+        ok = any(b["healthy"] and b["circuit"] != "open" for b in backends.values())
+        body = json.dumps({"status": "ok" if ok else "unavailable", "backends": backends}).encode()
+        return Reply(200 if ok else 503, [(b"content-type", b"application/json")], body)
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > _MAX_BODY_BYTES:
+            return None
+        parts.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(parts)
+
+
+async def _respond(reply: Reply, rid: str, send: Send, receive: Receive) -> int:
+    headers = [*reply.headers, (b"x-request-id", rid.encode())]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    if reply.stream is None:
+        await send({"type": "http.response.body", "body": reply.body})
+        return reply.status
+    await _stream(reply.stream, send, receive)
+    return reply.status
+
+
+async def _stream(events: AsyncIterator[bytes], send: Send, receive: Receive) -> None:
+    async def pump() -> None:
+        async for data in events:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def disconnected() -> None:
+        message: Message = {"type": ""}
+        while message["type"] != "http.disconnect":
+            message = await receive()
+
+    task = asyncio.ensure_future(pump())
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+        watcher.cancel()
+    if task.done() and not task.cancelled():
+        task.result()
+    else:
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        finally:
+            await _aclose(events)
+
+
+async def _aclose(events: Any) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
