@@ -177,3 +177,53 @@ def test_open_circuit_sends_traffic_elsewhere_and_keeps_its_cooldown() -> None:
             assert breaker.cooldown_remaining_s() <= remaining
 
     asyncio.run(main())
+
+
+def test_cache_answers_repeats_and_replays_them_as_streams() -> None:
+    async def main() -> None:
+        a = FakeEngine("a")
+        async with running(a), running_gateway(config_for([a.url], cache={"backend": "memory"})) as gw:
+            first = await gw.post("/v1/completions", completion())
+            again = await gw.post("/v1/completions", completion())
+            assert len(a.requests) == 1
+            assert again[1]["x-seekserve-cache"] == "hit" and "x-seekserve-cache" not in first[1]
+            status, headers, body = await gw.post("/v1/completions", completion(stream=True))
+            events, done = read_sse(body)
+            assert status == 200 and done and headers["x-seekserve-cache"] == "hit"
+            assert stream_text(events) == expected_text() and len(a.requests) == 1
+            opted_out = await gw.post("/v1/completions", completion(), **{"Cache-Control": "no-cache"})
+            assert opted_out[0] == 200 and len(a.requests) == 2
+            sampled = completion(temperature=0.7)
+            await gw.post("/v1/completions", sampled)
+            await gw.post("/v1/completions", sampled)
+            assert len(a.requests) == 4  # sampled answers are never cached
+
+    asyncio.run(main())
+
+
+def test_keys_models_and_request_limits_at_the_edge() -> None:
+    import hashlib
+
+    def sha(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    keys = [
+        {"name": "team", "key_sha256": sha("sk-team"), "rpm": 2},
+        {"name": "other", "key_sha256": sha("sk-other"), "models": ["lite"]},
+    ]
+
+    async def main() -> None:
+        a = FakeEngine("a")
+        async with running(a), running_gateway(config_for([a.url], keys=keys)) as gw:
+            assert (await gw.post("/v1/completions", completion()))[0] == 401
+            assert (await gw.post("/v1/completions", completion(), Authorization="Bearer sk-wrong"))[0] == 401
+            assert (await gw.post("/v1/completions", completion(), Authorization="Bearer sk-other"))[0] == 403
+            statuses = [
+                (await gw.post("/v1/completions", completion(), Authorization="Bearer sk-team"))
+                for _ in range(3)
+            ]
+            assert [s for s, _, _ in statuses] == [200, 200, 429]
+            assert int(statuses[2][1]["Retry-After"]) >= 1
+            assert len(a.requests) == 2
+
+    asyncio.run(main())

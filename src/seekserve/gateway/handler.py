@@ -152,9 +152,12 @@ def _cached_reply(ctx: RequestContext, answer: dict[str, Any]) -> Reply:
     if not ctx.stream:
         return Reply(200, [_JSON, *headers], json.dumps(answer).encode(), log={"cache": "hit"})
 
+    usage = bool((ctx.body.get("stream_options") or {}).get("include_usage"))
+
     async def replay() -> AsyncIterator[bytes]:
         for chunk in answer_as_chunks(answer):
-            yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+            if chunk.get("choices") or usage:  # the usage chunk only when the request asks for it
+                yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"
 
     return Reply(200, [*_SSE, *headers], stream=replay(), log={"cache": "hit"})

@@ -79,7 +79,10 @@ class Opened:
     model: str
     response: aiohttp.ClientResponse | None
     first: bytes
-    events: AsyncIterator[bytes] | None
+    """The whole body (not streaming)."""
+    first_events: list[bytes]
+    """The first batch of events (streaming)."""
+    events: AsyncIterator[list[bytes]] | None
     ttft_s: float
     path: str = ""
     """The upstream path of a continuation (/completions for a chat continued on token ids)."""
@@ -186,7 +189,7 @@ class Proxy:
             if not ctx.stream:
                 data = await read_body(response, backend)
                 ttft = time.monotonic() - ctx.arrival
-                opened = Opened(backend, model, None, data, None, ttft)
+                opened = Opened(backend, model, None, data, [], None, ttft)
             else:
                 events = sse_events(response, backend, state.config.timeouts)
                 try:
@@ -196,7 +199,7 @@ class Proxy:
                 except StreamBroken as exc:
                     raise UpstreamTimeout(backend.name, str(exc)) from None
                 ttft = time.monotonic() - ctx.arrival
-                opened = Opened(backend, model, response, first, events, ttft)
+                opened = Opened(backend, model, response, b"", first, events, ttft)
         except UpstreamStatus as exc:
             self.release(backend, failed=exc.retryable or exc.status >= 500)
             if exc.status in (429, 503) and exc.retry_after:
@@ -300,17 +303,26 @@ class Proxy:
         self, opened: Opened, stream: StreamState, from_completions: bool
     ) -> AsyncIterator[bytes]:
         assert opened.events is not None, "a streaming Opened has its event iterator"
-        payload = opened.first
+        batch = opened.first_events
         while True:
+            out = []
+            broken: StreamBroken | None = None
+            for payload in batch:
+                try:
+                    chunk = json.loads(payload)
+                except ValueError:
+                    broken = StreamBroken(opened.backend.name, f"event is not JSON: {payload[:80]!r}")
+                    break
+                if "error" in chunk and not chunk.get("choices"):
+                    broken = StreamBroken(opened.backend.name, f"error event: {str(chunk['error'])[:200]}")
+                    break
+                out.append(b"data: " + json.dumps(stream.rewrite(chunk, from_completions)).encode() + b"\n\n")
+            if out:
+                yield b"".join(out)  # what the state recorded is what the client gets, even before a break
+            if broken is not None:
+                raise broken
             try:
-                chunk = json.loads(payload)
-            except ValueError:
-                raise StreamBroken(opened.backend.name, f"event is not JSON: {payload[:80]!r}") from None
-            if "error" in chunk and not chunk.get("choices"):
-                raise StreamBroken(opened.backend.name, f"error event: {str(chunk['error'])[:200]}")
-            yield b"data: " + json.dumps(stream.rewrite(chunk, from_completions)).encode() + b"\n\n"
-            try:
-                payload = await anext(opened.events)
+                batch = await anext(opened.events)
             except StopAsyncIteration:
                 return
 

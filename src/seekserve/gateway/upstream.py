@@ -126,35 +126,44 @@ async def read_body(response: aiohttp.ClientResponse, backend: Backend) -> bytes
 
 async def sse_events(
     response: aiohttp.ClientResponse, backend: Backend, timeouts: TimeoutConfig
-) -> AsyncIterator[bytes]:
-    """The `data:` payloads of an SSE stream, up to and excluding `[DONE]`.
+) -> AsyncIterator[list[bytes]]:
+    """The `data:` payloads of an SSE stream, up to and excluding `[DONE]`, in batches: every event
+    that arrived in one network read, so a burst of tokens costs one write to the client, not one each.
 
-    The first event must come within first_byte_s, each next one within inter_token_s; a stall,
-    a reset or an end without `[DONE]` raises StreamBroken. Comment lines (keep-alives) reset no
-    timer: a backend that only sends keep-alives is stalled.
+    The first event must come within first_byte_s, each next one within inter_token_s of the last;
+    a stall, a reset or an end without `[DONE]` raises StreamBroken. Comment lines (keep-alives)
+    reset no timer: a backend that only sends keep-alives is stalled.
     """
     content = response.content
+    loop = asyncio.get_running_loop()
     limit = timeouts.first_byte_s
+    deadline = loop.time() + limit
     name = backend.name
+    pending = b""
     try:
         while True:
             try:
-                async with asyncio.timeout(limit):
-                    line = await content.readline()
-                    while line and not line.startswith(b"data:"):
-                        line = await content.readline()
+                async with asyncio.timeout_at(deadline):
+                    data = await content.readany()
             except TimeoutError:
                 raise StreamBroken(name, f"no event for {limit:g} s (stalled)") from None
             except _CONNECTION_ERRORS as exc:
                 raise StreamBroken(name, f"stream cut: {type(exc).__name__}") from None
-            if not line:
+            if not data:
                 raise StreamBroken(name, "stream ended without [DONE]")
-            payload = line[5:].strip()
-            if payload == DONE:
+            *lines, pending = (pending + data).split(b"\n")
+            batch = [line[5:].strip() for line in lines if line.startswith(b"data:")]
+            if not batch:
+                continue
+            if batch[-1] == DONE or DONE in batch:
+                batch = batch[: batch.index(DONE)]
+                if batch:
+                    yield batch
                 await _drain(response, timeouts.inter_token_s)
                 return
             limit = timeouts.inter_token_s
-            yield payload
+            deadline = loop.time() + limit
+            yield batch
     finally:
         response.release()  # closes the connection unless the body was read to its end
 
