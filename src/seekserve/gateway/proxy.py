@@ -135,17 +135,19 @@ class Proxy:
             tried.add(backend.name)
             self.metrics.retry(model, backend.name, _reason(failure))
         detail = f": last error {failure}" if failure else ": no backend available"
-        status = failure.status if isinstance(failure, UpstreamStatus) else 502
-        raise Exhausted(f"model {model!r} could not be served{detail}", status=status)
+        if isinstance(failure, UpstreamStatus):
+            status, retry_after = failure.status, retry_after_s(failure.retry_after)
+        else:
+            status, retry_after = 502, None
+        raise Exhausted(f"model {model!r} could not be served{detail}", status, retry_after)
 
     async def _backoff(self, attempt: int, failure: UpstreamError | None) -> bool:
+        """Wait before retry `attempt`, if the retry budget allows one. A backend's Retry-After holds
+        that backend's circuit open (see `_try`) rather than delaying the retry, which goes elsewhere."""
         state = self.state
         if not state.budget.try_retry():
             return False
-        retry_after = None
-        if isinstance(failure, UpstreamStatus):
-            retry_after = retry_after_s(failure.retry_after)
-        await asyncio.sleep(state.retry.backoff_s(attempt - 1, retry_after))
+        await asyncio.sleep(state.retry.backoff_s(attempt - 1))
         return True
 
     async def _pick(
