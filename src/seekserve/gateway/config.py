@@ -307,10 +307,21 @@ def _validated(data: Any, source: str) -> GatewayConfig:
     try:
         return GatewayConfig.model_validate(data)
     except ValidationError as exc:
+        errors = exc.errors()
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg'].removeprefix('Value error, ')}"
+            for err in errors
+            if not _only_echoes_an_item(err["type"], err["loc"], errors)
         )
         raise ConfigError(f"{source}: {problems}") from exc
+
+
+def _only_echoes_an_item(kind: str, loc: tuple[int | str, ...], errors: list[Any]) -> bool:
+    """pydantic also calls `backends` too short (0 items) when one of its items failed: the item's own
+    error says what is wrong, so that one is left out."""
+    return kind == "too_short" and any(
+        len(e["loc"]) > len(loc) and e["loc"][: len(loc)] == loc for e in errors
+    )
 
 
 def load_config(path: Path, environ: dict[str, str] | None = None) -> GatewayConfig:

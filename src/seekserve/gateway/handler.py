@@ -116,7 +116,10 @@ async def handle_completion(
             if exc.status == 429
             else "server_error"
         )
-        return error_reply(exc.status, str(exc), kind, code, exc.retry_after_s)
+        reply = error_reply(exc.status, str(exc), kind, code, exc.retry_after_s)
+        if exc.status != 404:  # a served model (bounded labels); an unknown name stays out of metrics
+            reply.log["model"] = model
+        return reply
     out_headers = [(b"x-seekserve-backend", opened.backend.name.encode())]
     if opened.model != model:
         out_headers.append((b"x-seekserve-fallback", opened.model.encode()))
@@ -149,8 +152,9 @@ async def _cache_lookup(
 
 def _cached_reply(ctx: RequestContext, answer: dict[str, Any]) -> Reply:
     headers = [(b"x-seekserve-cache", b"hit")]
+    log = {"cache": "hit", "model": ctx.body["model"]}
     if not ctx.stream:
-        return Reply(200, [_JSON, *headers], json.dumps(answer).encode(), log={"cache": "hit"})
+        return Reply(200, [_JSON, *headers], json.dumps(answer).encode(), log=log)
 
     usage = bool((ctx.body.get("stream_options") or {}).get("include_usage"))
 
@@ -160,7 +164,7 @@ def _cached_reply(ctx: RequestContext, answer: dict[str, Any]) -> Reply:
                 yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"
 
-    return Reply(200, [*_SSE, *headers], stream=replay(), log={"cache": "hit"})
+    return Reply(200, [*_SSE, *headers], stream=replay(), log=log)
 
 
 async def _after_body(state: GatewayState, key: KeyConfig | None, ckey: str | None, data: bytes) -> None:

@@ -118,12 +118,15 @@ class Proxy:
             raise Exhausted(f"model {model!r} is not served by any backend", status=404)
         tried: set[str] = set()
         failure: UpstreamError | None = None
+        failed_on: str | None = None
         for attempt in range(state.retry.attempts):
             if attempt and not await self._backoff(attempt, failure):
                 break
             backend = await self._pick(ctx, model, tried, last_in_chain)
             if backend is None:
                 break
+            if failed_on is not None:  # a retry goes out: counted against the backend that failed
+                self.metrics.retry(model, failed_on, _reason(failure))
             try:  # no await between the pick and _try's in_flight += 1: the slot is taken at once
                 return await self._try(ctx, backend, model)
             except UpstreamStatus as exc:
@@ -133,7 +136,7 @@ class Proxy:
             except UpstreamError as exc:
                 failure = exc
             tried.add(backend.name)
-            self.metrics.retry(model, backend.name, _reason(failure))
+            failed_on = backend.name
         detail = f": last error {failure}" if failure else ": no backend available"
         if isinstance(failure, UpstreamStatus):
             status, retry_after = failure.status, retry_after_s(failure.retry_after)
