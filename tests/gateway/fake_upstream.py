@@ -5,13 +5,17 @@ a stream continued elsewhere from `prompt_token_ids + generated ids` goes on exa
 uninterrupted one. Words map to ids by a stable hash; id k reads as " w{k}".
 
 Faults are switched at run time through `Faults` (tests run the fake in their own event loop):
-HTTP statuses for the next requests, a connection cut or a stall after K tokens, a slow start.
+HTTP statuses for the next requests, a connection reset before any answer, a connection cut or a
+stall after K tokens, a slow start. `FakeEngine.seed` makes engines of different models answer
+differently (a fallback model's text is told apart from the requested one's).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 import zlib
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
@@ -31,15 +35,16 @@ def tokenize(text: str) -> list[int]:
     return [zlib.crc32(word.encode()) % VOCAB for word in text.split()]
 
 
-def next_token(sequence: list[int]) -> int:
-    return (sequence[-1] * 31 + len(sequence) * 7 + 3) % VOCAB if sequence else 1
+def next_token(sequence: list[int], seed: int = 0) -> int:
+    return (sequence[-1] * 31 + len(sequence) * 7 + 3 + seed) % VOCAB if sequence else 1 + seed
 
 
-def generate(prompt_ids: list[int], max_tokens: int) -> list[int]:
+def generate(prompt_ids: list[int], max_tokens: int, seed: int = 0) -> list[int]:
+    """The greedy continuation of `prompt_ids` by an engine with this `seed` (FakeEngine.seed)."""
     seq = list(prompt_ids)
     out = []
     for _ in range(max_tokens):
-        token = next_token(seq)
+        token = next_token(seq, seed)
         seq.append(token)
         out.append(token)
     return out
@@ -59,6 +64,8 @@ class Faults:
     statuses: list[int] = field(default_factory=list)
     """Answer the next requests with these statuses, one per request (429/503 carry Retry-After)."""
     retry_after: str | None = None
+    reset: bool = False
+    """Reset the connection (TCP RST) as each completion request arrives, before any response header."""
     cut_after: int | None = None
     """Close the connection after this many tokens of a stream (or mid-body when not streaming)."""
     stall_after: int | None = None
@@ -76,6 +83,8 @@ class FakeEngine:
     name: str
     model: str = "fake"
     owned_by: str = "vllm"
+    seed: int = 0
+    """Shifts the fake model's next-token rule: engines of different models give different text."""
     faults: Faults = field(default_factory=Faults)
     requests: list[dict[str, Any]] = field(default_factory=list)
     port: int = field(default_factory=free_port)
@@ -121,6 +130,9 @@ class FakeEngine:
     ) -> web.StreamResponse:
         self.requests.append(body)
         faults = self.faults
+        if faults.reset:
+            _reset(request)
+            return web.Response()
         if faults.statuses:
             status = faults.statuses.pop(0)
             headers = {"Retry-After": faults.retry_after} if faults.retry_after else {}
@@ -129,19 +141,33 @@ class FakeEngine:
             )
         if faults.first_delay_s:
             await asyncio.sleep(faults.first_delay_s)
-        ids = generate(prompt_ids, int(body.get("max_tokens") or body.get("max_completion_tokens") or 16))
+        max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
+        ids = generate(prompt_ids, max_tokens, self.seed)
         with_ids = bool(body.get("return_token_ids")) and faults.token_ids
         if not body.get("stream"):
+            whole = self._whole(body, prompt_ids, ids, chat, with_ids)
             if faults.cut_after is not None:
-                request.transport.close()  # type: ignore[union-attr]
-                return web.Response()
-            return web.json_response(self._whole(body, prompt_ids, ids, chat, with_ids))
+                return await _cut_body(request, json.dumps(whole).encode())
+            return web.json_response(whole)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        for i, chunk in enumerate(self._chunks(body, prompt_ids, ids, chat, with_ids)):
+        try:
+            await response.prepare(request)
+            await self._stream(request, response, faults, self._chunks(body, prompt_ids, ids, chat, with_ids))
+        except ConnectionResetError:  # the gateway went away (its client left, or it gave up on a stall)
+            pass
+        return response
+
+    async def _stream(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        faults: Faults,
+        chunks: Iterator[dict[str, Any]],
+    ) -> None:
+        for i, chunk in enumerate(chunks):
             if faults.cut_after is not None and i >= faults.cut_after:
-                request.transport.close()  # type: ignore[union-attr]
-                return response
+                _close(request)
+                return
             if faults.stall_after is not None and i >= faults.stall_after:
                 await asyncio.sleep(3600)
             if faults.itl_s and i:
@@ -149,7 +175,6 @@ class FakeEngine:
             await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
-        return response
 
     def _chunks(
         self, body: dict[str, Any], prompt_ids: list[int], ids: list[int], chat: bool, with_ids: bool
@@ -220,6 +245,36 @@ class FakeEngine:
             "choices": [choice],
             "usage": usage,
         }
+
+
+async def _cut_body(request: web.Request, data: bytes) -> web.StreamResponse:
+    """Send the headers and half of `data` (its Content-Length says all of it), then close."""
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.content_length = len(data)
+    try:
+        await response.prepare(request)
+        await response.write(data[: len(data) // 2])
+    except ConnectionResetError:
+        return response
+    _close(request)
+    return response
+
+
+def _close(request: web.Request) -> None:
+    """Close the request's connection mid-answer, as an engine that crashes does."""
+    if request.transport is not None:  # None: the peer has closed it already
+        request.transport.close()
+
+
+def _reset(request: web.Request) -> None:
+    """Close the request's connection with an RST (SO_LINGER 0), as a crashed or restarted engine does."""
+    transport = request.transport
+    if transport is None:  # the peer has closed it already
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.close()
 
 
 @asynccontextmanager

@@ -100,7 +100,7 @@ class Proxy:
         state.budget.record_request()
         model = ctx.body["model"]
         chain = [model, *state.config.model(model).fallback]
-        last: Exhausted | None = None
+        failures: list[Exhausted] = []
         for i, name in enumerate(chain):
             ctx.models_tried.append(name)
             if i:
@@ -108,9 +108,13 @@ class Proxy:
             try:
                 return await self._open_model(ctx, name, last_in_chain=i == len(chain) - 1)
             except Exhausted as exc:
-                last = exc
-        assert last is not None, "the chain has at least the requested model"
-        raise last
+                failures.append(exc)
+        last = failures[-1]
+        if len(failures) == 1:
+            raise last
+        # the client asked for `model`: say why it and each fallback failed, not only the last one
+        message = "; then ".join(str(f) for f in failures)
+        raise Exhausted(message, last.status, last.retry_after_s)
 
     async def _open_model(self, ctx: RequestContext, model: str, last_in_chain: bool) -> Opened:
         state = self.state
@@ -137,7 +141,11 @@ class Proxy:
                 failure = exc
             tried.add(backend.name)
             failed_on = backend.name
-        detail = f": last error {failure}" if failure else ": no backend available"
+        detail = (
+            f": last error {failure}"
+            if failure
+            else ": no backend available (each is unhealthy, saturated or has its circuit open)"
+        )
         if isinstance(failure, UpstreamStatus):
             status, retry_after = failure.status, retry_after_s(failure.retry_after)
         else:
@@ -202,7 +210,7 @@ class Proxy:
                 except StopAsyncIteration:
                     raise StreamBroken(backend.name, "stream ended before its first event") from None
                 except StreamBroken as exc:
-                    raise UpstreamTimeout(backend.name, str(exc)) from None
+                    raise UpstreamTimeout(backend.name, exc.detail) from None
                 ttft = time.monotonic() - ctx.arrival
                 opened = Opened(backend, model, response, b"", first, events, ttft)
         except UpstreamStatus as exc:
@@ -285,6 +293,9 @@ class Proxy:
                     self.release(failed.backend, failed=True)
                     exclude.add(failed.backend.name)
                     if stream.finished:  # every choice had its finish_reason: only [DONE] was missing
+                        usage = stream.missing_usage(ctx.body)  # and the usage chunk, when asked for
+                        if usage is not None:
+                            yield b"data: " + json.dumps(usage).encode() + b"\n\n"
                         yield b"data: [DONE]\n\n"
                         return
                     try:

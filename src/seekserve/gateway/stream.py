@@ -171,6 +171,32 @@ class StreamState:
         chunk["choices"] = choices
         return chunk
 
+    def missing_usage(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The usage chunk of a stream that broke after its last choice but before its usage chunk, when
+        the client asked for one (`stream_options.include_usage`); None when it was sent, not asked for,
+        or the prompt's length is unknown (no token ids: a remote API)."""
+        if self.usage is not None or self.prompt_token_ids is None:
+            return None
+        if not (body.get("stream_options") or {}).get("include_usage"):
+            return None
+        prompt, completion = len(self.prompt_token_ids), self.completion_tokens
+        self.usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+        chunk: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk" if self.chat else "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": self.usage,
+        }
+        if self.chunks is not None:
+            self.chunks.append(chunk)
+        return chunk
+
     def mark_continued(self) -> None:
         """A continuation is about to start: its prompt carries the generated ids counted so far."""
         self.num_continuations += 1

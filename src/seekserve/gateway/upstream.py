@@ -46,6 +46,8 @@ class UpstreamError(Exception):
     def __init__(self, backend: str, message: str) -> None:
         super().__init__(f"backend {backend}: {message}")
         self.backend = backend
+        self.detail = message
+        """What went wrong, without the backend's name."""
 
 
 class UpstreamUnreachable(UpstreamError):
