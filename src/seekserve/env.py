@@ -5,6 +5,9 @@
     SEEKSERVE_CPU_KERNELS  1 (default) builds the hand-written CPU kernels for this CPU; portable builds
                            them without AVX-512 (the code CPUs without it run); 0 turns them off
                            (torch code runs instead)
+    SEEKSERVE_BING_API_KEY    key of the Bing Web Search API   (--search-provider bing)
+    SEEKSERVE_BRAVE_API_KEY   key of the Brave Search API      (--search-provider brave)
+    SEEKSERVE_TAVILY_API_KEY  key of the Tavily Search API     (--search-provider tavily)
 
 Read at call time (not import time), so a process may change them before loading a model.
 Hub access itself follows huggingface_hub's variables (HF_TOKEN, HF_HUB_OFFLINE, HF_ENDPOINT).
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["Environment"]
@@ -27,6 +30,12 @@ _KERNEL_SETTINGS = {
 }
 
 
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """A key from the environment, stripped; None where unset or blank (kept out of reprs)."""
+    value = env.get(name, "").strip()
+    return value or None
+
+
 @dataclass(frozen=True)
 class Environment:
     """seekserve's settings from the environment."""
@@ -37,6 +46,12 @@ class Environment:
     """Build and use the CPU kernels (SEEKSERVE_CPU_KERNELS, default on)."""
     portable_kernels: bool = False
     """Build the CPU kernels without AVX-512 even where the CPU has it (SEEKSERVE_CPU_KERNELS=portable)."""
+    bing_api_key: str | None = field(default=None, repr=False)
+    """Bing Web Search API key (SEEKSERVE_BING_API_KEY); None where unset or blank."""
+    brave_api_key: str | None = field(default=None, repr=False)
+    """Brave Search API key (SEEKSERVE_BRAVE_API_KEY); None where unset or blank."""
+    tavily_api_key: str | None = field(default=None, repr=False)
+    """Tavily Search API key (SEEKSERVE_TAVILY_API_KEY); None where unset or blank."""
 
     @classmethod
     def read(cls, environ: Mapping[str, str] | None = None) -> Environment:
@@ -53,7 +68,19 @@ class Environment:
             root = Path(home).expanduser()
         else:
             root = Path(env.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "seekserve"
-        return cls(home=root, cpu_kernels=cpu_kernels, portable_kernels=portable)
+        return cls(
+            home=root,
+            cpu_kernels=cpu_kernels,
+            portable_kernels=portable,
+            bing_api_key=_secret(env, "SEEKSERVE_BING_API_KEY"),
+            brave_api_key=_secret(env, "SEEKSERVE_BRAVE_API_KEY"),
+            tavily_api_key=_secret(env, "SEEKSERVE_TAVILY_API_KEY"),
+        )
+
+    @property
+    def search_dir(self) -> Path:
+        """Indexes of the local search provider's folders, one folder per file list."""
+        return self.home / "search"
 
     @property
     def kernels_dir(self) -> Path:

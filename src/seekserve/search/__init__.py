@@ -1,0 +1,10 @@
+"""Web-search grounding: search results and page text for the model to answer from, with sources.
+
+    query ─► providers/ (local BM25 folder, SearXNG, Bing, Brave, Tavily) ─► SearchResult list
+          ─► fetch.py   pages of the results without text: SSRF-safe (addresses.py), budgeted
+          ─► extract.py main text of each page (trafilatura)
+          ─► passages.py cut, de-duplicated, ranked against the query (bm25.py), trimmed to a budget
+config.py holds the settings (SearchConfig), errors.py the failures; none of them reaches a client:
+an answer goes on without search when it fails. Nothing in a page or a result changes a request's
+parameters: they are text for the model's context only.
+"""
