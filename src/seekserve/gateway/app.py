@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Coroutine
 from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
@@ -30,6 +30,8 @@ __all__ = ["GatewayApp"]
 _COMPLETION_PATHS = {"/v1/chat/completions": "/chat/completions", "/v1/completions": "/completions"}
 _WANTED_HEADERS = frozenset({"authorization", "cache-control", "x-seekserve-cache", "x-request-id"})
 _MAX_BODY_BYTES = 16 * 1024 * 1024
+_CLIENT_GONE = 499
+"""The status logged for a request whose client left before its answer ended (nothing is sent)."""
 
 
 class GatewayApp:
@@ -63,11 +65,15 @@ class GatewayApp:
             raw = await _read_body(receive)
             if raw is None:
                 reply = error_reply(413, f"the body is over {_MAX_BODY_BYTES} bytes", "invalid_request_error")
+                status = await _respond(reply, rid, send)
             else:
-                reply = await handle_completion(self.state, self.metrics, upstream_path, raw, headers)
+                reply = Reply(_CLIENT_GONE, [])
+                status = await _until_disconnect(
+                    self._complete(upstream_path, raw, headers, rid, send, reply), receive
+                )
         else:
             reply = self._small(path, method)
-        status = await _respond(reply, rid, send, receive)
+            status = await _respond(reply, rid, send)
         model = reply.log.get("model")
         if model is not None:
             self.metrics.request(model, reply.log.get("backend", "-"), status, time.monotonic() - started)
@@ -75,6 +81,14 @@ class GatewayApp:
             log_access(
                 {"request_id": rid, "method": method, "path": path, "status": status, **reply.log}, started
             )
+
+    async def _complete(
+        self, path: str, raw: bytes, headers: dict[str, str], rid: str, send: Send, reply: Reply
+    ) -> int:
+        """Handle a completion request and send its reply; `reply.log` is filled in for the caller."""
+        result = await handle_completion(self.state, self.metrics, path, raw, headers)
+        reply.log = result.log
+        return await _respond(result, rid, send)
 
     def _small(self, path: str, method: str) -> Reply:
         if method != "GET":
@@ -140,44 +154,44 @@ async def _read_body(receive: Receive) -> bytes | None:
             return b"".join(parts)
 
 
-async def _respond(reply: Reply, rid: str, send: Send, receive: Receive) -> int:
+async def _respond(reply: Reply, rid: str, send: Send) -> int:
     headers = [*reply.headers, (b"x-request-id", rid.encode())]
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     if reply.stream is None:
         await send({"type": "http.response.body", "body": reply.body})
         return reply.status
-    await _stream(reply.stream, send, receive)
+    try:
+        async for data in reply.stream:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        await _aclose(reply.stream)  # on cancellation too: the relay releases its backend
     return reply.status
 
 
-async def _stream(events: AsyncIterator[bytes], send: Send, receive: Receive) -> None:
-    async def pump() -> None:
-        async for data in events:
-            await send({"type": "http.response.body", "body": data, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
-
-    async def disconnected() -> None:
-        message: Message = {"type": ""}
-        while message["type"] != "http.disconnect":
-            message = await receive()
-
-    task = asyncio.ensure_future(pump())
-    watcher = asyncio.ensure_future(disconnected())
+async def _until_disconnect(work: Coroutine[Any, Any, int], receive: Receive) -> int:
+    """Run `work` (which answers the request) until it ends or the client disconnects, whichever is
+    first; a client that leaves cancels it, which closes the upstream request (the backend stops)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(receive))
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        watcher.cancel()
         if not task.done():
             task.cancel()
-        watcher.cancel()
-    if task.done() and not task.cancelled():
-        task.result()
-    else:
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        finally:
-            await _aclose(events)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if watcher.cancelled() or not watcher.done():
+            raise  # this handler itself was cancelled (server shutdown)
+        return _CLIENT_GONE
+
+
+async def _disconnected(receive: Receive) -> None:
+    message: Message = {"type": ""}
+    while message["type"] != "http.disconnect":
+        message = await receive()
 
 
 async def _aclose(events: Any) -> None:

@@ -220,11 +220,16 @@ class Proxy:
                 if hold:
                     backend.breaker.hold(hold)
             raise
-        except (UpstreamError, asyncio.CancelledError) as exc:
-            self.release(backend, failed=isinstance(exc, UpstreamError))
+        except UpstreamError:
+            self.release(backend, failed=True)
+            raise
+        except asyncio.CancelledError:  # the client left: nothing learnt about the backend
+            self.release(backend, failed=None)
             raise
         state.router.record(self._route(ctx, model), backend, state.config.model(model).routing)
         if ctx.stream:
+            # The backend answered: that closes a half-open circuit now, not when the stream ends.
+            backend.breaker.record_success()
             self.metrics.first_token(model, backend.name, opened.ttft_s)
         else:
             self.release(backend, failed=False)
@@ -237,12 +242,13 @@ class Proxy:
         route = ctx.route
         return route if route.model == model else RouteKey(model, route.prefix, route.user)
 
-    def release(self, backend: Backend, failed: bool) -> None:
-        """The request no longer occupies `backend`; tell its breaker how it went and wake the queue."""
+    def release(self, backend: Backend, failed: bool | None) -> None:
+        """The request no longer occupies `backend`; tell its breaker how it went (None: nothing to
+        tell, the outcome was reported already or is unknown) and wake the queue."""
         backend.in_flight -= 1
         if failed:
             backend.breaker.record_failure()
-        else:
+        elif failed is not None:
             backend.breaker.record_success()
         self.state.admission.notify()
 
@@ -307,13 +313,13 @@ class Proxy:
                     self.metrics.continued(model, "continued")
                     continue
                 held, current = current, None
-                self.release(held.backend, failed=False)
+                self.release(held.backend, failed=None)  # its success was reported at the first event
                 yield b"data: [DONE]\n\n"
         finally:
             if current is not None:  # the client went away mid-stream
                 if current.events is not None:
                     await current.events.aclose()  # type: ignore[attr-defined]
-                self.release(current.backend, failed=False)
+                self.release(current.backend, failed=None)
 
     async def _events(
         self, opened: Opened, stream: StreamState, from_completions: bool
