@@ -227,3 +227,22 @@ def test_keys_models_and_request_limits_at_the_edge() -> None:
             assert len(a.requests) == 2
 
     asyncio.run(main())
+
+
+def test_client_leaving_before_the_first_event_cancels_the_upstream_request() -> None:
+    async def main() -> None:
+        a = FakeEngine("a", faults=Faults(first_delay_s=3.0))
+        async with running(a), running_gateway(config_for([a.url])) as gw:
+            request = asyncio.ensure_future(gw.post("/v1/completions", completion(stream=True)))
+            backend = gw.app.state.pool.backends["b0"]
+            while not a.requests:
+                await asyncio.sleep(0.01)
+            assert backend.in_flight == 1
+            request.cancel()  # the client closes its connection while the backend is still silent
+            for _ in range(50):
+                if backend.in_flight == 0:
+                    break
+                await asyncio.sleep(0.02)
+            assert backend.in_flight == 0  # released within a second, not after the 3 s first event
+
+    asyncio.run(main())
