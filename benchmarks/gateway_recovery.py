@@ -7,8 +7,9 @@ Two `seekserve serve` engines and `seekserve gateway` run as child processes. Ea
 greedy completion of --max-tokens tokens (`ignore_eos`) through the gateway; after the client has
 read --signal-after events, the engine serving it (the `x-seekserve-backend` header) is
 
-    kill    SIGKILL'd: its connection resets, the gateway sees it at once and continues the stream on
-            the other engine (`--upstream` gateway, default timeouts: inter_token_s plays no part)
+    kill    SIGKILL'd: its connection closes as soon as the kernel has torn the process down (reported:
+            SIGKILL to reaped), the gateway sees it at once and continues the stream on the other
+            engine (`--upstream` gateway, default timeouts: inter_token_s plays no part)
     stall   SIGSTOP'd: the connection stays open and silent; the gateway gives up after
             timeouts.inter_token_s (--stall-inter-token-s, `--config` gateway) and continues elsewhere
     none    left alone: the gaps of an undisturbed stream through the gateway
@@ -16,9 +17,10 @@ read --signal-after events, the engine serving it (the `x-seekserve-backend` hea
 The client stamps every event's arrival. Per run: the median gap between events (outside the
 recovery window), the longest gap among the first --window events after the signal (the recovery
 as the client sees it), the longest gap elsewhere, whether the text equals the uninterrupted
-answer, and whether the gateway counted a continued stream. A killed engine is restarted and a
-stopped one continued before the next run. The engines run without prefix caching, so each
-continuation prefills prompt + generated tokens in full. Prints a table and writes
+answer, and whether the gateway counted a continued stream. A killed engine is restarted (and
+warmed up) and a stopped one continued before the next run. The engines run without prefix
+caching, so each continuation prefills prompt + generated tokens in full; that prefill alone is
+timed once, straight on an engine, for comparison. Prints a table and writes
 results/gateway_recovery.json.
 """
 
@@ -33,6 +35,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +112,9 @@ class Trace:
     backend: str
     times: list[float] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+    """Generated token ids, when the request asked for `return_token_ids`."""
+    prompt_ids: list[int] = field(default_factory=list)
     signal_at: float | None = None
     done: bool = False
     error: str | None = None
@@ -133,7 +139,10 @@ def stream(client: httpx.Client, url: str, body: dict[str, Any], hit: Any = None
                 trace.error = str(event["error"])[:300]
                 continue
             trace.times.append(now)
-            trace.text.append("".join(c.get("text") or "" for c in event.get("choices") or ()))
+            for choice in event.get("choices") or ():
+                trace.text.append(choice.get("text") or "")
+                trace.ids += choice.get("token_ids") or ()
+                trace.prompt_ids = trace.prompt_ids or choice.get("prompt_token_ids") or []
             if hit is not None and len(trace.times) == after:
                 hit(trace.backend)
                 trace.signal_at = time.perf_counter()
@@ -193,17 +202,29 @@ def gateway_child(mode: str, engines: list[Child], args: argparse.Namespace, tmp
 
 @dataclass
 class Signaller:
-    """Sends `mode`'s signal to the engine a gateway backend name (upstreamN) stands for."""
+    """Sends `mode`'s signal to the engine a gateway backend name (upstreamN) stands for. After a
+    SIGKILL a thread waits for the process to be reaped: the kernel closes a dying process's
+    sockets only after tearing down its memory, so that is when the gateway can see the reset."""
 
     mode: str
     engines: list[Child]
     victims: list[Child] = field(default_factory=list)
+    exit_ms: float | None = None
+    reaper: threading.Thread | None = None
 
     def __call__(self, backend: str) -> None:
         target = self.engines[int(backend.removeprefix("upstream"))]
         assert target.proc is not None, "engines are running"
+        sent = time.perf_counter()
         os.kill(target.proc.pid, SIGNALS[self.mode])
         self.victims.append(target)
+        if self.mode == "kill":
+            self.reaper = threading.Thread(target=self._reap, args=(target.proc, sent), daemon=True)
+            self.reaper.start()
+
+    def _reap(self, proc: subprocess.Popen[bytes], sent: float) -> None:
+        proc.wait()
+        self.exit_ms = (time.perf_counter() - sent) * 1e3
 
 
 def one_run(
@@ -219,6 +240,9 @@ def one_run(
     row["exact"] = "".join(trace.text) == reference
     row["done"], row["error"] = trace.done, trace.error
     row["continued"] = continued_total(gateway, body["model"]) - before
+    if signaller.reaper is not None:
+        signaller.reaper.join()
+    row["victim_exit_ms"] = signaller.exit_ms
     for target in signaller.victims:
         restore(target, mode)
     return row
@@ -240,7 +264,12 @@ def run_mode(
                 row = {"run": run, **one_run(client, gateway, engines, mode, args, body, reference)}
                 rows.append(row)
                 gap, typical = row["recovery_gap_ms"], row["median_gap_ms"]
-                print(f"{mode} run {run}: recovery gap {gap:.1f} ms, median gap {typical:.1f} ms", flush=True)
+                exit_ms = row["victim_exit_ms"]
+                died = "" if exit_ms is None else f", engine gone {exit_ms:.1f} ms after SIGKILL"
+                print(
+                    f"{mode} run {run}: recovery gap {gap:.1f} ms, median gap {typical:.1f} ms{died}",
+                    flush=True,
+                )
     finally:
         gateway.stop()
     return rows
@@ -311,40 +340,58 @@ def main() -> None:
         for engine in engines:
             warm_up(engine)
         model = httpx.get(engines[0].root + "/v1/models").json()["data"][0]["id"]
-        with httpx.Client(timeout=600) as client:  # the uninterrupted answer
-            direct = stream(client, engines[0].root + "/v1/completions", request_body(model, args.max_tokens))
+        with httpx.Client(timeout=600) as client:  # the uninterrupted answer, and what a continuation costs
+            body = {**request_body(model, args.max_tokens), "return_token_ids": True}
+            direct = stream(client, engines[0].root + "/v1/completions", body)
+            prefill_ms = continuation_ttft_ms(client, engines[1], model, direct, args.signal_after)
         reference = "".join(direct.text)
         for mode in args.modes:
             rows += run_mode(mode, engines, args, tmp, model, reference)
     finally:
         for engine in engines:
             engine.stop()
-    report(args, model, rows, summarize(direct, args.signal_after, args.window))
+    report(args, model, rows, {**summarize(direct, args.signal_after, args.window), "prefill_ms": prefill_ms})
+
+
+def continuation_ttft_ms(client: httpx.Client, engine: Child, model: str, direct: Trace, after: int) -> float:
+    """Median time to the first event of a continuation's request (prompt + `after` generated ids,
+    one token) sent straight to `engine`: the prefill a recovery pays, without the gateway."""
+    prompt = direct.prompt_ids + direct.ids[:after]
+    body = {"model": model, "prompt": prompt, "max_tokens": 1, "temperature": 0, "stream": True}
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        trace = stream(client, engine.root + "/v1/completions", body)
+        times.append((trace.times[0] - start) * 1e3)
+    return median(times)
 
 
 def report(args: argparse.Namespace, model: str, rows: list[dict[str, Any]], direct: dict[str, Any]) -> None:
-    header = ["mode", "run", "backend", "events", "median gap ms", "recovery gap ms", "added ms",
-              "max other gap ms", "exact", "continued"]  # fmt: skip
+    header = ["mode", "run", "events", "median", "recovery", "added", "max other", "exact", "continued"]
     table = [
-        [r["mode"], r["run"], r["backend"], r["num_events"], r["median_gap_ms"], r["recovery_gap_ms"],
+        [r["mode"], r["run"], r["num_events"], r["median_gap_ms"], r["recovery_gap_ms"],
          r["recovery_gap_ms"] - r["median_gap_ms"], r["max_other_gap_ms"], r["exact"], int(r["continued"])]
         for r in rows
     ]  # fmt: skip
-    print_table(
-        f"stream recovery through seekserve gateway ({model}, {args.max_tokens} tokens)", header, table
-    )
+    print_table(f"gaps between events at the client, ms ({model}, {args.max_tokens} tokens)", header, table)
     summary = {}
     for mode in args.modes:
         mine = [r for r in rows if r["mode"] == mode]
         recovery = [r["recovery_gap_ms"] for r in mine]
+        exits = [r["victim_exit_ms"] for r in mine if r["victim_exit_ms"] is not None]
         summary[mode] = {
             "median_gap_ms": median([r["median_gap_ms"] for r in mine]),
             "median_recovery_gap_ms": median(recovery),
-            "max_recovery_gap_ms": max(recovery, default=float("nan")),
+            "max_recovery_gap_ms": max(recovery) if recovery else None,
+            "median_victim_exit_ms": median(exits) if exits else None,
             "all_exact": all(r["exact"] for r in mine),
             "all_continued": all(r["continued"] == 1 for r in mine) if mode in SIGNALS else None,
         }
     print(json.dumps(summary, indent=2))
+    print(
+        f"direct: median gap {direct['median_gap_ms']:.1f} ms; a continuation's first event "
+        f"(prompt + {args.signal_after} generated ids, prefilled) {direct['prefill_ms']:.1f} ms"
+    )
     write_json(
         args.json,
         {
@@ -352,6 +399,7 @@ def report(args: argparse.Namespace, model: str, rows: list[dict[str, Any]], dir
             "args": {k: str(v) for k, v in vars(args).items()},
             "model": model,
             "direct_median_gap_ms": direct["median_gap_ms"],
+            "continuation_prefill_ttft_ms": direct["prefill_ms"],
             "summary": summary,
             "runs": rows,
         },
