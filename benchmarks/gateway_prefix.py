@@ -2,6 +2,7 @@
 
     python benchmarks/gateway_prefix.py                          # prefix, least-loaded, round-robin
     python benchmarks/gateway_prefix.py --repeats 2 --num-requests 48 --model /models/qwen
+    python benchmarks/gateway_prefix.py --engine-args "--num-kv-blocks 192 --max-model-len 2048"
 
 Two `seekserve serve` engines (the packaged Gemma 3 270M unless --model is given), each pinned to
 one core with `taskset` and one torch thread, prefix caching on, run behind `seekserve gateway
@@ -15,6 +16,11 @@ Reports per strategy TTFT (mean, p99), output throughput, the engines' prefix-ca
 (prompt tokens found in the cache / looked up, from their /metrics) and how many requests each
 engine served; medians over repeats. Writes results/gateway_prefix.json. The gateway and the
 load generator are not pinned: on a 2-core host they share the engines' cores.
+
+Each engine's KV cache holds every prefix unless --engine-args makes it smaller: then only the
+cold start separates the strategies (each engine prefills each prefix once). A cache that holds
+about half the prefixes, as in the second example, shows the steady state: prefix routing keeps
+each prefix on one engine, the others make both engines evict and prefill prefixes again.
 """
 
 from __future__ import annotations
@@ -225,6 +231,7 @@ def show(rows: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     args = parse_args()
+    os.environ.setdefault("COLUMNS", "120")  # rich's tables keep their width when output is not a terminal
     if args.cores and not shutil.which("taskset"):
         sys.exit("taskset is not installed: install util-linux or pass --cores ''")
     strategies = args.strategies.split()
