@@ -39,7 +39,7 @@ def test_a_rate_defaults_to_poisson_and_a_duration_lifts_the_request_count() -> 
         ({"duration_s": -1.0}, "duration_s=-1.0 is invalid"),
         ({"stall_threshold_s": 0.0}, "stall_threshold_s=0.0 is invalid"),
         ({"slos": {"latency": 1.0}}, "METRIC one of ttft, itl, tpot, e2e"),
-        ({"dataset": "csv:/x"}, "use random, jsonl:PATH or sharegpt:PATH"),
+        ({"dataset": "csv:/x"}, "use random, shared-prefix[:N,LEN], jsonl:PATH or sharegpt:PATH"),
         ({"dataset": "jsonl:/no/such/file"}, "does not exist"),
         ({"input_len": "uniform:5"}, "input_len='uniform:5' takes 2"),
         ({"output_len": "0"}, "output_len='0'"),

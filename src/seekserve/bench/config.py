@@ -55,10 +55,12 @@ class BenchConfig:
     """Shape of gamma arrivals: 1 is Poisson, below 1 burstier, above 1 more even (CV = 1/sqrt(b))."""
 
     dataset: str = "random"
-    """random, jsonl:PATH (one JSON object per line) or sharegpt:PATH (ShareGPT JSON)."""
+    """random, shared-prefix[:N,LEN] (N system prompts of LEN tokens, default 8,512, then a question of
+    input_len tokens), jsonl:PATH (one JSON object per line) or sharegpt:PATH (ShareGPT JSON)."""
 
     input_len: str = "256"
-    """Prompt length of the random dataset in tokens: N, uniform:LO,HI, normal:MEAN,STD, exponential:MEAN."""
+    """Prompt length of the random dataset (the question after the prefix of shared-prefix) in tokens:
+    N, uniform:LO,HI, normal:MEAN,STD, exponential:MEAN."""
 
     output_len: str | None = None
     """Output tokens per request (same forms); unset: the dataset's own lengths, else 128."""

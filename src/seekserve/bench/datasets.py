@@ -1,7 +1,10 @@
-"""Where prompts come from: random text of given token lengths, a JSONL file, or ShareGPT.
+"""Where prompts come from: random text of given token lengths, shared prefixes, JSONL, or ShareGPT.
 
     random         words drawn at random, so no two prompts share a cacheable prefix; with a
                    tokenizer the lengths are exact, without one each word is about one token
+    shared-prefix[:N,LEN]
+                   N random system prompts of LEN tokens, each followed by a distinct question
+                   (shared_prefix.py)
     jsonl:PATH     one object per line: "prompt" (text) or "messages" (chat), optionally
                    "output_len" (or "max_tokens") and "arrival_s" (for --arrival trace)
     sharegpt:PATH  the ShareGPT JSON list: the first human turn is the prompt and the reply's
@@ -29,7 +32,15 @@ if TYPE_CHECKING:
 
     from seekserve.bench.config import BenchConfig
 
-__all__ = ["DATASETS", "BenchRequest", "Dataset", "check_dataset_spec", "load_dataset", "random_text"]
+__all__ = [
+    "DATASETS",
+    "BenchRequest",
+    "Dataset",
+    "check_dataset_spec",
+    "load_dataset",
+    "output_len_of",
+    "random_text",
+]
 
 DEFAULT_OUTPUT_LEN = 128
 _SHAREGPT_MIN_TOKENS, _SHAREGPT_MAX_PROMPT, _SHAREGPT_MAX_TOTAL = 4, 1024, 2048
@@ -120,7 +131,7 @@ class RandomDataset(Dataset):
     @classmethod
     def from_config(cls, config: BenchConfig, path: Path | None) -> RandomDataset:
         tokenizer = load_tokenizer(config.tokenizer) if config.tokenizer else None
-        return cls(parse_length(config.input_len, "input_len"), _output_len(config), tokenizer)
+        return cls(parse_length(config.input_len, "input_len"), output_len_of(config), tokenizer)
 
 
 class JsonlDataset(Dataset):
@@ -135,7 +146,7 @@ class JsonlDataset(Dataset):
     @classmethod
     def from_config(cls, config: BenchConfig, path: Path | None) -> JsonlDataset:
         assert path is not None, "jsonl datasets have a path"
-        output_len, records = _output_len(config), []
+        output_len, records = output_len_of(config), []
         rng = random.Random(config.seed)
         with _open(path) as lines:
             for number, line in enumerate(lines, start=1):
@@ -227,7 +238,8 @@ class ShareGPTDataset(Dataset):
         return cls(data, output_len, tokenizer)
 
 
-def _output_len(config: BenchConfig) -> LengthDistribution:
+def output_len_of(config: BenchConfig) -> LengthDistribution:
+    """The output lengths a config asks for: --output-len, else 128 tokens each."""
     if config.output_len is None:
         return Fixed(DEFAULT_OUTPUT_LEN)
     return parse_length(config.output_len, "output_len")
@@ -248,11 +260,19 @@ DATASETS: dict[str, type[Dataset]] = {
 
 
 def check_dataset_spec(spec: str) -> tuple[type[Dataset], Path | None]:
-    """The dataset class and path a spec names ("random", "jsonl:PATH", "sharegpt:PATH")."""
+    """The dataset class and path a spec names ("random", "shared-prefix[:N,LEN]", "jsonl:PATH",
+    "sharegpt:PATH"); the path is None for generated datasets."""
     kind, sep, path = spec.partition(":")
+    if kind == "shared-prefix":  # its own module, which builds on this one
+        from seekserve.bench.shared_prefix import SharedPrefixDataset, parse_shared_prefix
+
+        parse_shared_prefix(path if sep else None)
+        return SharedPrefixDataset, None
     cls = DATASETS.get(kind)
     if cls is None or (cls is RandomDataset) == bool(sep):
-        raise ConfigError(f"dataset {spec!r} is invalid: use random, jsonl:PATH or sharegpt:PATH")
+        raise ConfigError(
+            f"dataset {spec!r} is invalid: use random, shared-prefix[:N,LEN], jsonl:PATH or sharegpt:PATH"
+        )
     if not sep:
         return cls, None
     if not Path(path).is_file():
