@@ -3,9 +3,11 @@
     python benchmarks/gateway_overhead.py                       # seekserve gateway and LiteLLM, all points
     python benchmarks/gateway_overhead.py --gateways custom --points "seq sat r1000"
 
-Drives the anchors' gateway harness (`../shared/anchors/gateway/run.sh`): a fast fake upstream and
-the load driver share CPU 0, the gateway under test has CPU 1 alone; for each mode (non-streaming,
-streaming 16 tokens) and load point it measures the upstream directly, then through each gateway.
+Drives the anchors' gateway harness (`../shared/anchors/gateway/run.sh`) once per gateway, one after
+the other (it gives every gateway the same port): a fast fake upstream and the load driver share
+CPU 0, the gateway under test has CPU 1 alone; for each mode (non-streaming, streaming 16 tokens) and
+load point it measures the upstream directly, then through the gateway; added latency is against
+that direct run.
 `seekserve gateway --upstream URL` runs as the harness's "custom" gateway. Prints the added
 latency per gateway and writes results/gateway_overhead.json. Needs the harness set up:
 `bash ../shared/anchors/gateway/setup.sh`.
@@ -35,9 +37,9 @@ def summarize(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by_label = {tuple(r["label"].split("|")): r for r in lines if r.get("label", "").count("|") == 2}
     rows = []
     for (target, mode, point), record in sorted(by_label.items()):
-        if target == "direct" or "skipped" in record:
+        if target.startswith("direct") or "skipped" in record:
             continue
-        direct = by_label.get(("direct", mode, point), {})
+        direct = by_label.get((f"direct-{target}", mode, point), {})
         rows.append(
             {
                 "gateway": target,
@@ -70,21 +72,31 @@ def main() -> None:
     command = (
         f"{sys.executable} -m seekserve gateway --port {{port}} --upstream {{upstream}} --log-level warning"
     )
-    env = {
-        **os.environ,
-        "GATEWAYS": args.gateways,
-        "POINTS": args.points,
-        "MODES": args.modes,
-        "GW_DIR": str(args.gw_dir),
-        "GW_CUSTOM_CMD": command,
-        "GW_CUSTOM_HEALTH": "/health",
-    }
-    before = set((args.gw_dir / "results").glob("run-*.jsonl"))
-    subprocess.run(["bash", str(harness / "run.sh")], env=env, check=True)
-    new = sorted(set((args.gw_dir / "results").glob("run-*.jsonl")) - before)
-    if not new:
-        sys.exit("run.sh wrote no results file")
-    lines = [json.loads(line) for line in new[-1].read_text().splitlines() if line.startswith("{")]
+    lines: list[dict[str, Any]] = []
+    raw: list[str] = []
+    for gateway in args.gateways.split():  # run.sh gives every gateway one port: one gateway per run
+        env = {
+            **os.environ,
+            "GATEWAYS": gateway,
+            "POINTS": args.points,
+            "MODES": args.modes,
+            "GW_DIR": str(args.gw_dir),
+            "GW_CUSTOM_CMD": command,
+            "GW_CUSTOM_HEALTH": "/health",
+        }
+        before = set((args.gw_dir / "results").glob("run-*.jsonl"))
+        subprocess.run(["bash", str(harness / "run.sh")], env=env, check=True)
+        new = sorted(set((args.gw_dir / "results").glob("run-*.jsonl")) - before)
+        if not new:
+            sys.exit("run.sh wrote no results file")
+        raw.append(str(new[-1]))
+        for line in new[-1].read_text().splitlines():
+            if line.startswith("{"):
+                record = json.loads(line)
+                target, _, rest = record.get("label", "").partition("|")
+                if target == "direct":  # each gateway against the direct run made just before it
+                    record["label"] = f"direct-{gateway}|{rest}"
+                lines.append(record)
     rows = summarize(lines)
     names = {"custom": "seekserve"}
 
@@ -104,7 +116,7 @@ def main() -> None:
             for r in rows
         ],
     )  # fmt: skip
-    write_json(args.json, {"machine": machine(), "raw": str(new[-1]), "rows": rows, "records": lines})
+    write_json(args.json, {"machine": machine(), "raw": raw, "rows": rows, "records": lines})
 
 
 if __name__ == "__main__":
