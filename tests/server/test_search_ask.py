@@ -11,9 +11,10 @@ from seekserve.engine.outputs import CompletionOutput
 from seekserve.search.config import SearchConfig
 from seekserve.search.grounding import Source
 from seekserve.search.prompt import PromptStyle
+from seekserve.search.service import SearchAsk
 from seekserve.server.chat import _Chat, _ChunkMaker
 from seekserve.server.protocol import ChatCompletionRequest
-from seekserve.server.search import GroundedPrompt, SearchAsk, search_ask
+from seekserve.server.search import GroundedPrompt, search_ask
 
 NOW = datetime.datetime(2025, 2, 6, 23, 30, tzinfo=datetime.UTC)
 CONFIG = SearchConfig(max_results=5, max_context_tokens=2000)

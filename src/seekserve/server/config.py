@@ -10,11 +10,11 @@ from typing import Literal
 
 from seekserve.errors import ConfigError
 from seekserve.search.config import SearchConfig
+from seekserve.search.service import WebSearchMode
 
 __all__ = ["ReasoningParser", "ServerConfig", "WebSearchMode"]
 
 ReasoningParser = Literal["deepseek_r1", "none"]
-WebSearchMode = Literal["off", "auto", "on"]
 
 _MIN_BODY_BYTES = 1024
 _METRICS_INTERVAL_RANGE_S = (0.1, 60.0)

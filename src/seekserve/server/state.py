@@ -20,10 +20,10 @@ from seekserve.errors import (
 )
 from seekserve.metrics import Monitor, ServerMetrics
 from seekserve.search.metrics import SearchMetrics
+from seekserve.search.service import WebSearch
 from seekserve.server.config import ServerConfig
 from seekserve.server.logprobs import LogprobFormatter
 from seekserve.server.protocol import SamplingDefaults
-from seekserve.server.search import WebSearch
 
 __all__ = ["ServerState", "sampling_defaults"]
 
