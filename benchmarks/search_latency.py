@@ -46,9 +46,31 @@ QUESTIONS = [
     "What is the council planning for next spring?",
 ]
 WORDS = (
-    "river harbour bridge council festival engineer railway market lighthouse ferry school museum "
-    "library mill canal station tower garden chapel castle bakery orchard quarry meadow"
-).split()  # noqa: SIM905
+    "river",
+    "harbour",
+    "bridge",
+    "council",
+    "festival",
+    "engineer",
+    "railway",
+    "market",
+    "lighthouse",
+    "ferry",
+    "school",
+    "museum",
+    "library",
+    "mill",
+    "canal",
+    "station",
+    "tower",
+    "garden",
+    "chapel",
+    "castle",
+    "bakery",
+    "orchard",
+    "quarry",
+    "meadow",
+)
 PHASES = ("search", "fetch", "extract", "total")
 
 

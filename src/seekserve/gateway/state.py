@@ -22,6 +22,7 @@ from seekserve.gateway.keys import KeyStore
 from seekserve.gateway.ratelimit import RateLimiter, make_rate_limiter
 from seekserve.gateway.retry import RetryBudget, RetryPolicy
 from seekserve.gateway.routing import Router
+from seekserve.search.service import WebSearch
 
 __all__ = ["GatewayState"]
 
@@ -40,6 +41,8 @@ class GatewayState:
     admission: AdmissionQueue
     retry: RetryPolicy
     budget: RetryBudget
+    search: WebSearch | None = None
+    """Web search (`search.web_search` auto|on); kept over a reload that leaves its section alone."""
 
     @classmethod
     def build(
@@ -65,6 +68,7 @@ class GatewayState:
             budget=previous.budget
             if previous and previous.config.retry == config.retry
             else RetryBudget(config.retry),
+            search=_search(config, previous),
         )
 
     async def close_replaced(self, new: GatewayState) -> None:
@@ -73,11 +77,23 @@ class GatewayState:
             await self.cache.close()
         if self.limiter is not new.limiter:
             await self.limiter.close()
+        if self.search is not None and self.search is not new.search:
+            await self.search.aclose()
 
     async def close(self) -> None:
         if self.cache is not None:
             await self.cache.close()
         await self.limiter.close()
+        if self.search is not None:
+            await self.search.aclose()
+
+
+def _search(config: GatewayConfig, previous: GatewayState | None) -> WebSearch | None:
+    if config.search.web_search == "off":
+        return None
+    if previous is not None and previous.search is not None and previous.config.search == config.search:
+        return previous.search
+    return WebSearch(config.search.search_config())
 
 
 def _router(config: GatewayConfig, previous: GatewayState | None) -> Router:

@@ -24,6 +24,7 @@ from enum import StrEnum
 from seekserve.search.grounding import Grounding, Source
 
 __all__ = [
+    "COMMON_SPECIAL_TOKENS",
     "SEARCH_ANSWER_EN_TEMPLATE",
     "SEARCH_ANSWER_ZH_TEMPLATE",
     "PromptStyle",
@@ -87,6 +88,14 @@ Today is {cur_date}.
 
 Question: {question}"""  # noqa: E501
 """seekserve's template for models without a search prompt of their own."""
+
+COMMON_SPECIAL_TOKENS = (
+    "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>", "<|im_start|>",
+    "<|im_end|>", "<|endoftext|>", "<start_of_turn>", "<end_of_turn>", "<|begin_of_text|>",
+    "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<think>", "</think>", "<bos>", "<eos>",
+)  # fmt: skip
+"""Chat-turn and special tokens of DeepSeek, Qwen, Gemma and Llama models, stripped from page text
+where the model's tokenizer is not at hand (the gateway)."""
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _MARKERS = re.compile(r"\[(\s*/?\s*(?:webpage|source)\b)", re.IGNORECASE)
