@@ -102,10 +102,11 @@ async def handle_completion(
     search: RequestSearch | None = None
     if state.search is not None or "web_search" in body or "web_search_options" in body:
         try:
-            body, search = await prepare_search(state.search, state.config.search.web_search, path, body)
+            proxied, search = await prepare_search(state.search, state.config.search.web_search, path, body)
         except ValueError as exc:
             return error_reply(400, str(exc), "invalid_request_error")
-        raw = json.dumps(body).encode()
+        if proxied is not body:
+            body, raw = proxied, json.dumps(proxied).encode()
     ctx = RequestContext(path, body, raw, key, stream=body.get("stream") is True)
     cached, ckey = (None, None) if search is not None else await _cache_lookup(state, metrics, ctx, headers)
     if cached is not None:

@@ -121,10 +121,13 @@ def _options(body: Mapping[str, Any]) -> tuple[bool | None, dict[str, Any] | Non
 async def prepare_search(
     search: WebSearch | None, mode: str, path: str, body: dict[str, Any]
 ) -> tuple[dict[str, Any], RequestSearch | None]:
-    """(the body to proxy, the request's search or None where it does not search). ValueError for
-    malformed search fields. Never raises for a search failure: that is the RequestSearch's error."""
+    """(the body to proxy, the request's search or None where it does not search). The body is `body`
+    itself where nothing changes (no search fields, no search), so the caller can keep its bytes.
+    ValueError for malformed search fields. Never raises for a search failure: that is the
+    RequestSearch's error."""
     web_search, options = _options(body)
-    proxied = {k: v for k, v in body.items() if k not in _FIELDS}
+    has_fields = "web_search" in body or "web_search_options" in body
+    proxied = {k: v for k, v in body.items() if k not in _FIELDS} if has_fields else body
     if path != "/chat/completions":
         return proxied, None
     location = ((options or {}).get("user_location") or {}).get("approximate") or {}
@@ -152,7 +155,5 @@ async def prepare_search(
     )
     if not grounding.sources:
         return proxied, RequestSearch(style, error=grounding.error)
-    proxied["messages"] = grounded_messages(
-        texts, grounding, style, today=ask.today, strip=COMMON_SPECIAL_TOKENS
-    )
-    return proxied, RequestSearch(style, grounding.sources)
+    grounded = grounded_messages(texts, grounding, style, today=ask.today, strip=COMMON_SPECIAL_TOKENS)
+    return {**proxied, "messages": grounded}, RequestSearch(style, grounding.sources)
