@@ -55,12 +55,20 @@ def folder(tmp_path: Path) -> Path:
 
 
 def ask(engine: CitingEngine, search: dict[str, Any], **body: Any) -> tuple[int, bytes]:
-    async def main() -> tuple[int, bytes]:
+    status, data, _ = ask_with_metrics(engine, search, **body)
+    return status, data
+
+
+def ask_with_metrics(engine: CitingEngine, search: dict[str, Any], **body: Any) -> tuple[int, bytes, str]:
+    """(status, body) of one chat request through a gateway with this search section, and the
+    gateway's /metrics after it."""
+
+    async def main() -> tuple[int, bytes, str]:
         config = config_for([engine.url], search=search)
         async with running(engine), running_gateway(config) as gw:
             request = {"model": engine.model, "messages": [{"role": "user", "content": QUESTION}], **body}
             status, _, data = await gw.post("/v1/chat/completions", request)
-            return status, data
+            return status, data, gw.app.metrics.render().decode()
 
     return asyncio.run(main())
 
@@ -139,10 +147,12 @@ def test_unreachable_provider_degrades(home: Path) -> None:
         "searxng_url": "http://127.0.0.1:9",
         "total_budget_s": 0.5,
     }
-    status, data = ask(engine, search)
+    status, data, metrics = ask_with_metrics(engine, search)
     answer = json.loads(data)
     assert status == 200 and answer["search_results"] == []
     assert answer["search_error"].startswith("search provider searxng: ")
+    assert 'seekserve:gateway_search_requests_total{outcome="degraded"} 1.0' in metrics
+    assert 'seekserve:gateway_search_errors_total{kind="ProviderUnreachable"} 1.0' in metrics
     assert engine.requests[0]["messages"][0]["content"] == QUESTION
     assert answer["choices"][0]["message"]["content"] == TEXT
 

@@ -102,7 +102,8 @@ async def handle_completion(
     search: RequestSearch | None = None
     if state.search is not None or "web_search" in body or "web_search_options" in body:
         try:
-            proxied, search = await prepare_search(state.search, state.config.search.web_search, path, body)
+            mode = state.config.search.web_search
+            proxied, search = await prepare_search(state.search, mode, path, body, metrics.search)
         except ValueError as exc:
             return error_reply(400, str(exc), "invalid_request_error")
         if proxied is not body:

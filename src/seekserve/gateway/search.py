@@ -20,6 +20,7 @@ from typing import Any
 from seekserve.search.citations import CitationStream, find_citations
 from seekserve.search.config import SearchConfig
 from seekserve.search.grounding import Source, query_of
+from seekserve.search.metrics import SearchMetrics
 from seekserve.search.prompt import COMMON_SPECIAL_TOKENS, PromptStyle, grounded_messages, prompt_style
 from seekserve.search.service import CONTEXT_SIZES, DISABLED, WebSearch, plan_search
 
@@ -119,7 +120,7 @@ def _options(body: Mapping[str, Any]) -> tuple[bool | None, dict[str, Any] | Non
 
 
 async def prepare_search(
-    search: WebSearch | None, mode: str, path: str, body: dict[str, Any]
+    search: WebSearch | None, mode: str, path: str, body: dict[str, Any], metrics: SearchMetrics | None = None
 ) -> tuple[dict[str, Any], RequestSearch | None]:
     """(the body to proxy, the request's search or None where it does not search). The body is `body`
     itself where nothing changes (no search fields, no search), so the caller can keep its bytes.
@@ -144,6 +145,8 @@ async def prepare_search(
         return proxied, None
     style = prompt_style(str(body.get("model", "")))
     if search is None:
+        if metrics is not None:
+            metrics.disabled()
         return proxied, RequestSearch(style, error=DISABLED)
     messages = [m for m in body.get("messages") or () if isinstance(m, dict)]
     texts = [{**m, "content": _text(m.get("content"))} for m in messages]
@@ -153,6 +156,8 @@ async def prepare_search(
     grounding = await search.grounder.ground(
         query, num_results=ask.num_results, max_context_tokens=ask.max_context_tokens, language=ask.language
     )
+    if metrics is not None:
+        metrics.observe(grounding)
     if not grounding.sources:
         return proxied, RequestSearch(style, error=grounding.error)
     grounded = grounded_messages(texts, grounding, style, today=ask.today, strip=COMMON_SPECIAL_TOKENS)

@@ -1,5 +1,6 @@
-"""Prometheus series of web-search grounding, registered in the caller's registry (the server's
-ServerMetrics.registry, or the gateway's), with the `seekserve:` prefix and a `model_name` label.
+"""Prometheus series of web-search grounding, registered in the caller's registry: the server's
+(ServerMetrics.registry: `seekserve:search_*` with its `model_name` label) or the gateway's
+(`seekserve:gateway_search_*`, no model label: one gateway searches for every model).
 
     search_latency_seconds{phase}        search | fetch | extract | total, per grounded request
     search_results                       results the provider returned, per search
@@ -34,57 +35,57 @@ Outcome = Literal["grounded", "empty", "degraded", "disabled"]
 class SearchMetrics:
     """The search series of one served model; `observe` once per request that asked for search."""
 
-    def __init__(self, registry: CollectorRegistry, model_name: str) -> None:
-        labels = ["model_name"]
+    def __init__(self, registry: CollectorRegistry, model_name: str | None, prefix: str = PREFIX) -> None:
+        labels = ["model_name"] if model_name is not None else []
+        self._values: tuple[str, ...] = (model_name,) if model_name is not None else ()
         self.latency = Histogram(
-            PREFIX + "search_latency_seconds",
+            prefix + "search_latency_seconds",
             "Time of each grounding phase (search, fetch, extract) and of the whole (total).",
             [*labels, "phase"],
             buckets=SEARCH_BUCKETS_S,
             registry=registry,
         )
-        self.results = Histogram(
-            PREFIX + "search_results",
+        results = Histogram(
+            prefix + "search_results",
             "Results the search provider returned for a query.",
             labels,
             buckets=RESULT_BUCKETS,
             registry=registry,
-        ).labels(model_name)
+        )
+        self.results = results.labels(*self._values) if labels else results
 
         def counter(name: str, doc: str, *extra: str) -> Counter:
-            return Counter(PREFIX + name, doc, [*labels, *extra], registry=registry)
+            return Counter(prefix + name, doc, [*labels, *extra], registry=registry)
 
         self.requests = counter("search_requests", "Requests that asked for search, by outcome.", "outcome")
         self.errors = counter("search_errors", "Requests answered without search, by error class.", "kind")
-        self.exhaustions = counter(
-            "search_budget_exhaustions", "Requests whose total search budget ran out."
-        ).labels(model_name)
+        exhaustions = counter("search_budget_exhaustions", "Requests whose total search budget ran out.")
+        self.exhaustions = exhaustions.labels(*self._values) if labels else exhaustions
         self.fetch_failures = counter(
             "search_fetch_failures", "Result pages not fetched, by refusal rule or error class.", "reason"
         )
-        self.model_name = model_name
 
     def observe(self, grounding: Grounding) -> Outcome:
         """Count one grounding; its outcome."""
-        name = self.model_name
+        name = self._values
         t = grounding.timings
         for phase, seconds in (("search", t.search_s), ("fetch", t.fetch_s), ("extract", t.extract_s)):
             if seconds > 0:
-                self.latency.labels(name, phase).observe(seconds)
-        self.latency.labels(name, "total").observe(t.total_s)
+                self.latency.labels(*name, phase).observe(seconds)
+        self.latency.labels(*name, "total").observe(t.total_s)
         for reason in grounding.fetch_failures:
-            self.fetch_failures.labels(name, reason).inc()
+            self.fetch_failures.labels(*name, reason).inc()
         outcome: Outcome = "grounded" if grounding.sources else "empty"
         if grounding.error_kind is not None:
             outcome = "degraded"
-            self.errors.labels(name, grounding.error_kind).inc()
+            self.errors.labels(*name, grounding.error_kind).inc()
             if grounding.error_kind == "SearchBudgetExceeded":
                 self.exhaustions.inc()
         else:
             self.results.observe(grounding.num_results)
-        self.requests.labels(name, outcome).inc()
+        self.requests.labels(*name, outcome).inc()
         return outcome
 
     def disabled(self) -> None:
         """Count a request that asked for search on a server where it is off."""
-        self.requests.labels(self.model_name, "disabled").inc()
+        self.requests.labels(*self._values, "disabled").inc()
