@@ -160,3 +160,22 @@ def test_unreachable_provider_degrades(home: Path) -> None:
 def test_a_bad_search_section_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"search total_budget_s=0.0 is outside \[0.01, 120\]"):
         config_for(["http://127.0.0.1:1/v1"], search={"total_budget_s": 0})
+
+
+def test_results_and_pages_kept_in_the_response_cache(home: Path) -> None:
+    engine = CitingEngine("a", model="deepseek-chat")
+    search = {"web_search": "on", "search_dir": str(folder(home)), "cache_ttl_s": 60}
+
+    async def main() -> list[bytes]:
+        config = config_for([engine.url], search=search, cache={"backend": "memory"})
+        async with running(engine), running_gateway(config) as gw:
+            request = {"model": engine.model, "messages": [{"role": "user", "content": QUESTION}]}
+            answers = [(await gw.post("/v1/chat/completions", request))[2] for _ in range(2)]
+            cache = gw.app.state.cache
+            assert cache is not None, "a memory cache"
+            assert (cache.stores, cache.hits) == (1, 1)  # the results: stored once, then read
+            return answers
+
+    first, second = asyncio.run(main())
+    assert json.loads(first)["search_results"] == json.loads(second)["search_results"] != []
+    assert engine.requests[0]["messages"] == engine.requests[1]["messages"]

@@ -8,6 +8,7 @@ from typing import Any
 
 from search.web import ARTICLE_HTML, FakeDns, FakeSearx, local_web, serving
 from seekserve.env import Environment
+from seekserve.search.cache import MemoryCache, SearchCache
 from seekserve.search.config import ProviderKind, SearchConfig
 from seekserve.search.fetch import Fetcher
 from seekserve.search.grounding import Grounder, Grounding, query_of
@@ -140,3 +141,37 @@ def test_searxng_results_fetched_with_failures_counted_and_snippets_standing_in(
     ]
     assert g.sources[1].passages[0].text == "the bridge rivets photographed"
     assert 0.7 <= g.timings.fetch_s < 0.95  # the slow page was given up at 80 % of the budget left
+
+
+def test_cached_results_and_pages_are_reused_until_they_expire() -> None:
+    now = [0.0]
+
+    async def main() -> tuple[list[Grounding], FakeSearx, FakeDns]:
+        async with serving(local_web()) as web_port:
+            results = [{"url": f"http://web.test:{web_port}/article", "title": "K", "content": "s"}]
+            fake = FakeSearx(results=results)
+            async with serving(fake.app()) as searx_port:
+                config = SearchConfig(
+                    provider=ProviderKind.SEARXNG,
+                    searxng_url=f"http://127.0.0.1:{searx_port}",
+                    allow_hosts=("web.test",),
+                    cache_ttl_s=60,
+                )
+                lookup = FakeDns({"web.test": [["127.0.0.1"]]})
+                cache = SearchCache(MemoryCache(60, clock=lambda: now[0]), "searxng")
+                async with (
+                    make_provider(config, Environment.read()) as provider,
+                    Fetcher(config, lookup=lookup) as fetcher,
+                ):
+                    grounder = Grounder(config, provider, fetcher, cache=cache)
+                    runs = [await grounder.ground("rivets replaced")]
+                    runs.append(await grounder.ground("rivets replaced"))
+                    now[0] = 61.0
+                    runs.append(await grounder.ground("rivets replaced"))
+                    return runs, fake, lookup
+
+    runs, fake, lookup = asyncio.run(main())
+    assert len(fake.requests) == 2 and lookup.calls == ["web.test", "web.test"]  # runs 1 and 3
+    assert runs[0].sources == runs[1].sources == runs[2].sources
+    assert "replaced all 412 rivets" in runs[1].passages[0].text
+    assert runs[1].timings.fetch_s < runs[0].timings.fetch_s

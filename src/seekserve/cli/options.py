@@ -110,7 +110,14 @@ def pop_engine_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {name: kwargs.pop(name) for name in list(kwargs) if name in names}
 
 
-_SEARCH_FLAGS = ("search_provider", "search_dir", "searxng_url", "search_allow_hosts", "search_budget_s")
+_SEARCH_FLAGS = (
+    "search_provider",
+    "search_dir",
+    "searxng_url",
+    "search_allow_hosts",
+    "search_budget_s",
+    "search_cache_ttl_s",
+)
 
 
 def search_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -143,6 +150,13 @@ def search_options(func: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             help=docs["total_budget_s"],
         ),
+        click.option(
+            "--search-cache-ttl-s",
+            type=click.FLOAT,
+            default=defaults.cache_ttl_s,
+            show_default=True,
+            help=docs["cache_ttl_s"],
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -162,4 +176,5 @@ def pop_search_config(kwargs: dict[str, Any]) -> Any:
         searxng_url=values["searxng_url"],
         allow_hosts=hosts,
         total_budget_s=values["search_budget_s"],
+        cache_ttl_s=values["search_cache_ttl_s"],
     )

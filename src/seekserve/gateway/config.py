@@ -256,6 +256,7 @@ class SearchSection(_Section):
     total_budget_s: float = 3.0
     max_results: int = 5
     max_context_tokens: int = 2000
+    cache_ttl_s: float = 0.0
 
     @model_validator(mode="after")
     def _check(self) -> SearchSection:
@@ -272,6 +273,7 @@ class SearchSection(_Section):
             total_budget_s=self.total_budget_s,
             max_results=self.max_results,
             max_context_tokens=self.max_context_tokens,
+            cache_ttl_s=self.cache_ttl_s,
         )
 
 

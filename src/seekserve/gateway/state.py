@@ -55,6 +55,7 @@ class GatewayState:
         cache_kept = same and previous is not None and previous.config.cache == config.cache
         limits_kept = same and previous is not None and previous.config.limits == config.limits
         queue_kept = same and previous is not None and previous.config.queue == config.queue
+        cache = previous.cache if cache_kept and previous else make_cache(config.cache)
         return cls(
             config=config,
             session=session,
@@ -62,13 +63,13 @@ class GatewayState:
             router=_router(config, previous),
             keys=KeyStore(config.keys),
             limiter=previous.limiter if limits_kept and previous else make_rate_limiter(config.limits),
-            cache=previous.cache if cache_kept and previous else make_cache(config.cache),
+            cache=cache,
             admission=previous.admission if queue_kept and previous else AdmissionQueue(config.queue),
             retry=RetryPolicy(config.retry),
             budget=previous.budget
             if previous and previous.config.retry == config.retry
             else RetryBudget(config.retry),
-            search=_search(config, previous),
+            search=_search(config, previous, cache),
         )
 
     async def close_replaced(self, new: GatewayState) -> None:
@@ -88,12 +89,21 @@ class GatewayState:
             await self.search.aclose()
 
 
-def _search(config: GatewayConfig, previous: GatewayState | None) -> WebSearch | None:
+def _search(
+    config: GatewayConfig, previous: GatewayState | None, cache: ResponseCache | None
+) -> WebSearch | None:
+    """The search of `config` (results and pages kept in the response cache, when there is one);
+    the previous one where neither its section nor the cache changed."""
     if config.search.web_search == "off":
         return None
-    if previous is not None and previous.search is not None and previous.config.search == config.search:
+    if (
+        previous is not None
+        and previous.search is not None
+        and previous.config.search == config.search
+        and previous.cache is cache
+    ):
         return previous.search
-    return WebSearch(config.search.search_config())
+    return WebSearch(config.search.search_config(), store=cache)
 
 
 def _router(config: GatewayConfig, previous: GatewayState | None) -> Router:

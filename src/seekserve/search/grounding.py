@@ -19,11 +19,13 @@ left out (its snippet stands in for it where the provider gave one) and counted 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from seekserve.search.cache import SearchCache
 from seekserve.search.config import SearchConfig
 from seekserve.search.errors import FetchError, FetchRefused, SearchBudgetExceeded, SearchError
 from seekserve.search.extract import Document, extract_document, page_document
@@ -101,15 +103,18 @@ def _failure_label(error: FetchError) -> str:
 
 
 def _documents(
-    results: Sequence[SearchResult], pages: Mapping[str, Page | FetchError]
+    results: Sequence[SearchResult],
+    pages: Mapping[str, Page | FetchError | Document],
 ) -> list[Document | None]:
-    """Each result's document (in order): its own text, its fetched page, else its snippet (None
-    where it has none). CPU-bound: runs in a worker thread."""
+    """Each result's document (in order): its own text, its cached or fetched page, else its
+    snippet (None where it has none). CPU-bound: runs in a worker thread."""
     docs: list[Document | None] = []
     for result in results:
         got = pages.get(result.url)
         if result.text is not None:
             docs.append(Document(result.url, result.title, result.text))
+        elif isinstance(got, Document):
+            docs.append(got)
         elif isinstance(got, Page):
             doc = page_document(got, result.title)
             docs.append(Document(result.url, doc.title, doc.text or result.snippet))
@@ -148,7 +153,8 @@ def _sources(
 class Grounder:
     """Runs grounding for requests with one provider and one fetcher, which it does not own (the
     server opens and closes them). Safe for concurrent requests on one event loop. `clock` is
-    time.perf_counter unless a test gives another; budgets use the event loop's clock."""
+    time.perf_counter unless a test gives another; budgets use the event loop's clock. With a
+    `cache`, results and read pages found there are used instead of asking again."""
 
     def __init__(
         self,
@@ -157,11 +163,13 @@ class Grounder:
         fetcher: Fetcher,
         *,
         clock: Callable[[], float] = time.perf_counter,
+        cache: SearchCache | None = None,
     ) -> None:
         self.config = config
         self.provider = provider
         self.fetcher = fetcher
         self.clock = clock
+        self.cache = cache
 
     async def ground(
         self,
@@ -226,24 +234,38 @@ class _Run:
         finally:
             self.times[name] = self.g.clock() - began
 
+    async def _search(self, num_results: int, language: str | None) -> list[SearchResult]:
+        cache = self.g.cache
+        results = None if cache is None else await cache.results(self.query, num_results, language)
+        if results is None:
+            results = await self.g.provider.search(self.query, num_results=num_results, language=language)
+            if cache is not None:
+                await cache.put_results(self.query, num_results, language, results)
+        return results
+
+    async def _fetch(self, urls: list[str]) -> dict[str, Page | FetchError | Document]:
+        """Each URL's cached document, or its page (or why not) fetched in the budget left."""
+        cache = self.g.cache
+        cached = [None] * len(urls) if cache is None else await asyncio.gather(*map(cache.document, urls))
+        missing = [u for u, doc in zip(urls, cached, strict=True) if doc is None]
+        remaining = self.deadline - asyncio.get_running_loop().time()
+        got = await self.g.fetcher.fetch_many(missing, budget_s=max(0.0, remaining * _FETCH_SHARE))
+        self.failures = tuple(_failure_label(p) for p in got if isinstance(p, FetchError))
+        found: dict[str, Page | FetchError | Document] = dict(zip(missing, got, strict=True))
+        for url, doc in zip(urls, cached, strict=True):
+            if doc is not None:
+                found[url] = doc
+        return found
+
     async def go(self, num_results: int, max_tokens: int, language: str | None) -> Grounding:
         if max_tokens <= 0:
             return Grounding(self.query, timings=self._timings())
-        results = await self._phase(
-            "search", self.g.provider.search(self.query, num_results=num_results, language=language)
-        )
-        pages: dict[str, Page | FetchError] = {}
+        results = await self._phase("search", self._search(num_results, language))
         urls = [r.url for r in results if r.text is None]
-        if urls:
-            remaining = self.deadline - asyncio.get_running_loop().time()
-            got = await self._phase(
-                "fetch", self.g.fetcher.fetch_many(urls, budget_s=max(0.0, remaining * _FETCH_SHARE))
-            )
-            pages = dict(zip(urls, got, strict=True))
-            self.failures = tuple(_failure_label(p) for p in got if isinstance(p, FetchError))
+        pages = await self._phase("fetch", self._fetch(urls)) if urls else {}
         config = self.g.config
 
-        def select() -> tuple[Source, ...]:
+        def select() -> tuple[tuple[Source, ...], list[Document]]:
             docs = _documents(results, pages)
             passages = select_passages(
                 self.query,
@@ -251,7 +273,12 @@ class _Run:
                 passage_words=config.passage_words,
                 max_tokens=max_tokens,
             )
-            return _sources(results, docs, passages)
+            fresh = [d for d in docs if d is not None and isinstance(pages.get(d.url), Page)]
+            return _sources(results, docs, passages), fresh
 
-        sources = await self._phase("extract", asyncio.to_thread(select))
+        sources, fresh = await self._phase("extract", asyncio.to_thread(select))
+        if self.g.cache is not None and fresh:
+            # Out of budget the pages are simply not kept: the answer has its sources already.
+            with contextlib.suppress(SearchBudgetExceeded):
+                await self._phase("cache", asyncio.gather(*map(self.g.cache.put_document, fresh)))
         return Grounding(self.query, sources, len(results), self._timings(), fetch_failures=self.failures)

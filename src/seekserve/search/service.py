@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from seekserve.env import Environment
+from seekserve.search.cache import KeyValueCache, MemoryCache, SearchCache
 from seekserve.search.config import SearchConfig
 from seekserve.search.errors import SearchError
 from seekserve.search.extract import extractor_name
@@ -87,13 +88,20 @@ def plan_search(
 
 class WebSearch:
     """A process's provider, fetcher and grounder (built at startup; closed by aclose()). Building
-    raises ConfigError when the provider lacks what it needs (folder, URL, API key)."""
+    raises ConfigError when the provider lacks what it needs (folder, URL, API key). With
+    config.cache_ttl_s > 0 results and pages are kept in `store` (a MemoryCache when none is given)."""
 
-    def __init__(self, config: SearchConfig, env: Environment | None = None) -> None:
+    def __init__(
+        self, config: SearchConfig, env: Environment | None = None, store: KeyValueCache | None = None
+    ) -> None:
         self.config = config
         self.provider = make_provider(config, env)
         self.fetcher = Fetcher(config)
-        self.grounder = Grounder(config, self.provider, self.fetcher)
+        cache = None
+        if config.cache_ttl_s > 0:
+            kept = store if store is not None else MemoryCache(config.cache_ttl_s)  # an empty store is falsy
+            cache = SearchCache(kept, config.provider.value)
+        self.grounder = Grounder(config, self.provider, self.fetcher, cache=cache)
         self._strip: tuple[int, tuple[str, ...]] | None = None
 
     async def start(self) -> None:
