@@ -93,6 +93,16 @@ def test_serve_rejects_bad_options_before_loading(llama_dir: Path) -> None:
     assert proc.returncode == 1 and "request_timeout_s=-1.0 is invalid" in err
 
 
+def test_serve_rejects_web_search_without_what_its_provider_needs(llama_dir: Path) -> None:
+    proc = serve("--model", str(llama_dir), "--web-search", "auto", "--port", str(free_port()))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in err
+    assert "the local search provider needs a folder of .txt/.md/.html files (none given)" in err
+    proc = serve("--model", str(llama_dir), "--web-search", "on", "--search-provider", "searxng")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "the searxng search provider needs the instance's URL" in err
+
+
 def test_serve_help_lists_server_and_engine_options() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "seekserve", "serve", "--help"],
@@ -104,5 +114,8 @@ def test_serve_help_lists_server_and_engine_options() -> None:
         "SEEKSERVE_API_KEY",
         "--reasoning-parser [deepseek_r1|none]",
         "--max-queue-len",
+        "--web-search [off|auto|on]",
+        "--search-provider [local|searxng|bing|brave|tavily]",
+        "--search-allow-hosts HOST,...",
     ):
         assert flag in result.stdout

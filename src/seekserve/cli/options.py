@@ -15,7 +15,14 @@ import click
 
 from seekserve.engine.config import SUBCONFIGS, EngineConfig
 
-__all__ = ["config_options", "engine_options", "field_docs", "pop_engine_options"]
+__all__ = [
+    "config_options",
+    "engine_options",
+    "field_docs",
+    "pop_engine_options",
+    "pop_search_config",
+    "search_options",
+]
 
 _SKIP = {"model"}
 
@@ -101,3 +108,73 @@ def pop_engine_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Remove the engine options from a command's kwargs and return them."""
     names = set(EngineConfig.option_owners()) - _SKIP
     return {name: kwargs.pop(name) for name in list(kwargs) if name in names}
+
+
+_SEARCH_FLAGS = (
+    "search_provider",
+    "search_dir",
+    "searxng_url",
+    "search_allow_hosts",
+    "search_budget_s",
+    "search_cache_ttl_s",
+)
+
+
+def search_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the web-search flags (defaults and help from SearchConfig) to a click command; read them
+    back with pop_search_config."""
+    from seekserve.search.config import ProviderKind, SearchConfig
+
+    docs = field_docs(SearchConfig)
+    defaults = SearchConfig()
+    options = [
+        click.option(
+            "--search-provider",
+            type=click.Choice([k.value for k in ProviderKind]),
+            default=defaults.provider.value,
+            show_default=True,
+            help=docs["provider"],
+        ),
+        click.option("--search-dir", type=click.Path(file_okay=False), default=None, help=docs["search_dir"]),
+        click.option("--searxng-url", default=None, help=docs["searxng_url"]),
+        click.option(
+            "--search-allow-hosts",
+            default="",
+            metavar="HOST,...",
+            help="Comma-separated. " + docs["allow_hosts"],
+        ),
+        click.option(
+            "--search-budget-s",
+            type=click.FLOAT,
+            default=defaults.total_budget_s,
+            show_default=True,
+            help=docs["total_budget_s"],
+        ),
+        click.option(
+            "--search-cache-ttl-s",
+            type=click.FLOAT,
+            default=defaults.cache_ttl_s,
+            show_default=True,
+            help=docs["cache_ttl_s"],
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def pop_search_config(kwargs: dict[str, Any]) -> Any:
+    """Remove the web-search flags from a command's kwargs; the SearchConfig they make (ConfigError
+    when a value is wrong)."""
+    from seekserve.search.config import SearchConfig
+
+    values = {name: kwargs.pop(name) for name in _SEARCH_FLAGS}
+    hosts = tuple(h.strip() for h in values["search_allow_hosts"].split(",") if h.strip())
+    return SearchConfig(
+        provider=values["search_provider"],
+        search_dir=values["search_dir"],
+        searxng_url=values["searxng_url"],
+        allow_hosts=hosts,
+        total_budget_s=values["search_budget_s"],
+        cache_ttl_s=values["search_cache_ttl_s"],
+    )

@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from seekserve.cli.options import config_options, engine_options, pop_engine_options
+from seekserve.cli.options import (
+    config_options,
+    engine_options,
+    pop_engine_options,
+    pop_search_config,
+    search_options,
+)
 from seekserve.errors import SeekserveError
 from seekserve.server.config import ServerConfig
 
@@ -61,7 +67,8 @@ def resolve_model(model: str | None, served_model_name: str | None) -> ModelChoi
     default=None,
     help="Name clients send as `model` and see in /v1/models.  [default: the model's directory or file name]",
 )
-@config_options([ServerConfig], skip={"served_model_name"}, envvars={"api_key": API_KEY_ENV})
+@config_options([ServerConfig], skip={"served_model_name", "search"}, envvars={"api_key": API_KEY_ENV})
+@search_options
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -78,6 +85,7 @@ def serve(model: str | None, served_model_name: str | None, log_level: str, **kw
       POST /v1/chat/completions   POST /v1/completions   GET /v1/models
       GET /health (200 once ready)   GET /metrics (Prometheus)   GET /dashboard (live)
       GET /docs
+    Chat answers grounded in web search: --web-search auto|on (see docs/search.md).
     \b
     Example:
       seekserve serve --model /models/DeepSeek-R1-Distill-Qwen-1.5B --port 8000
@@ -89,7 +97,8 @@ def serve(model: str | None, served_model_name: str | None, log_level: str, **kw
     engine_kwargs = pop_engine_options(kwargs)
     choice = resolve_model(model, served_model_name)
     try:
-        config = ServerConfig(served_model_name=choice.name, **kwargs)
+        search = pop_search_config(kwargs)
+        config = ServerConfig(served_model_name=choice.name, search=search, **kwargs)
         engine_config = EngineConfig.from_options(model=choice.path, **engine_kwargs)
     except SeekserveError as e:
         raise click.ClickException(str(e)) from e
@@ -117,7 +126,10 @@ def run_server(config: ServerConfig, engine_config: EngineConfig, log_level: str
         ports = [sock.getsockname()[1] for srv in server.servers for sock in srv.sockets]
         _print_ready(config, engine, ports[0] if ports else config.port)
 
-    app = create_app(config, load, on_ready, on_load_error)
+    try:
+        app = create_app(config, load, on_ready, on_load_error)
+    except SeekserveError as e:  # the search provider lacks what it needs
+        raise click.ClickException(str(e)) from e
     uv_config = uvicorn.Config(
         app, host=config.host, port=config.port, log_config=log_config(log_level), access_log=False
     )

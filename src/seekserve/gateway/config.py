@@ -7,6 +7,7 @@
     retry:    {attempts: 3, base_s: 0.1, max_s: 2.0}
     cache:    {backend: memory, ttl_s: 600}
     keys:     [{key_sha256: 9f86d0..., models: [r1], rpm: 600, tpm: 200000, priority: 1}]
+    search:   {web_search: auto, provider: searxng, searxng_url: http://127.0.0.1:8080}
 
 `${NAME}` anywhere in the file is replaced by the environment variable NAME before parsing (an
 unset one is an error; `${NAME:-default}` gives a default). Unknown keys are errors. Every section
@@ -19,12 +20,13 @@ import os
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from seekserve.errors import ConfigError
+from seekserve.search.config import SearchConfig
 
 __all__ = [
     "BackendConfig",
@@ -41,6 +43,7 @@ __all__ = [
     "QueueConfig",
     "RetryConfig",
     "RoutingKind",
+    "SearchSection",
     "TimeoutConfig",
     "from_upstreams",
     "interpolate_env",
@@ -240,6 +243,40 @@ class QueueConfig(_Section):
     """Longest a request waits for a free backend before 429."""
 
 
+class SearchSection(_Section):
+    """Web-search grounding of chat requests at the gateway, for any backend (docs/search.md): the
+    keys of `seekserve serve`'s --web-search and --search-* flags."""
+
+    web_search: Literal["off", "auto", "on"] = "off"
+    provider: str = "local"
+    search_dir: str | None = None
+    searxng_url: str | None = None
+    api_url: str | None = None
+    allow_hosts: tuple[str, ...] = ()
+    total_budget_s: float = 3.0
+    max_results: int = 5
+    max_context_tokens: int = 2000
+    cache_ttl_s: float = 0.0
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchSection:
+        self.search_config()  # ConfigError (a ValueError) names the key and the fix
+        return self
+
+    def search_config(self) -> SearchConfig:
+        return SearchConfig(
+            provider=self.provider,  # type: ignore[arg-type]  # converted and checked by SearchConfig
+            search_dir=None if self.search_dir is None else Path(self.search_dir),
+            searxng_url=self.searxng_url,
+            api_url=self.api_url,
+            allow_hosts=self.allow_hosts,
+            total_budget_s=self.total_budget_s,
+            max_results=self.max_results,
+            max_context_tokens=self.max_context_tokens,
+            cache_ttl_s=self.cache_ttl_s,
+        )
+
+
 class GatewayConfig(_Section):
     listen: ListenConfig = Field(default_factory=ListenConfig)
     backends: tuple[BackendConfig, ...] = Field(min_length=1)
@@ -260,6 +297,7 @@ class GatewayConfig(_Section):
     prefix_imbalance: int = Field(default=8, ge=1)
     """Prefix/session affinity spills to the least loaded backend past this many extra in-flight requests."""
     access_log: bool = True
+    search: SearchSection = Field(default_factory=SearchSection)
 
     @model_validator(mode="after")
     def _check_names(self) -> GatewayConfig:

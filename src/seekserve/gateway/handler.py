@@ -30,6 +30,7 @@ from seekserve.gateway.config import KeyConfig
 from seekserve.gateway.metrics import GatewayMetrics
 from seekserve.gateway.proxy import Exhausted, Proxy, RequestContext
 from seekserve.gateway.ratelimit import RateLimited
+from seekserve.gateway.search import RequestSearch, prepare_search
 from seekserve.gateway.state import GatewayState
 from seekserve.gateway.stream import StreamState
 from seekserve.gateway.upstream import UpstreamStatus
@@ -98,8 +99,17 @@ async def handle_completion(
         except RateLimited as exc:
             metrics.rate_limited(key.label, exc.limit)
             return error_reply(429, str(exc), "rate_limit_error", "rate_limit_exceeded", exc.retry_after_s)
+    search: RequestSearch | None = None
+    if state.search is not None or "web_search" in body or "web_search_options" in body:
+        try:
+            mode = state.config.search.web_search
+            proxied, search = await prepare_search(state.search, mode, path, body, metrics.search)
+        except ValueError as exc:
+            return error_reply(400, str(exc), "invalid_request_error")
+        if proxied is not body:
+            body, raw = proxied, json.dumps(proxied).encode()
     ctx = RequestContext(path, body, raw, key, stream=body.get("stream") is True)
-    cached, ckey = await _cache_lookup(state, metrics, ctx, headers)
+    cached, ckey = (None, None) if search is not None else await _cache_lookup(state, metrics, ctx, headers)
     if cached is not None:
         return _cached_reply(ctx, cached)
     proxy = Proxy(state, metrics)
@@ -125,14 +135,18 @@ async def handle_completion(
         out_headers.append((b"x-seekserve-fallback", opened.model.encode()))
     log = {"backend": opened.backend.name, "model": opened.model, "ttft_s": round(opened.ttft_s, 6)}
     if not ctx.stream:
-        await _after_body(state, key, ckey, opened.first)
-        return Reply(200, [_JSON, *out_headers], opened.first, log=log)
+        answer = opened.first if search is None else search.decorate_answer(opened.first)
+        await _after_body(state, key, ckey, answer)
+        return Reply(200, [_JSON, *out_headers], answer, log=log)
     stream = StreamState(
         chat=path == "/chat/completions", client_token_ids=bool(body.get("return_token_ids"))
     )
     if ckey is not None:
         stream.chunks = []
-    events = _charged(state, key, ckey, proxy.relay(ctx, opened, stream), stream)
+    relayed = proxy.relay(ctx, opened, stream)
+    if search is not None:
+        relayed = search.decorate_stream(relayed)
+    events = _charged(state, key, ckey, relayed, stream)
     return Reply(200, [*_SSE, *out_headers], stream=events, log=log)
 
 

@@ -14,6 +14,8 @@
     gateway_backend_healthy                  backend                 (at scrape) active health checks
     gateway_circuit_state                    backend                 (at scrape) 0 closed, 1 half-open, 2 open
     gateway_queue_waiting                                            (at scrape) requests in the queue
+    gateway_search_*                         phase, outcome, kind,   web search (search/metrics.py)
+                                             reason
 
 Label children are cached per label tuple, so the hot path does a dict lookup, not a lock and a
 label check, per series.
@@ -30,6 +32,7 @@ from prometheus_client.registry import Collector
 
 from seekserve.gateway.backends import BackendPool
 from seekserve.gateway.breaker import BreakerState
+from seekserve.search.metrics import SearchMetrics
 
 __all__ = ["GatewayMetrics"]
 
@@ -122,6 +125,7 @@ class GatewayMetrics:
         )
         reg.register(_PoolCollector(pool, waiting))
         self._children: dict[tuple[Any, ...], Any] = {}
+        self.search = SearchMetrics(reg, None, prefix=PREFIX)
 
     def _child(self, family: Any, *labels: str) -> Any:
         key = (id(family), *labels)

@@ -22,6 +22,7 @@ from seekserve.gateway.keys import KeyStore
 from seekserve.gateway.ratelimit import RateLimiter, make_rate_limiter
 from seekserve.gateway.retry import RetryBudget, RetryPolicy
 from seekserve.gateway.routing import Router
+from seekserve.search.service import WebSearch
 
 __all__ = ["GatewayState"]
 
@@ -40,6 +41,8 @@ class GatewayState:
     admission: AdmissionQueue
     retry: RetryPolicy
     budget: RetryBudget
+    search: WebSearch | None = None
+    """Web search (`search.web_search` auto|on); kept over a reload that leaves its section alone."""
 
     @classmethod
     def build(
@@ -52,6 +55,7 @@ class GatewayState:
         cache_kept = same and previous is not None and previous.config.cache == config.cache
         limits_kept = same and previous is not None and previous.config.limits == config.limits
         queue_kept = same and previous is not None and previous.config.queue == config.queue
+        cache = previous.cache if cache_kept and previous else make_cache(config.cache)
         return cls(
             config=config,
             session=session,
@@ -59,12 +63,13 @@ class GatewayState:
             router=_router(config, previous),
             keys=KeyStore(config.keys),
             limiter=previous.limiter if limits_kept and previous else make_rate_limiter(config.limits),
-            cache=previous.cache if cache_kept and previous else make_cache(config.cache),
+            cache=cache,
             admission=previous.admission if queue_kept and previous else AdmissionQueue(config.queue),
             retry=RetryPolicy(config.retry),
             budget=previous.budget
             if previous and previous.config.retry == config.retry
             else RetryBudget(config.retry),
+            search=_search(config, previous, cache),
         )
 
     async def close_replaced(self, new: GatewayState) -> None:
@@ -73,11 +78,32 @@ class GatewayState:
             await self.cache.close()
         if self.limiter is not new.limiter:
             await self.limiter.close()
+        if self.search is not None and self.search is not new.search:
+            await self.search.aclose()
 
     async def close(self) -> None:
         if self.cache is not None:
             await self.cache.close()
         await self.limiter.close()
+        if self.search is not None:
+            await self.search.aclose()
+
+
+def _search(
+    config: GatewayConfig, previous: GatewayState | None, cache: ResponseCache | None
+) -> WebSearch | None:
+    """The search of `config` (results and pages kept in the response cache, when there is one);
+    the previous one where neither its section nor the cache changed."""
+    if config.search.web_search == "off":
+        return None
+    if (
+        previous is not None
+        and previous.search is not None
+        and previous.config.search == config.search
+        and previous.cache is cache
+    ):
+        return previous.search
+    return WebSearch(config.search.search_config(), store=cache)
 
 
 def _router(config: GatewayConfig, previous: GatewayState | None) -> Router:

@@ -130,6 +130,9 @@ class SearchConfig:
     """Target length of a passage in words (a CJK character counts as one); cuts fall at sentence ends."""
     max_context_tokens: int = 2000
     """Tokens of page text put in the prompt (estimated: extract.approx_tokens)."""
+    cache_ttl_s: float = 0.0
+    """Keep search results and read pages this long and reuse them (search/cache.py); 0: off. In the
+    gateway the response cache's store and TTL are used when it has one."""
 
     def __post_init__(self) -> None:
         self._coerce()
@@ -154,6 +157,7 @@ class SearchConfig:
         _check_range(
             "max_page_bytes", self.max_page_bytes, 1024, 64 * 1024 * 1024, "cap pages at 1 KiB to 64 MiB"
         )
+        _check_range("cache_ttl_s", self.cache_ttl_s, 0, 7 * 86400, "keep results 0 (off) to 604800 s")
         _check_range("max_redirects", self.max_redirects, 0, 20, "follow 0 to 20 redirects")
         _check_range("max_connections", self.max_connections, 1, 1024, "pool 1 to 1024 connections")
         _check_range("passage_words", self.passage_words, 20, 1000, "cut passages of 20 to 1000 words")

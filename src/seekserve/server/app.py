@@ -62,10 +62,16 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loading = asyncio.create_task(_load(state, load_engine, on_ready, on_load_error))
         monitoring = None if state.monitor is None else asyncio.create_task(state.monitor.run())
+        warming = None if state.search is None else asyncio.create_task(state.search.start())
         try:
             yield
         finally:
             loading.cancel()
+            if warming is not None:
+                warming.cancel()
+                await asyncio.gather(warming, return_exceptions=True)
+            if state.search is not None:
+                await state.search.aclose()
             if monitoring is not None:
                 monitoring.cancel()
                 await asyncio.gather(monitoring, return_exceptions=True)

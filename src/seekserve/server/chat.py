@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,12 +15,14 @@ from jinja2 import TemplateError
 
 from seekserve.engine.outputs import CompletionOutput, RequestOutput
 from seekserve.errors import InvalidRequestError
+from seekserve.search.citations import CitationStream, UrlCitation, find_citations
 from seekserve.server.endpoint import open_request, respond
 from seekserve.server.logprobs import LogprobFormatter
 from seekserve.server.protocol import ChatCompletionRequest, ChatMessage
 from seekserve.server.reasoning import ReasoningSplitter, prompt_opens_reasoning, split_reasoning
 from seekserve.server.responses import (
     ERROR_RESPONSES,
+    Annotation,
     ChatChoice,
     ChatChunkChoice,
     ChatCompletionChunk,
@@ -28,6 +32,7 @@ from seekserve.server.responses import (
     Usage,
     usage_of,
 )
+from seekserve.server.search import GroundedPrompt, grounded_prompt
 from seekserve.server.sse import sse_data
 
 __all__ = ["render_prompt", "router"]
@@ -47,11 +52,13 @@ class _Chat:
     logprobs: LogprobFormatter | None
     prompt_token_ids: list[int] | None
     """The prompt's token ids where the answer carries token ids (`return_token_ids`), else None."""
+    search: GroundedPrompt | None = None
+    """The request's search (sources, citation style, error); None where it did not search."""
 
 
 def render_prompt(
     tokenizer: Any,
-    messages: list[ChatMessage],
+    messages: Sequence[ChatMessage],
     add_generation_prompt: bool = True,
     continue_final_message: bool = False,
 ) -> tuple[str, list[int]]:
@@ -96,13 +103,21 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     state = opened.state
     if state.config.log_prompts:
         opened.record.prompt = [m.for_template() for m in body.messages]
-    prompt, token_ids = await asyncio.to_thread(
+    engine = opened.engine
+    render = functools.partial(
         render_prompt,
-        opened.engine.tokenizer,
-        body.messages,
-        body.add_generation_prompt,
-        body.continue_final_message,
+        engine.tokenizer,
+        add_generation_prompt=body.add_generation_prompt,
+        continue_final_message=body.continue_final_message,
     )
+    search = await grounded_prompt(
+        body, state.config.web_search, state.search, state.search_metrics, engine.info, engine.tokenizer,
+        render, opened.model,
+    )  # fmt: skip
+    if search is not None:
+        prompt, token_ids = search.prompt, search.token_ids
+    else:
+        prompt, token_ids = await asyncio.to_thread(render, body.messages)
     max_tokens = body.requested_max_tokens
     state.check_length(len(token_ids), max_tokens, explicit=True)
     params = body.sampling_params(state.defaults, max_tokens, body.num_logprobs)
@@ -114,6 +129,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         split_reasoning=state.config.reasoning_parser != "none",
         logprobs=state.logprobs if body.logprobs else None,
         prompt_token_ids=token_ids if body.return_token_ids else None,
+        search=search,
     )
     gen = await opened.generate(chat.id, [token_ids], params)
     maker = _ChunkMaker(chat, params.n) if body.stream else None
@@ -122,15 +138,23 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     )
 
 
+def _annotations(citations: list[UrlCitation]) -> list[Annotation]:
+    return [Annotation.model_validate(c.to_openai()) for c in citations]
+
+
 def _answer(chat: _Chat, final: RequestOutput) -> ChatCompletionResponse:
     with_ids = chat.prompt_token_ids is not None
+    search = chat.search
     choices = []
     for c in final.outputs:
         reasoning, content = split_reasoning(c.text, chat.prompt) if chat.split_reasoning else (None, c.text)
+        annotations = None
+        if search is not None:
+            annotations = _annotations(find_citations(content, search.sources, search.style))
         choices.append(
             ChatChoice(
                 index=c.index,
-                message=ChatMessageOut(content=content, reasoning_content=reasoning),
+                message=ChatMessageOut(content=content, reasoning_content=reasoning, annotations=annotations),
                 logprobs=chat.logprobs.chat(c.logprobs or []) if chat.logprobs else None,
                 finish_reason=c.finish_reason,
                 stop_reason=c.stop_reason,
@@ -144,6 +168,8 @@ def _answer(chat: _Chat, final: RequestOutput) -> ChatCompletionResponse:
         choices=choices,
         usage=usage_of([final]),
         prompt_token_ids=final.prompt_token_ids if with_ids else None,
+        search_results=None if search is None else search.results_out(),
+        search_error=None if search is None else search.error,
     )
 
 
@@ -155,14 +181,20 @@ class _ChunkMaker:
         opens = prompt_opens_reasoning(chat.prompt)
         self.splitters = [ReasoningSplitter(opens) for _ in range(n)] if chat.split_reasoning else None
         self.finished = [False] * n
+        search = chat.search
+        self.citations = (
+            None if search is None else [CitationStream(search.sources, search.style) for _ in range(n)]
+        )
 
     def chunk(
         self,
         choices: list[ChatChunkChoice],
         usage: Usage | None = None,
         prompt_token_ids: list[int] | None = None,
+        first: bool = False,
     ) -> str:
         c = self.chat
+        search = c.search if first else None
         return sse_data(
             ChatCompletionChunk(
                 id=c.id,
@@ -171,6 +203,8 @@ class _ChunkMaker:
                 choices=choices,
                 usage=usage,
                 prompt_token_ids=prompt_token_ids,
+                search_results=None if search is None else search.results_out(),
+                search_error=None if search is None else search.error,
             )
         )
 
@@ -181,6 +215,7 @@ class _ChunkMaker:
             self.chunk(
                 [ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content=""), token_ids=ids)],
                 prompt_token_ids=self.chat.prompt_token_ids,
+                first=True,
             )
             for i in range(len(self.finished))
         ]
@@ -201,6 +236,9 @@ class _ChunkMaker:
             self.chat.logprobs.chat(c.delta_logprobs) if self.chat.logprobs and c.delta_logprobs else None
         )
         ids: list[int] | None = None if self.chat.prompt_token_ids is None else c.delta_token_ids
+        citations = None if self.citations is None else self.citations[c.index]
+        if citations is not None and content:
+            citations.feed(content)
         choices = []
         if reasoning or content or logprobs or (ids and not c.finished):
             delta = ChatDelta(content=content or None, reasoning_content=reasoning or None)
@@ -211,7 +249,9 @@ class _ChunkMaker:
             choices.append(
                 ChatChunkChoice(
                     index=c.index,
-                    delta=ChatDelta(),
+                    delta=ChatDelta(
+                        annotations=None if citations is None else _annotations(citations.finish())
+                    ),
                     finish_reason=c.finish_reason,
                     stop_reason=c.stop_reason,
                     token_ids=ids,

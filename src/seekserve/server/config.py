@@ -5,12 +5,14 @@ The CLI takes its flags, defaults and help from this dataclass (see `cli/serve.p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from seekserve.errors import ConfigError
+from seekserve.search.config import SearchConfig
+from seekserve.search.service import WebSearchMode
 
-__all__ = ["ReasoningParser", "ServerConfig"]
+__all__ = ["ReasoningParser", "ServerConfig", "WebSearchMode"]
 
 ReasoningParser = Literal["deepseek_r1", "none"]
 
@@ -52,6 +54,14 @@ class ServerConfig:
     metrics_interval_s: float = 1.0
     """How often the GPUs are read and the live dashboard advances (0.1 to 60 s)."""
 
+    web_search: WebSearchMode = "off"
+    """Web-search grounding of chat answers: "off" never searches (a request asking gets `search_error`);
+    "auto" searches when a request asks (`web_search_options`, `web_search: true`); "on" searches every
+    chat request unless it sends `web_search: false`."""
+
+    search: SearchConfig = field(default_factory=SearchConfig)
+    """Provider, fetch rules and budgets of web search (the --search-* flags)."""
+
     def __post_init__(self) -> None:
         if not self.served_model_name:
             raise ConfigError("served_model_name is empty: give the name clients will send as `model`")
@@ -73,6 +83,8 @@ class ServerConfig:
             raise ConfigError(
                 f"metrics_interval_s={self.metrics_interval_s} is out of range: use {low} to {high} seconds"
             )
+        if self.web_search not in ("off", "auto", "on"):
+            raise ConfigError(f"web_search={self.web_search!r} is not supported: choose off, auto or on")
         if self.reasoning_parser not in ("deepseek_r1", "none"):
             raise ConfigError(
                 f"reasoning_parser={self.reasoning_parser!r} is not supported: choose deepseek_r1 or none"

@@ -19,6 +19,7 @@ from seekserve.engine.sampling_params import MAX_LOGPROBS, SamplingParams
 
 __all__ = [
     "MAX_N",
+    "ApproximateLocation",
     "ChatCompletionRequest",
     "ChatMessage",
     "CompletionRequest",
@@ -26,6 +27,8 @@ __all__ = [
     "SamplingDefaults",
     "SamplingRequest",
     "StreamOptions",
+    "UserLocation",
+    "WebSearchOptions",
 ]
 
 MAX_N = 128
@@ -78,6 +81,28 @@ class ChatMessage(_Strict):
     def for_template(self) -> dict[str, str]:
         role = "system" if self.role == "developer" else self.role
         return {"role": role, "content": self.text()}
+
+
+class ApproximateLocation(_Strict):
+    city: str | None = None
+    country: str | None = None
+    """Two-letter ISO country code (`GB`, `CN`): the search language and region hint."""
+    region: str | None = None
+    timezone: str | None = None
+    """IANA time zone (`Europe/London`): the date the search prompt gives."""
+
+
+class UserLocation(_Strict):
+    type: Literal["approximate"]
+    approximate: ApproximateLocation
+
+
+class WebSearchOptions(_Strict):
+    """OpenAI's `web_search_options` of a chat request: its presence asks for web search."""
+
+    search_context_size: Literal["low", "medium", "high"] = "medium"
+    """How many results, and how much of their text, go into the prompt."""
+    user_location: UserLocation | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +192,11 @@ class ChatCompletionRequest(SamplingRequest):
     """Leave the last message, an assistant's, open so the answer continues it (vLLM's field): the
     template is applied without a generation prompt and cut right after that message's content.
     Needs add_generation_prompt=false."""
+    web_search_options: WebSearchOptions | None = None
+    """Ground the answer in web search results (OpenAI's field); see docs/search.md."""
+    web_search: bool | None = None
+    """seekserve's shorthand: true searches with default options, false never searches; None leaves
+    it to `web_search_options` and the server's --web-search."""
 
     @model_validator(mode="after")
     def _supported(self) -> ChatCompletionRequest:

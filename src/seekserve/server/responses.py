@@ -28,6 +28,7 @@ from seekserve.engine.outputs import RequestOutput
 
 __all__ = [
     "ERROR_RESPONSES",
+    "Annotation",
     "ChatChoice",
     "ChatChunkChoice",
     "ChatCompletionChunk",
@@ -44,8 +45,10 @@ __all__ = [
     "ModelCard",
     "ModelList",
     "PromptTokensDetails",
+    "SearchResultOut",
     "TokenLogprob",
     "TopLogprob",
+    "UrlCitationBody",
     "Usage",
     "usage_of",
 ]
@@ -99,11 +102,39 @@ class ChatLogprobs(BaseModel):
     refusal: None = None
 
 
+class UrlCitationBody(BaseModel):
+    start_index: int
+    end_index: int
+    """Exclusive: content[start_index:end_index] is the citation mark."""
+    title: str
+    url: str
+
+
+class Annotation(BaseModel):
+    """OpenAI's `url_citation` annotation of a message (web search)."""
+
+    type: Literal["url_citation"] = "url_citation"
+    url_citation: UrlCitationBody
+
+
+class SearchResultOut(BaseModel):
+    """One source of a grounded answer (seekserve's field): search_results[X - 1] is the source that
+    the answer's citation mark X names."""
+
+    url: str
+    title: str
+    snippet: str
+    rank: int
+    """Its place in the search provider's results (1: the best)."""
+
+
 class ChatMessageOut(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
     reasoning_content: str | None = Field(default=None, exclude_if=_omit_none)
     """The model's reasoning (text inside <think>...</think>), DeepSeek's field; absent when none."""
+    annotations: list[Annotation] | None = Field(default=None, exclude_if=_omit_none)
+    """The answer's citations of search results; present (maybe empty) when the request searched."""
 
 
 class ChatChoice(BaseModel):
@@ -126,12 +157,18 @@ class ChatCompletionResponse(BaseModel):
     usage: Usage
     prompt_token_ids: list[int] | None = Field(default=None, exclude_if=_omit_none)
     """The templated prompt's token ids (`return_token_ids`); absent otherwise."""
+    search_results: list[SearchResultOut] | None = Field(default=None, exclude_if=_omit_none)
+    """The sources put in the prompt, when the request searched ([] when the search failed)."""
+    search_error: str | None = Field(default=None, exclude_if=_omit_none)
+    """Why the answer goes without search results, when the request searched and it failed."""
 
 
 class ChatDelta(BaseModel):
     role: Literal["assistant"] | None = Field(default=None, exclude_if=_omit_none)
     content: str | None = Field(default=None, exclude_if=_omit_none)
     reasoning_content: str | None = Field(default=None, exclude_if=_omit_none)
+    annotations: list[Annotation] | None = Field(default=None, exclude_if=_omit_none)
+    """On the chunk that finishes a choice of a request that searched: all its citations."""
 
 
 class ChatChunkChoice(BaseModel):
@@ -154,6 +191,10 @@ class ChatCompletionChunk(BaseModel):
     usage: Usage | None = Field(default=None, exclude_if=_omit_none)
     prompt_token_ids: list[int] | None = Field(default=None, exclude_if=_omit_none)
     """The templated prompt's token ids, on each choice's first chunk only (`return_token_ids`)."""
+    search_results: list[SearchResultOut] | None = Field(default=None, exclude_if=_omit_none)
+    """As the whole answer's, on each choice's first chunk only, when the request searched."""
+    search_error: str | None = Field(default=None, exclude_if=_omit_none)
+    """As the whole answer's, on each choice's first chunk only."""
 
 
 class CompletionLogprobs(BaseModel):

@@ -19,6 +19,8 @@ from seekserve.errors import (
     PromptTooLongError,
 )
 from seekserve.metrics import Monitor, ServerMetrics
+from seekserve.search.metrics import SearchMetrics
+from seekserve.search.service import WebSearch
 from seekserve.server.config import ServerConfig
 from seekserve.server.logprobs import LogprobFormatter
 from seekserve.server.protocol import SamplingDefaults
@@ -41,9 +43,13 @@ class ServerState:
         self.metrics: ServerMetrics | None = None
         """None when metrics are off (`enable_metrics=False`)."""
         self.monitor: Monitor | None = None
+        self.search_metrics: SearchMetrics | None = None
         if config.enable_metrics:
             self.metrics = ServerMetrics(config.served_model_name, self._stats)
             self.monitor = Monitor(self.metrics, config.metrics_interval_s)
+            self.search_metrics = SearchMetrics(self.metrics.registry, config.served_model_name)
+        self.search: WebSearch | None = None if config.web_search == "off" else WebSearch(config.search)
+        """Web search (--web-search auto|on); ConfigError here when its provider lacks what it needs."""
 
     def _stats(self) -> Any:
         return None if self.engine is None else self.engine.stats

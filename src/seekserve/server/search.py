@@ -1,0 +1,139 @@
+"""Web search for chat requests: their options, and their grounded prompt.
+
+Which requests search, and with what, is search/service.py's (`plan_search`, the --web-search
+modes). Here: the context budget is cut to the room the model's context has left after the plain
+prompt and the answer's reserve (max_tokens where given, else a quarter of the context, at most
+1024); a grounded prompt that still does not fit falls back to the plain one, with `search_error`
+saying so. Search never fails a request: every failure is a `search_error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from seekserve.engine.info import EngineInfo
+from seekserve.search.config import SearchConfig
+from seekserve.search.grounding import Grounding, Source, query_of
+from seekserve.search.metrics import SearchMetrics
+from seekserve.search.prompt import PromptStyle, grounded_messages, prompt_style
+from seekserve.search.service import DISABLED, SearchAsk, WebSearch, plan_search
+from seekserve.server.protocol import ChatCompletionRequest, ChatMessage
+from seekserve.server.responses import SearchResultOut
+
+__all__ = ["GroundedPrompt", "grounded_prompt", "search_ask"]
+
+_MAX_ANSWER_RESERVE = 1024
+
+Render = Callable[[Sequence[ChatMessage]], tuple[str, list[int]]]
+"""The chat template over messages: (prompt, token ids)."""
+
+
+def search_ask(
+    body: ChatCompletionRequest, mode: str, config: SearchConfig, now: datetime.datetime | None = None
+) -> SearchAsk | None:
+    """The request's search (plan_search over its fields), or None where it does not search."""
+    options = body.web_search_options
+    location = options.user_location.approximate if options and options.user_location else None
+    return plan_search(
+        mode,
+        config,
+        web_search=body.web_search,
+        asked=options is not None,
+        context_size=options.search_context_size if options else "medium",
+        country=location.country if location else None,
+        timezone=location.timezone if location else None,
+        now=now,
+    )
+
+
+@dataclass(frozen=True)
+class GroundedPrompt:
+    """A searching request's prompt: grounded where the search gave sources, else the plain one."""
+
+    prompt: str
+    token_ids: list[int]
+    style: PromptStyle
+    sources: tuple[Source, ...] = ()
+    error: str | None = None
+
+    def results_out(self) -> list[SearchResultOut]:
+        return [
+            SearchResultOut(url=s.url, title=s.title, snippet=s.snippet, rank=s.rank) for s in self.sources
+        ]
+
+
+async def grounded_prompt(
+    body: ChatCompletionRequest,
+    mode: str,
+    search: WebSearch | None,
+    metrics: SearchMetrics | None,
+    info: EngineInfo,
+    tokenizer: Any,
+    render: Render,
+    model: str,
+) -> GroundedPrompt | None:
+    """The prompt of a request that searches (None: it does not); never raises for a search failure."""
+    config = search.config if search is not None else SearchConfig()
+    ask = search_ask(body, mode, config)
+    if ask is None:
+        return None
+    plain, plain_ids = await asyncio.to_thread(render, body.messages)
+    style = prompt_style(model, " ".join([*info.architectures, info.model_path.name]))
+    if search is None:
+        if metrics is not None:
+            metrics.disabled()
+        return GroundedPrompt(plain, plain_ids, style, error=DISABLED)
+    messages = [m.for_template() for m in body.messages]
+    query = query_of(messages)
+    if query is None:
+        return GroundedPrompt(plain, plain_ids, style, error="no user message to search for")
+    limit = info.max_model_len
+    reserve = body.requested_max_tokens or min(limit // 4, _MAX_ANSWER_RESERVE)
+    room = limit - len(plain_ids) - reserve
+    if room < 2 * config.passage_words:
+        error = (
+            f"the model's context ({limit} tokens) has no room for search results after the prompt "
+            f"({len(plain_ids)}) and the answer ({reserve}): shorten the conversation or lower max_tokens"
+        )
+        return GroundedPrompt(plain, plain_ids, style, error=error)
+    grounding = await search.grounder.ground(
+        query,
+        num_results=ask.num_results,
+        max_context_tokens=min(ask.max_context_tokens, room),
+        language=ask.language,
+    )
+    if metrics is not None:
+        metrics.observe(grounding)
+    if not grounding.sources:
+        return GroundedPrompt(plain, plain_ids, style, error=grounding.error)
+    return await _render_grounded(
+        grounding, messages, ask, style, search, tokenizer, render, (plain, plain_ids), limit - reserve
+    )
+
+
+async def _render_grounded(
+    grounding: Grounding,
+    messages: list[dict[str, str]],
+    ask: SearchAsk,
+    style: PromptStyle,
+    search: WebSearch,
+    tokenizer: Any,
+    render: Render,
+    plain: tuple[str, list[int]],
+    max_prompt_tokens: int,
+) -> GroundedPrompt:
+    strip = search.strip_tokens(tokenizer)
+    grounded = grounded_messages(messages, grounding, style, today=ask.today, strip=strip)
+    chat = [ChatMessage(role=m["role"], content=m["content"]) for m in grounded]  # type: ignore[arg-type]
+    prompt, ids = await asyncio.to_thread(render, chat)
+    if len(ids) > max_prompt_tokens:
+        error = (
+            f"the grounded prompt ({len(ids)} tokens) leaves too little of the model's context for the "
+            f"answer; answered without search: lower max_tokens or search_context_size"
+        )
+        return GroundedPrompt(*plain, style, error=error)
+    return GroundedPrompt(prompt, ids, style, grounding.sources)
