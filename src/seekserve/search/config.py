@@ -12,13 +12,25 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from yarl import URL
 
 from seekserve import __version__
 from seekserve.errors import ConfigError
 
-__all__ = ["DEFAULT_USER_AGENT", "ProviderKind", "SafeSearch", "SearchConfig", "check_host_pattern"]
+__all__ = [
+    "DEFAULT_USER_AGENT",
+    "ProviderKind",
+    "SafeSearch",
+    "SearchConfig",
+    "WebSearchMode",
+    "check_host_pattern",
+]
+
+WebSearchMode = Literal["off", "auto", "on"]
+"""off: no request searches; auto: a request that asks (web_search, web_search_options) searches;
+on: every chat request searches unless it sends web_search: false."""
 
 DEFAULT_USER_AGENT = f"seekserve/{__version__} (web search grounding)"
 

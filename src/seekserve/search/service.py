@@ -17,11 +17,11 @@ import datetime
 import logging
 import zoneinfo
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from seekserve.env import Environment
 from seekserve.search.cache import KeyValueCache, MemoryCache, SearchCache
-from seekserve.search.config import SearchConfig
+from seekserve.search.config import SearchConfig, WebSearchMode
 from seekserve.search.errors import SearchError
 from seekserve.search.extract import extractor_name
 from seekserve.search.fetch import Fetcher
@@ -32,7 +32,6 @@ __all__ = ["CONTEXT_SIZES", "DISABLED", "SearchAsk", "WebSearch", "WebSearchMode
 
 log = logging.getLogger(__name__)
 
-WebSearchMode = Literal["off", "auto", "on"]
 DISABLED = (
     "web search is off on this server: start it with --web-search auto (or on) and a --search-provider "
     "to answer from search results"

@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from seekserve.errors import ConfigError
-from seekserve.search.config import SearchConfig
-from seekserve.search.service import WebSearchMode
+from seekserve.search.config import SearchConfig, WebSearchMode
 
 __all__ = ["ReasoningParser", "ServerConfig", "WebSearchMode"]
 
