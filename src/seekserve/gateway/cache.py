@@ -23,7 +23,6 @@ import logging
 import math
 import time
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 from urllib.parse import urlsplit
@@ -37,6 +36,7 @@ from seekserve.gateway.answers import (
     encode_answer,
 )
 from seekserve.gateway.config import CacheConfig, CacheKind
+from seekserve.search.cache import MemoryCache as TtlLru
 
 if TYPE_CHECKING:
     import aiomcache
@@ -205,33 +205,24 @@ class ResponseCache(ABC):
 
 
 class MemoryCache(ResponseCache):
-    """This process's LRU of at most `config.max_entries`; an entry expires `ttl_s` after it was set."""
+    """This process's LRU of at most `config.max_entries`; an entry expires `ttl_s` after it was set
+    (the TTL LRU that web search keeps its results in, with this cache's counters around it)."""
 
     def __init__(self, config: CacheConfig, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(config, clock)
-        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()  # key -> (expires_at, value)
+        self._store = TtlLru(config.ttl_s, config.max_entries, clock)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._store)
 
     async def _get(self, key: str) -> bytes | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry[0] <= self._clock():
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return entry[1]
+        return await self._store.get(key)
 
     async def _set(self, key: str, value: bytes) -> None:
-        self._entries[key] = (self._clock() + self.config.ttl_s, value)
-        self._entries.move_to_end(key)
-        if len(self._entries) > self.config.max_entries:
-            self._entries.popitem(last=False)
+        await self._store.set(key, value)
 
     async def close(self) -> None:
-        self._entries.clear()
+        self._store.clear()
 
 
 class RedisCache(ResponseCache):
