@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import html as html_lib
 import importlib
+import logging
 import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+log = logging.getLogger("seekserve.search")
+
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 _BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
@@ -53,7 +56,10 @@ class Document:
 def _trafilatura() -> ModuleType | None:
     try:
         return importlib.import_module("trafilatura")
-    except ImportError:
+    except ImportError as exc:
+        if not (isinstance(exc, ModuleNotFoundError) and exc.name == "trafilatura"):
+            # installed but broken (a missing dependency of its own): say so rather than hide it
+            log.warning("trafilatura cannot be imported (%s); HTML is read by the stdlib extractor", exc)
         return None
 
 
