@@ -10,16 +10,9 @@ never on pydantic models: this runs on the gateway's hot path.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CachedAnswer", "answer_as_chunks", "assemble_answer", "decode_answer", "encode_answer"]
-
-
-@dataclass(frozen=True)
-class CachedAnswer:
-    body: dict[str, Any]
-    """The complete non-streaming response (OpenAI JSON): chat.completion or text_completion."""
+__all__ = ["answer_as_chunks", "assemble_answer", "decode_answer", "encode_answer"]
 
 
 _CHUNK_OBJECT = {"chat.completion": "chat.completion.chunk", "text_completion": "text_completion"}

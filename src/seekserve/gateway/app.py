@@ -28,7 +28,8 @@ from seekserve.gateway.state import GatewayState
 __all__ = ["GatewayApp"]
 
 _COMPLETION_PATHS = {"/v1/chat/completions": "/chat/completions", "/v1/completions": "/completions"}
-_WANTED_HEADERS = frozenset({"authorization", "cache-control", "x-seekserve-cache", "x-request-id"})
+_WANTED_HEADERS = frozenset({b"authorization", b"cache-control", b"x-seekserve-cache", b"x-request-id"})
+"""The request headers the gateway reads (ASGI gives names in lower case)."""
 _MAX_BODY_BYTES = 16 * 1024 * 1024
 _CLIENT_GONE = 499
 """The status logged for a request whose client left before its answer ended (nothing is sent)."""
@@ -55,9 +56,7 @@ class GatewayApp:
         started = time.monotonic()
         path, method = scope["path"], scope["method"]
         headers = {
-            k.decode("latin-1"): v.decode("latin-1")
-            for k, v in scope["headers"]
-            if k.decode("latin-1") in _WANTED_HEADERS
+            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in _WANTED_HEADERS
         }
         rid = request_id(headers)
         upstream_path = _COMPLETION_PATHS.get(path)

@@ -29,7 +29,6 @@ from urllib.parse import urlsplit
 
 from seekserve.errors import ConfigError
 from seekserve.gateway.answers import (
-    CachedAnswer,
     answer_as_chunks,
     assemble_answer,
     decode_answer,
@@ -43,7 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KEY_PREFIX",
-    "CachedAnswer",
     "MemcachedCache",
     "MemoryCache",
     "RedisCache",

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,6 +234,3 @@ def request_id(headers: Mapping[str, str]) -> str:
 def log_access(record: dict[str, Any], started: float) -> None:
     record["duration_s"] = round(time.monotonic() - started, 6)
     access_log.info(json.dumps(record, separators=(",", ":")))
-
-
-Handler = Callable[[GatewayState, GatewayMetrics, str, bytes, Mapping[str, str]], Awaitable[Reply]]

@@ -22,8 +22,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
 from seekserve.gateway.admission import Shed
 from seekserve.gateway.backends import Backend
 from seekserve.gateway.config import EngineKind, KeyConfig
@@ -68,16 +66,14 @@ class RequestContext:
     arrival: float = field(default_factory=time.monotonic)
     stream: bool = False
     route: RouteKey | None = None
-    models_tried: list[str] = field(default_factory=list)
 
 
 @dataclass
 class Opened:
-    """A backend that answered: the response, and its first event (stream) or whole body."""
+    """A backend that answered: its whole body, or its first events and the iterator of the rest."""
 
     backend: Backend
     model: str
-    response: aiohttp.ClientResponse | None
     first: bytes
     """The whole body (not streaming)."""
     first_events: list[bytes]
@@ -102,7 +98,6 @@ class Proxy:
         chain = [model, *state.config.model(model).fallback]
         failures: list[Exhausted] = []
         for i, name in enumerate(chain):
-            ctx.models_tried.append(name)
             if i:
                 self.metrics.fallback(model, name)
             try:
@@ -202,7 +197,7 @@ class Proxy:
             if not ctx.stream:
                 data = await read_body(response, backend)
                 ttft = time.monotonic() - ctx.arrival
-                opened = Opened(backend, model, None, data, [], None, ttft)
+                opened = Opened(backend, model, data, [], None, ttft)
             else:
                 events = sse_events(response, backend, state.config.timeouts)
                 try:
@@ -212,7 +207,7 @@ class Proxy:
                 except StreamBroken as exc:
                     raise UpstreamTimeout(backend.name, exc.detail) from None
                 ttft = time.monotonic() - ctx.arrival
-                opened = Opened(backend, model, response, b"", first, events, ttft)
+                opened = Opened(backend, model, b"", first, events, ttft)
         except UpstreamStatus as exc:
             self.release(backend, failed=exc.retryable or exc.status >= 500)
             if exc.status in (429, 503) and exc.retry_after:

@@ -55,7 +55,6 @@ class StreamState:
     num_text_chunks: int = 0
     reasoning_phase: bool = False
     finished: bool = False
-    num_continuations: int = 0
     continuable: bool = True
     """False once anything appears that a continuation cannot reproduce (n > 1, tool calls, logprobs)."""
     chunks: list[dict[str, Any]] | None = None
@@ -199,7 +198,6 @@ class StreamState:
 
     def mark_continued(self) -> None:
         """A continuation is about to start: its prompt carries the generated ids counted so far."""
-        self.num_continuations += 1
         self.carried_ids = len(self.token_ids)
         self.completion_tokens = len(self.token_ids)
         self.pending_ids.clear()
