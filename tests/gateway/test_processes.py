@@ -252,3 +252,16 @@ def test_upstream_flags_alone_serve_the_discovered_models(tmp_path: Path) -> Non
         ("/v1/completions", 200, "other", "upstream1"),
     ]
     assert access[1]["request_id"] == "r-1"
+
+
+def test_web_search_warms_up_before_the_port_opens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local provider's index is built at start, not on the first searching request."""
+    monkeypatch.setenv("SEEKSERVE_HOME", str(tmp_path / "home"))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "ferry.md").write_text("# Ferry\n\nThe ferry leaves at seven.\n")
+    engine = FakeEngine("a")
+    config = gateway_config([backend(engine)], search={"web_search": "on", "search_dir": str(docs)})
+    with engines_in_thread(engine), gateway_processes([config], tmp_path):
+        [index] = (tmp_path / "home" / "search" / "local").iterdir()
+        assert index.is_dir() and any(index.iterdir())

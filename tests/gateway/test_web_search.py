@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from aiohttp import web
 from gateway.fake_upstream import FakeEngine, running
 from gateway.harness import config_for, read_sse, running_gateway
 from search.web import ARTICLE_HTML
+from seekserve.search.queries import QUERY_MAX_TOKENS, query_messages
 
 ANSWER = ["All 412 rivets were replaced[cit", "ation:1]. 桥[citation:2", "][citation:7]"]
 TEXT = "".join(ANSWER)
@@ -179,3 +181,68 @@ def test_results_and_pages_kept_in_the_response_cache(home: Path) -> None:
     first, second = asyncio.run(main())
     assert json.loads(first)["search_results"] == json.loads(second)["search_results"] != []
     assert engine.requests[0]["messages"] == engine.requests[1]["messages"]
+
+
+@dataclass
+class QueryEngine(CitingEngine):
+    """A light model that answers every chat with two search queries."""
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        message = {"role": "assistant", "content": "1. Kestrel ferry timetable\n2. Kestrel ferry"}
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        return web.json_response({"id": "q", "object": "chat.completion", "choices": [choice]})
+
+
+FOLLOW_UP = [
+    {"role": "user", "content": "Tell me about the ferry over the Kestrel."},
+    {"role": "assistant", "content": "It crosses the river."},
+    {"role": "user", "content": "What time does it go?"},
+]
+
+
+def ask_follow_up(home: Path, query_model: str) -> tuple[CitingEngine, QueryEngine, dict[str, Any], str]:
+    main, light = CitingEngine("a", model="deepseek-chat"), QueryEngine("q", model="light")
+    search = {
+        "web_search": "on",
+        "search_dir": str(folder(home)),
+        "max_context_tokens": 300,
+        "queries": "model",
+        "query_model": query_model,
+    }
+
+    async def run() -> tuple[dict[str, Any], str]:
+        async with (
+            running(main),
+            running(light),
+            running_gateway(config_for([main.url, light.url], search=search)) as gw,
+        ):
+            status, _, data = await gw.post(
+                "/v1/chat/completions", {"model": main.model, "messages": FOLLOW_UP}
+            )
+            assert status == 200, data
+            return json.loads(data), gw.app.metrics.render().decode()
+
+    answer, metrics = asyncio.run(run())
+    return main, light, answer, metrics
+
+
+def test_a_lighter_model_writes_the_queries(home: Path) -> None:
+    main, light, answer, metrics = ask_follow_up(home, "light")
+    [sent] = light.requests
+    assert sent["model"] == "light" and sent["max_tokens"] == QUERY_MAX_TOKENS and sent["temperature"] == 0
+    assert sent["messages"] == query_messages(FOLLOW_UP, 3, datetime.date.today())
+    assert [Path(r["url"]).name for r in answer["search_results"]] == ["ferry.md", "kestrel.html"]
+    assert "search_error" not in answer
+    prompt = main.requests[0]["messages"][-1]["content"]
+    assert "[webpage 1 begin]\nFerry\n" in prompt and prompt.endswith("What time does it go?")
+    assert 'seekserve:gateway_search_query_writes_total{outcome="written"} 1.0' in metrics
+
+
+def test_queries_fall_back_to_the_message_when_their_model_is_not_served(home: Path) -> None:
+    main, light, answer, metrics = ask_follow_up(home, "missing")
+    assert light.requests == [] and answer["search_results"] == []  # "What time does it go?" finds nothing
+    assert "search_error" not in answer
+    assert main.requests[0]["messages"][-1]["content"] == "What time does it go?"
+    assert 'seekserve:gateway_search_query_writes_total{outcome="fallback"} 1.0' in metrics

@@ -37,6 +37,8 @@ def test_strings_from_flags_are_converted() -> None:
             "search provider 'google' is not one of: local, searxng, bing, brave, tavily",
         ),
         ({"safesearch": "high"}, "search safesearch 'high' is not one of: off, moderate, strict"),
+        ({"queries": "smart"}, "search queries 'smart' is not one of: last, model"),
+        ({"max_queries": 0}, "max_queries=0 is outside [1, 5]: let the model write 1 to 5 queries"),
         ({"searxng_url": "127.0.0.1:8080"}, "searxng_url='127.0.0.1:8080' is not an http(s) URL with a host"),
         ({"api_url": "ftp://x"}, "api_url='ftp://x' is not an http(s) URL"),
         ({"allow_hosts": ("bad host!",)}, "allow_hosts entry 'bad host!' is not a host name, `*.domain`, IP"),

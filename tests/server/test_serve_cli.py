@@ -101,6 +101,9 @@ def test_serve_rejects_web_search_without_what_its_provider_needs(llama_dir: Pat
     proc = serve("--model", str(llama_dir), "--web-search", "on", "--search-provider", "searxng")
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and "the searxng search provider needs the instance's URL" in err
+    proc = serve("--model", str(llama_dir), "--web-search", "on", "--search-max-queries", "9")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "max_queries=9" in err and "1 to 5 queries" in err
 
 
 def test_serve_help_lists_server_and_engine_options() -> None:
@@ -117,5 +120,7 @@ def test_serve_help_lists_server_and_engine_options() -> None:
         "--web-search [off|auto|on]",
         "--search-provider [local|searxng|bing|brave|tavily]",
         "--search-allow-hosts HOST,...",
+        "--search-queries [last|model]",
+        "--search-max-queries INTEGER",
     ):
         assert flag in result.stdout

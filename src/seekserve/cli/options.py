@@ -117,13 +117,15 @@ _SEARCH_FLAGS = (
     "search_allow_hosts",
     "search_budget_s",
     "search_cache_ttl_s",
+    "search_queries",
+    "search_max_queries",
 )
 
 
 def search_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add the web-search flags (defaults and help from SearchConfig) to a click command; read them
     back with pop_search_config."""
-    from seekserve.search.config import ProviderKind, SearchConfig
+    from seekserve.search.config import ProviderKind, QueryMode, SearchConfig
 
     docs = field_docs(SearchConfig)
     defaults = SearchConfig()
@@ -157,6 +159,20 @@ def search_options(func: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             help=docs["cache_ttl_s"],
         ),
+        click.option(
+            "--search-queries",
+            type=click.Choice([k.value for k in QueryMode]),
+            default=defaults.queries.value,
+            show_default=True,
+            help=docs["queries"],
+        ),
+        click.option(
+            "--search-max-queries",
+            type=click.INT,
+            default=defaults.max_queries,
+            show_default=True,
+            help=docs["max_queries"],
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -177,4 +193,6 @@ def pop_search_config(kwargs: dict[str, Any]) -> Any:
         allow_hosts=hosts,
         total_budget_s=values["search_budget_s"],
         cache_ttl_s=values["search_cache_ttl_s"],
+        queries=values["search_queries"],
+        max_queries=values["search_max_queries"],
     )

@@ -257,6 +257,9 @@ class SearchSection(_Section):
     max_results: int = 5
     max_context_tokens: int = 2000
     cache_ttl_s: float = 0.0
+    queries: str = "last"
+    max_queries: int = 3
+    query_model: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> SearchSection:
@@ -274,6 +277,9 @@ class SearchSection(_Section):
             max_results=self.max_results,
             max_context_tokens=self.max_context_tokens,
             cache_ttl_s=self.cache_ttl_s,
+            queries=self.queries,  # type: ignore[arg-type]  # converted and checked by SearchConfig
+            max_queries=self.max_queries,
+            query_model=self.query_model,
         )
 
 

@@ -10,6 +10,7 @@ POST /v1/chat/completions | /v1/completions
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -34,6 +35,7 @@ from seekserve.gateway.search import RequestSearch, prepare_search
 from seekserve.gateway.state import GatewayState
 from seekserve.gateway.stream import StreamState
 from seekserve.gateway.upstream import UpstreamStatus
+from seekserve.search.queries import QUERY_MAX_TOKENS, QueryWriter
 
 __all__ = ["Reply", "error_reply", "handle_completion"]
 
@@ -103,7 +105,8 @@ async def handle_completion(
     if state.search is not None or "web_search" in body or "web_search_options" in body:
         try:
             mode = state.config.search.web_search
-            proxied, search = await prepare_search(state.search, mode, path, body, metrics.search)
+            writer = functools.partial(_query_writer, Proxy(state, metrics), key)
+            proxied, search = await prepare_search(state.search, mode, path, body, metrics.search, writer)
         except ValueError as exc:
             return error_reply(400, str(exc), "invalid_request_error")
         if proxied is not body:
@@ -225,6 +228,23 @@ async def _charged(
         answer = assemble_answer(stream.chunks)
         if answer is not None:
             await state.cache.set(ckey, encode_answer(answer))
+
+
+def _query_writer(proxy: Proxy, key: KeyConfig | None, model: str) -> QueryWriter:
+    """Chats on `model` for written search queries: greedy, short, not streamed, under the
+    request's own key (its model permissions apply; its rate limit was charged once already)."""
+
+    async def write(messages: list[dict[str, str]]) -> str:
+        if not proxy.state.keys.allows(key, model):
+            raise PermissionError(f"the key may not use the query model {model!r}")
+        body = {"model": model, "messages": messages, "max_tokens": QUERY_MAX_TOKENS, "temperature": 0}
+        opened = await proxy.open(RequestContext("/chat/completions", body, json.dumps(body).encode(), key))
+        answer = decode_answer(opened.first) or {}
+        message = (answer.get("choices") or [{}])[0].get("message") or {}
+        content = message.get("content")
+        return content if isinstance(content, str) else ""
+
+    return write
 
 
 def request_id(headers: Mapping[str, str]) -> str:

@@ -1,7 +1,9 @@
 """Run the gateway: the HTTP server, the health checker, and reloads on SIGHUP.
 
 The first round of health checks runs before the port opens, so models are known (discovered
-from the backends' /v1/models) when the first request arrives. On SIGHUP the config file is read
+from the backends' /v1/models) when the first request arrives; so does web search's warm-up (the
+extractor imported, the local provider's index built), so the first searching request does not
+pay for it. On SIGHUP the config file is read
 again; a file that fails to validate is logged and the running configuration stays.
 """
 
@@ -34,6 +36,8 @@ async def serve(config: GatewayConfig, config_path: Path | None, log_config: dic
     app = GatewayApp(GatewayState.build(config, session))
     checker = HealthChecker(lambda: app.state.pool, config.health, session)
     await checker.check_all()
+    if app.state.search is not None:
+        await app.state.search.start()
     checker.start()
     loop = asyncio.get_running_loop()
     if config_path is not None:
@@ -70,6 +74,8 @@ async def _reload(app: GatewayApp, path: Path) -> None:
         log.warning("listen: changes need a restart; the gateway keeps %s", app.state.config.listen)
         config = config.model_copy(update={"listen": app.state.config.listen})
     old = app.reload(config)
+    if app.state.search is not None and app.state.search is not old.search:
+        await app.state.search.start()
     log.info("reloaded %s: %d backends, %d keys", path, len(config.backends), len(config.keys))
     await asyncio.sleep(_DRAIN_S)  # requests that started under the old state finish with it
     await old.close_replaced(app.state)

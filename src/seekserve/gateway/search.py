@@ -6,22 +6,25 @@ backend gets (an engine that does not know them must not see them). The grounded
 last user message, in DeepSeek's official template where the model's name says `deepseek`
 (DeepSeek's API included), the numbered one otherwise. The gateway does not know the backend's
 tokenizer or context length: page text loses the common special tokens (COMMON_SPECIAL_TOKENS) and
-the context budget is the configured one. A searching request is neither answered from nor stored
+the context budget is the configured one. With `queries: model` the queries are written by
+`query_model` (or the request's model) through the gateway's own routing, retries and fallbacks.
+A searching request is neither answered from nor stored
 in the response cache (its answer depends on live results).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from seekserve.search.citations import CitationStream, find_citations
-from seekserve.search.config import SearchConfig
-from seekserve.search.grounding import Source, query_of
+from seekserve.search.config import QueryMode, SearchConfig
+from seekserve.search.grounding import QueryAsk, Source, query_of
 from seekserve.search.metrics import SearchMetrics
 from seekserve.search.prompt import COMMON_SPECIAL_TOKENS, PromptStyle, grounded_messages, prompt_style
+from seekserve.search.queries import QueryWriter
 from seekserve.search.service import CONTEXT_SIZES, DISABLED, WebSearch, plan_search
 
 __all__ = ["RequestSearch", "prepare_search"]
@@ -120,10 +123,16 @@ def _options(body: Mapping[str, Any]) -> tuple[bool | None, dict[str, Any] | Non
 
 
 async def prepare_search(
-    search: WebSearch | None, mode: str, path: str, body: dict[str, Any], metrics: SearchMetrics | None = None
+    search: WebSearch | None,
+    mode: str,
+    path: str,
+    body: dict[str, Any],
+    metrics: SearchMetrics | None = None,
+    writer: Callable[[str], QueryWriter] | None = None,
 ) -> tuple[dict[str, Any], RequestSearch | None]:
     """(the body to proxy, the request's search or None where it does not search). The body is `body`
     itself where nothing changes (no search fields, no search), so the caller can keep its bytes.
+    `writer(model)` runs chats on `model` (through the gateway's backends), for `queries: model`.
     ValueError for malformed search fields. Never raises for a search failure: that is the
     RequestSearch's error."""
     web_search, options = _options(body)
@@ -153,8 +162,17 @@ async def prepare_search(
     query = query_of(texts)
     if query is None:
         return proxied, RequestSearch(style, error="no user message to search for")
+    written = None
+    config = search.config
+    if config.queries == QueryMode.MODEL and writer is not None:
+        model = config.query_model or str(body.get("model", ""))
+        written = QueryAsk(writer(model), texts, config.max_queries, ask.today)
     grounding = await search.grounder.ground(
-        query, num_results=ask.num_results, max_context_tokens=ask.max_context_tokens, language=ask.language
+        query,
+        num_results=ask.num_results,
+        max_context_tokens=ask.max_context_tokens,
+        language=ask.language,
+        written=written,
     )
     if metrics is not None:
         metrics.observe(grounding)

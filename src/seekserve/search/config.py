@@ -22,6 +22,7 @@ from seekserve.errors import ConfigError
 __all__ = [
     "DEFAULT_USER_AGENT",
     "ProviderKind",
+    "QueryMode",
     "SafeSearch",
     "SearchConfig",
     "WebSearchMode",
@@ -53,6 +54,15 @@ class ProviderKind(StrEnum):
     """Brave Search API (SEEKSERVE_BRAVE_API_KEY)."""
     TAVILY = "tavily"
     """Tavily Search API (SEEKSERVE_TAVILY_API_KEY)."""
+
+
+class QueryMode(StrEnum):
+    """How a request's search queries are made (`--search-queries`)."""
+
+    LAST = "last"
+    """The last user message as written: no model call (the fast path)."""
+    MODEL = "model"
+    """1 to max_queries self-contained queries written by a model from the conversation."""
 
 
 class SafeSearch(StrEnum):
@@ -142,6 +152,15 @@ class SearchConfig:
     """Target length of a passage in words (a CJK character counts as one); cuts fall at sentence ends."""
     max_context_tokens: int = 2000
     """Tokens of page text put in the prompt (estimated: extract.approx_tokens)."""
+    queries: QueryMode = QueryMode.LAST
+    """`last`: search the last user message as written; `model`: a model writes 1 to max_queries
+    queries from the conversation (follow-ups get self-contained queries), within half the total
+    budget, else the last message is searched."""
+    max_queries: int = 3
+    """Queries a model may write; each is searched and their results merged by rank."""
+    query_model: str | None = None
+    """The model that writes queries (gateway only: a lighter model it routes); None: the request's
+    own model. `seekserve serve` has one model and uses it."""
     cache_ttl_s: float = 0.0
     """Keep search results and read pages this long and reuse them (search/cache.py); 0: off. In the
     gateway the response cache's store and TTL are used when it has one."""
@@ -170,6 +189,7 @@ class SearchConfig:
             "max_page_bytes", self.max_page_bytes, 1024, 64 * 1024 * 1024, "cap pages at 1 KiB to 64 MiB"
         )
         _check_range("cache_ttl_s", self.cache_ttl_s, 0, 7 * 86400, "keep results 0 (off) to 604800 s")
+        _check_range("max_queries", self.max_queries, 1, 5, "let the model write 1 to 5 queries")
         _check_range("max_redirects", self.max_redirects, 0, 20, "follow 0 to 20 redirects")
         _check_range("max_connections", self.max_connections, 1, 1024, "pool 1 to 1024 connections")
         _check_range("passage_words", self.passage_words, 20, 1000, "cut passages of 20 to 1000 words")
@@ -183,16 +203,13 @@ class SearchConfig:
 
     def _coerce(self) -> None:
         """Strings from flags and YAML into the fields' types (a frozen dataclass: object.__setattr__)."""
-        try:
-            object.__setattr__(self, "provider", ProviderKind(self.provider))
-        except ValueError:
-            kinds = ", ".join(k.value for k in ProviderKind)
-            raise ConfigError(f"search provider {self.provider!r} is not one of: {kinds}") from None
-        try:
-            object.__setattr__(self, "safesearch", SafeSearch(self.safesearch))
-        except ValueError:
-            kinds = ", ".join(k.value for k in SafeSearch)
-            raise ConfigError(f"search safesearch {self.safesearch!r} is not one of: {kinds}") from None
+        for name, kind in (("provider", ProviderKind), ("queries", QueryMode), ("safesearch", SafeSearch)):
+            value = getattr(self, name)
+            try:
+                object.__setattr__(self, name, kind(value))
+            except ValueError:
+                kinds = ", ".join(k.value for k in kind)
+                raise ConfigError(f"search {name} {value!r} is not one of: {kinds}") from None
         if self.search_dir is not None:
             object.__setattr__(self, "search_dir", Path(self.search_dir).expanduser())
         object.__setattr__(self, "allow_hosts", tuple(check_host_pattern(h) for h in self.allow_hosts))

@@ -2,13 +2,16 @@
 (ServerMetrics.registry: `seekserve:search_*` with its `model_name` label) or the gateway's
 (`seekserve:gateway_search_*`, no model label: one gateway searches for every model).
 
-    search_latency_seconds{phase}        search | fetch | extract | total, per grounded request
+    search_latency_seconds{phase}        queries | search | fetch | extract | total, per grounded request
+                                         (queries: writing them with a model, where configured)
     search_results                       results the provider returned, per search
     search_requests_total{outcome}       grounded | empty | degraded | disabled
     search_errors_total{kind}            the SearchError class that made a request degrade
     search_budget_exhaustions_total      requests whose total search budget ran out
     search_fetch_failures_total{reason}  pages not had: a refusal rule (private, metadata, ...) or a
                                          FetchError class (FetchTimeout, PageTooLarge, ...)
+    search_query_writes_total{outcome}   written | fallback: a model's queries used, or the last
+                                         user message searched because it failed or was slow
 """
 
 from __future__ import annotations
@@ -64,14 +67,26 @@ class SearchMetrics:
         self.fetch_failures = counter(
             "search_fetch_failures", "Result pages not fetched, by refusal rule or error class.", "reason"
         )
+        self.query_writes = counter(
+            "search_query_writes", "Queries asked of a model: used (written) or not (fallback).", "outcome"
+        )
 
     def observe(self, grounding: Grounding) -> Outcome:
         """Count one grounding; its outcome."""
         name = self._values
         t = grounding.timings
-        for phase, seconds in (("search", t.search_s), ("fetch", t.fetch_s), ("extract", t.extract_s)):
+        phases = (
+            ("queries", t.queries_s),
+            ("search", t.search_s),
+            ("fetch", t.fetch_s),
+            ("extract", t.extract_s),
+        )
+        for phase, seconds in phases:
             if seconds > 0:
                 self.latency.labels(*name, phase).observe(seconds)
+        if grounding.asked_model:
+            written = "fallback" if grounding.query_error is not None else "written"
+            self.query_writes.labels(*name, written).inc()
         self.latency.labels(*name, "total").observe(t.total_s)
         for reason in grounding.fetch_failures:
             self.fetch_failures.labels(*name, reason).inc()

@@ -111,8 +111,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         continue_final_message=body.continue_final_message,
     )
     search = await grounded_prompt(
-        body, state.config.web_search, state.search, state.search_metrics, engine.info, engine.tokenizer,
-        render, opened.model,
+        body, state.config.web_search, state.search, state.search_metrics, engine, render, opened.model,
     )  # fmt: skip
     if search is not None:
         prompt, token_ids = search.prompt, search.token_ids

@@ -1,7 +1,10 @@
 """Web search for chat requests: their options, and their grounded prompt.
 
 Which requests search, and with what, is search/service.py's (`plan_search`, the --web-search
-modes). Here: the context budget is cut to the room the model's context has left after the plain
+modes). With `--search-queries model` the served model itself writes the queries (a greedy, short
+request of its own; R1's thinking is skipped by closing the `<think>` its template opens).
+
+Here: the context budget is cut to the room the model's context has left after the plain
 prompt and the answer's reserve (max_tokens where given, else a quarter of the context, at most
 1024); a grounded prompt that still does not fit falls back to the plain one, with `search_error`
 saying so. Search never fails a request: every failure is a `search_error`.
@@ -15,16 +18,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from seekserve.engine.info import EngineInfo
-from seekserve.search.config import SearchConfig
-from seekserve.search.grounding import Grounding, Source, query_of
+from seekserve.engine.async_engine import AsyncEngine
+from seekserve.engine.sampling_params import SamplingParams
+from seekserve.search.config import QueryMode, SearchConfig
+from seekserve.search.grounding import Grounding, QueryAsk, Source, query_of
 from seekserve.search.metrics import SearchMetrics
 from seekserve.search.prompt import PromptStyle, grounded_messages, prompt_style
+from seekserve.search.queries import QUERY_MAX_TOKENS, QueryWriter
 from seekserve.search.service import DISABLED, SearchAsk, WebSearch, plan_search
 from seekserve.server.protocol import ChatCompletionRequest, ChatMessage
+from seekserve.server.reasoning import THINK_END, prompt_opens_reasoning
 from seekserve.server.responses import SearchResultOut
 
-__all__ = ["GroundedPrompt", "grounded_prompt", "search_ask"]
+__all__ = ["GroundedPrompt", "engine_writer", "grounded_prompt", "search_ask"]
 
 _MAX_ANSWER_RESERVE = 1024
 
@@ -71,12 +77,12 @@ async def grounded_prompt(
     mode: str,
     search: WebSearch | None,
     metrics: SearchMetrics | None,
-    info: EngineInfo,
-    tokenizer: Any,
+    engine: AsyncEngine,
     render: Render,
     model: str,
 ) -> GroundedPrompt | None:
     """The prompt of a request that searches (None: it does not); never raises for a search failure."""
+    info, tokenizer = engine.info, engine.tokenizer
     config = search.config if search is not None else SearchConfig()
     ask = search_ask(body, mode, config)
     if ask is None:
@@ -100,11 +106,15 @@ async def grounded_prompt(
             f"({len(plain_ids)}) and the answer ({reserve}): shorten the conversation or lower max_tokens"
         )
         return GroundedPrompt(plain, plain_ids, style, error=error)
+    written = None
+    if config.queries == QueryMode.MODEL:
+        written = QueryAsk(engine_writer(engine, render), messages, config.max_queries, ask.today)
     grounding = await search.grounder.ground(
         query,
         num_results=ask.num_results,
         max_context_tokens=min(ask.max_context_tokens, room),
         language=ask.language,
+        written=written,
     )
     if metrics is not None:
         metrics.observe(grounding)
@@ -113,6 +123,22 @@ async def grounded_prompt(
     return await _render_grounded(
         grounding, messages, ask, style, search, tokenizer, render, (plain, plain_ids), limit - reserve
     )
+
+
+def engine_writer(engine: AsyncEngine, render: Render) -> QueryWriter:
+    """Queries written by the served model: greedy, at most QUERY_MAX_TOKENS, no thinking."""
+
+    async def write(messages: list[dict[str, str]]) -> str:
+        chat = [ChatMessage(role=m["role"], content=m["content"]) for m in messages]  # type: ignore[arg-type]
+        prompt, ids = await asyncio.to_thread(render, chat)
+        if prompt_opens_reasoning(prompt):  # "<think>\n</think>\n\n": an empty thought, then the answer
+            ids = ids + list(engine.tokenizer.encode(f"{THINK_END}\n\n", add_special_tokens=False))
+        text = ""
+        async for out in engine.generate(ids, SamplingParams(temperature=0.0, max_tokens=QUERY_MAX_TOKENS)):
+            text = out.outputs[0].text
+        return text
+
+    return write
 
 
 async def _render_grounded(
