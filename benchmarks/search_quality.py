@@ -69,15 +69,15 @@ QUESTIONS = (
     ask("What time does the Glasson ferry leave?", ("07:15", "7:15"), "glasson-ferry.md"),
     ask("How many apple varieties does Brackenfield orchard grow?", ("37",), "brackenfield-orchard.md"),
     ask("How many singers does the Wyre Valley choir have?", ("48",), "wyre-valley-choir.md"),
-    follow_up("Tell me about the Glasson ferry.", "It crosses the bay.", "What is its boat called?",
+    follow_up("Tell me about the Glasson ferry.", "It crosses the bay.", "And what do they call the vessel?",
               ("Marsh Wren",), "glasson-ferry.md"),
     follow_up("I want to visit Pendle Rise observatory.", "It is a small observatory on a hill.",
               "Who runs it?", ("Kader",), "pendle-rise-observatory.md"),
     follow_up("I heard the Wyre Valley choir sing last week.", "They are a local choir.",
-              "When was it founded?", ("1973",), "wyre-valley-choir.md"),
+              "When did it start?", ("1973",), "wyre-valley-choir.md"),
     follow_up("Tell me about Brackenfield orchard.", "It is an orchard near the river.",
-              "What is its cider sold as?", ("Old Hollow",), "brackenfield-orchard.md"),
-    follow_up("Tell me about the Kestrel Bridge.", "It crosses the Lune.", "When did it first open?",
+              "What do they call their drink?", ("Old Hollow",), "brackenfield-orchard.md"),
+    follow_up("Tell me about the Kestrel Bridge.", "It crosses the Lune.", "How old is it?",
               ("1887",), "kestrel-bridge.md"),
 )  # fmt: skip
 MODES = ("no search", "search: last message", "search: model-written queries")
@@ -123,6 +123,25 @@ def run_mode(server: ManagedServer, mode: str, max_tokens: int) -> list[dict[str
     return rows
 
 
+def phase_means(base_url: str) -> dict[str, float]:
+    """Mean seconds of each search phase so far, and the written/fallback counts of model-written
+    queries, from the server's /metrics."""
+    with urllib.request.urlopen(base_url + "/metrics", timeout=30) as response:
+        text = response.read().decode()
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    writes: dict[str, float] = {}
+    for line in text.splitlines():
+        value = line.rsplit(" ", 1)[-1]
+        for kind, into in (("_sum", sums), ("_count", counts)):
+            if line.startswith(f"seekserve:search_latency_seconds{kind}{{"):
+                into[line.split('phase="', 1)[1].split('"', 1)[0]] = float(value)
+        if line.startswith("seekserve:search_query_writes_total{"):
+            writes[line.split('outcome="', 1)[1].split('"', 1)[0]] = float(value)
+    means = {phase: sums[phase] / counts[phase] for phase in sums if counts.get(phase)}
+    return {**means, **{f"queries {k}": n for k, n in writes.items()}}
+
+
 def summary(rows: list[dict[str, Any]]) -> dict[str, str]:
     def count(key: str, subset: list[dict[str, Any]]) -> str:
         if subset and subset[0][key] is None:
@@ -144,9 +163,11 @@ def main() -> None:
     )
     parser.add_argument("--model", default=None, help="`seekserve serve --model` (default: its own)")
     parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--budget-s", type=float, default=3.0, help="--search-budget-s of the server")
     parser.add_argument("--out", type=Path, default=Path("results/search_quality.json"))
     args = parser.parse_args()
     results: dict[str, list[dict[str, Any]]] = {}
+    phases: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         docs = Path(tmp) / "docs"
         docs.mkdir()
@@ -156,7 +177,7 @@ def main() -> None:
         for queries in ("last", "model"):
             command = (
                 f"{{python}} -m seekserve serve {model}--port {{port}} --web-search auto --search-dir {docs} "
-                f"--search-queries {queries}"
+                f"--search-queries {queries} --search-budget-s {args.budget_s}"
             )
             with ManagedServer(ServerSpec(f"serve-{queries}", command), Path(tmp) / "logs") as server:
                 if queries == "last":
@@ -164,6 +185,7 @@ def main() -> None:
                     results[MODES[1]] = run_mode(server, MODES[1], args.max_tokens)
                 else:
                     results[MODES[2]] = run_mode(server, MODES[2], args.max_tokens)
+                phases[queries] = phase_means(server.base_url)
     summaries = {mode: summary(rows) for mode, rows in results.items()}
     header = ["mode", *next(iter(summaries.values()))]
     print_table(
@@ -172,6 +194,11 @@ def main() -> None:
         header,
         [[mode, *s.values()] for mode, s in summaries.items()],
     )
+    print_table(
+        f"Mean seconds per search phase (budget {args.budget_s:g} s), and model-written queries used",
+        ["queries", *sorted(phases["model"])],
+        [[q, *(f"{t.get(k, 0.0):.3f}" for k in sorted(phases["model"]))] for q, t in phases.items()],
+    )
     for mode, rows in results.items():
         print(f"\n{mode}:")
         for r in rows:
@@ -179,7 +206,7 @@ def main() -> None:
     write_json(
         args.out,
         {"machine": machine(), "model": args.model or "default", "max_tokens": args.max_tokens,
-         "summary": summaries, "rows": results},
+         "budget_s": args.budget_s, "summary": summaries, "phase_mean_s": phases, "rows": results},
     )  # fmt: skip
 
 

@@ -232,6 +232,7 @@ def test_a_lighter_model_writes_the_queries(home: Path) -> None:
     main, light, answer, metrics = ask_follow_up(home, "light")
     [sent] = light.requests
     assert sent["model"] == "light" and sent["max_tokens"] == QUERY_MAX_TOKENS and sent["temperature"] == 0
+    assert sent["stop"] == ["\nUser:", "\nAssistant:", "\nConversation:"]
     assert sent["messages"] == query_messages(FOLLOW_UP, 3, datetime.date.today())
     assert [Path(r["url"]).name for r in answer["search_results"]] == ["ferry.md", "kestrel.html"]
     assert "search_error" not in answer

@@ -35,7 +35,7 @@ from seekserve.gateway.search import RequestSearch, prepare_search
 from seekserve.gateway.state import GatewayState
 from seekserve.gateway.stream import StreamState
 from seekserve.gateway.upstream import UpstreamStatus
-from seekserve.search.queries import QUERY_MAX_TOKENS, QueryWriter
+from seekserve.search.queries import QUERY_MAX_TOKENS, QUERY_STOP, QueryWriter
 
 __all__ = ["Reply", "error_reply", "handle_completion"]
 
@@ -237,7 +237,13 @@ def _query_writer(proxy: Proxy, key: KeyConfig | None, model: str) -> QueryWrite
     async def write(messages: list[dict[str, str]]) -> str:
         if not proxy.state.keys.allows(key, model):
             raise PermissionError(f"the key may not use the query model {model!r}")
-        body = {"model": model, "messages": messages, "max_tokens": QUERY_MAX_TOKENS, "temperature": 0}
+        body = {
+            "model": model,
+            "messages": messages,
+            "max_tokens": QUERY_MAX_TOKENS,
+            "temperature": 0,
+            "stop": list(QUERY_STOP),
+        }
         opened = await proxy.open(RequestContext("/chat/completions", body, json.dumps(body).encode(), key))
         answer = decode_answer(opened.first) or {}
         message = (answer.get("choices") or [{}])[0].get("message") or {}

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 __all__ = [
     "MAX_QUERY_CHARS",
     "QUERY_MAX_TOKENS",
+    "QUERY_STOP",
     "QueryWriter",
     "parse_queries",
     "query_messages",
@@ -35,8 +36,10 @@ May raise anything (the caller falls back to the fast path) and is cancelled whe
 
 MAX_QUERY_CHARS = 200
 """A written line longer than this is cut at a word boundary (search engines ignore the rest)."""
-QUERY_MAX_TOKENS = 96
+QUERY_MAX_TOKENS = 64
 """Tokens the writer may generate: three queries of a dozen words, with room for numbering."""
+QUERY_STOP = ("\nUser:", "\nAssistant:", "\nConversation:")
+"""Stop strings of the writer's request: a base model goes on with the transcript after its answer."""
 _MAX_TURNS = 6
 """Most recent messages shown to the writer; older turns rarely change what to search for."""
 _MAX_TURN_CHARS = 1500

@@ -24,7 +24,7 @@ from seekserve.search.config import QueryMode, SearchConfig
 from seekserve.search.grounding import Grounding, QueryAsk, Source, query_of
 from seekserve.search.metrics import SearchMetrics
 from seekserve.search.prompt import PromptStyle, grounded_messages, prompt_style
-from seekserve.search.queries import QUERY_MAX_TOKENS, QueryWriter
+from seekserve.search.queries import QUERY_MAX_TOKENS, QUERY_STOP, QueryWriter
 from seekserve.search.service import DISABLED, SearchAsk, WebSearch, plan_search
 from seekserve.server.protocol import ChatCompletionRequest, ChatMessage
 from seekserve.server.reasoning import THINK_END, prompt_opens_reasoning
@@ -134,7 +134,8 @@ def engine_writer(engine: AsyncEngine, render: Render) -> QueryWriter:
         if prompt_opens_reasoning(prompt):  # "<think>\n</think>\n\n": an empty thought, then the answer
             ids = ids + list(engine.tokenizer.encode(f"{THINK_END}\n\n", add_special_tokens=False))
         text = ""
-        async for out in engine.generate(ids, SamplingParams(temperature=0.0, max_tokens=QUERY_MAX_TOKENS)):
+        params = SamplingParams(temperature=0.0, max_tokens=QUERY_MAX_TOKENS, stop=list(QUERY_STOP))
+        async for out in engine.generate(ids, params):
             text = out.outputs[0].text
         return text
 
