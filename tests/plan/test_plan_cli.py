@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -65,8 +66,8 @@ def test_plan_text() -> None:
 
 def test_planning_does_not_import_torch() -> None:
     code = (
-        "import sys; import seekserve.cli, seekserve.plan.layouts, seekserve.plan.report; "
-        "from seekserve.plan.catalog import load_model; "
+        "import sys; import seekserve.cli, seekserve.plan.layouts, seekserve.plan.report, "
+        "seekserve.plan.fleet, seekserve.plan.fleet_report; from seekserve.plan.catalog import load_model; "
         "load_model('DeepSeek-V3'); "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
@@ -83,3 +84,41 @@ def test_plan_errors() -> None:
     assert code == 2 and "give --model CONFIG|DIR|NAME" in out
     code, out = invoke("--model", "DeepSeek-V3", "--quantization", "fp4")
     assert code == 2 and "'fp4' is not one of" in out
+    code, out = invoke("--model", "DeepSeek-V3", "fleet", "--traffic", "1/s", "--slo-p99", "1s")
+    assert code == 2 and "belong to `seekserve plan`, not `plan fleet`" in out
+
+
+FLEET = ("fleet", "--traffic", "2M/day", "--slo-p99", "2s", "--window-requests", "2000")
+
+
+def test_fleet_json() -> None:
+    code, out = invoke(*FLEET, "--json")
+    assert code == 0, out
+    data = json.loads(out)
+    assert data["feasible"] is True
+    assert data["traffic"]["requests_per_day"] == 2e6
+    assert data["profile"]["name"] == "r1-8xh200-short" and data["profile"]["gpus_per_replica"] == 8
+    assert [h["hour"] for h in data["hours"]] == list(range(24))
+    assert all(h["needed"] >= 1 and h["p99_s"] > h["p50_s"] for h in data["hours"])
+    assert data["gpu_hours"]["autoscaled"] > 0 and data["breaks_first"]
+    assert data["method"]["window_requests"] == 2000 and data["method"]["num_windows"] > 0
+
+
+def test_fleet_text_with_bench_profiles(tmp_path: Path) -> None:
+    paths = []
+    for concurrency, median, p99 in ((1, 0.1, 0.2), (8, 0.3, 0.7)):
+        path = tmp_path / f"c{concurrency}.json"
+        path.write_text(json.dumps({
+            "config": {"max_concurrency": concurrency},
+            "summary": {"e2e": {"median": median, "p99": p99}},
+        }))  # fmt: skip
+        paths += ["--profile", str(path)]
+    code, out = invoke(*FLEET, *paths)
+    assert code == 1 and "--gpus-per-replica N" in out
+    code, out = invoke(
+        *FLEET, *paths, "--gpus-per-replica", "1", "--routing", "prefix", "--prefix-groups", "16"
+    )
+    assert code == 0, out
+    assert "replica (1 GPUs): e2e of" in out and "Per hour" in out and "breaks first:" in out
+    code, out = invoke(*FLEET, "--routing", "prefix")
+    assert code == 1 and "prefix routing needs prefix groups" in out
