@@ -57,6 +57,7 @@ def test_a_day() -> None:
     assert plan.gpu_hours_hourly == sum(h.needed for h in plan.hours) * 2
     assert plan.gpu_hours_static == plan.burst_needed * 24 * 2
     assert plan.day_p50_s < plan.day_p99_s
+    assert min(h.p50_s for h in plan.hours) < plan.day_mean_s < plan.day_p99_s
     assert plan.over_slo_share >= replay.at_risk_share
     assert plan.breaks_first and plan.num_windows == s.num_windows
 

@@ -73,6 +73,7 @@ class FleetPlan:
     """GPU-hours if each hour ran exactly its needed replicas."""
     gpu_hours_static: float
     """GPU-hours of a fleet sized for a burst at the peak, all day."""
+    day_mean_s: float
     day_p50_s: float
     day_p99_s: float
     """Over the day's requests: each hour's steady-state latencies weighted by its traffic."""
@@ -244,7 +245,7 @@ def plan_fleet(
     if alone:
         nan = math.nan
         return FleetPlan(
-            False, sizer.slo, sizer.max_rate, 0.0, 0, 0, (), None, 0.0, 0.0, 0.0, nan, nan, 1.0, alone, 0
+            False, sizer.slo, sizer.max_rate, 0.0, 0, 0, (), None, 0.0, 0.0, 0.0, nan, nan, nan, 1.0, alone, 0
         )
     hour_rates = [traffic.hour_peak_rate(h) for h in range(24)]
     peak = max(hour_rates)
@@ -274,6 +275,7 @@ def plan_fleet(
         gpu_hours=float(replay.provisioned.sum()) * gpus / 3600,
         gpu_hours_hourly=float(sum(needed)) * gpus,
         gpu_hours_static=burst_needed * 24.0 * gpus,
+        day_mean_s=sum(w.mean_s * wt for w, wt in zip(windows, weights, strict=True)) / sum(weights),
         day_p50_s=p50,
         day_p99_s=p99,
         over_slo_share=over,

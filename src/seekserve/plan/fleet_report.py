@@ -61,6 +61,7 @@ def fleet_dict(
             "static_for_bursts": plan.gpu_hours_static,
         },
         "day": {
+            "mean_s": _finite(plan.day_mean_s),
             "p50_s": _finite(plan.day_p50_s),
             "p99_s": _finite(plan.day_p99_s),
             "over_slo_share": plan.over_slo_share,
@@ -119,7 +120,8 @@ def print_fleet(data: dict[str, Any], console: Console | None = None) -> None:
         f"{g['static_for_bursts']:,.0f} sized for bursts all day"
     )
     console.print(
-        f"day: p50 {d['p50_s'] * 1e3:,.0f} ms, p99 {d['p99_s'] * 1e3:,.0f} ms in steady state; "
+        f"day: mean {d['mean_s'] * 1e3:,.0f} ms, p50 {d['p50_s'] * 1e3:,.0f} ms, "
+        f"p99 {d['p99_s'] * 1e3:,.0f} ms in steady state; "
         f"{d['over_slo_share']:.2%} of requests estimated over the SLO "
         + ("([green]p99 met[/])" if d["over_slo_share"] <= 0.01 else "([red]p99 missed[/])")
     )
