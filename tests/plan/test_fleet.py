@@ -29,7 +29,7 @@ def test_replicas_needed_is_the_fewest_that_meet_the_slo() -> None:
     for rate in (10.0, 35.0, 80.0):
         n = s.replicas_needed(rate)
         assert s.meets(n, rate)
-        assert n == math.ceil(rate / s.max_rate) or not s.meets(n - 1, rate)
+        assert n == math.ceil(rate / (0.95 * s.max_rate)) or not s.meets(n - 1, rate)
         assert s.replicas_needed(rate, guess=n + 5) == n  # from above as from below
     assert s.max_rate == pytest.approx(PROFILE.max_throughput(8))
 
@@ -38,18 +38,20 @@ def test_slo_rate_is_met_and_below_the_maximum() -> None:
     s = sizer()
     n = s.replicas_needed(60.0)
     rate = s.slo_rate(n, 60.0)
-    assert 60.0 / n <= rate <= s.max_rate
+    assert 60.0 / n <= rate <= 0.95 * s.max_rate
     assert s.meets(n, rate * n)
 
 
 def test_a_day() -> None:
-    s = sizer()
+    s = sizer(slo=0.45)  # a p99 the replica misses long before its throughput runs out
     plan = plan_fleet(TRAFFIC, s, AutoscaleConfig())
     assert plan.feasible and len(plan.hours) == 24
     for hour in plan.hours:
         assert s.meets(hour.needed, hour.rate)
         assert hour.p50_s <= hour.p99_s and hour.ready_median <= hour.ready_max
     assert max(h.needed for h in plan.hours) == plan.peak_needed
+    assert plan.peak_bound == "latency"
+    assert plan.peak_needed > math.ceil(max(h.rate for h in plan.hours) / (0.95 * s.max_rate))
     assert plan.burst_needed >= plan.peak_needed
     replay = plan.replay
     assert replay is not None
@@ -74,6 +76,14 @@ def test_a_replica_slower_than_the_slo_alone() -> None:
     assert plan.breaks_first.startswith(
         "the replica itself: its p99 with one request in flight is 0.30 s, over the 0.25 s SLO"
     )
+
+
+def test_no_replica_is_planned_above_95_percent_of_its_maximum() -> None:
+    s = sizer(slo=100.0)  # an SLO nothing misses: utilization alone decides
+    rate = 10 * s.max_rate
+    assert s.replicas_needed(rate) == math.ceil(10 / 0.95) == 11
+    windows = s.num_windows
+    assert not s.meets(10, rate) and s.num_windows == windows  # refused without simulating
 
 
 def test_sizer_errors() -> None:

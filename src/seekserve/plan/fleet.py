@@ -6,8 +6,9 @@ parts (docs/plan.md, "How the fleet is simulated"):
 
 1. steady state, request by request (`simulator.simulate`): for each hour, a window of
    `window_requests` Poisson arrivals at that hour's peak rate finds the fewest replicas whose p99
-   meets the SLO; one replica's SLO rate (what it serves within the SLO in a fleet the size of the
-   peak's) is found the same way, by bisection on the rate;
+   meets the SLO, none above `MAX_UTILIZATION` of its most requests per second; one replica's SLO
+   rate (what it serves within the SLO in a fleet the size of the peak's) is found the same way, by
+   bisection on the rate;
 2. the day, second by second (`autoscale.replay_day`): the autoscaler with its start delay and
    cooldown against the day's arrivals with bursts, with a fluid backlog where arrivals outrun the
    replicas; each hour's latency is then simulated with the replicas the autoscaler ran in it.
@@ -31,6 +32,9 @@ __all__ = ["FleetPlan", "FleetSizer", "HourPlan", "plan_fleet"]
 
 _BISECTION_STEPS = 7
 _MAX_REPLICAS = 100_000
+MAX_UTILIZATION = 0.95
+"""No replica is planned above this share of its most requests per second: nearer saturation a queue
+takes longer to settle than a window lasts, so a window would flatter it, and any surge tips it over."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,9 @@ class FleetPlan:
     replica_slo_rate: float
     """Requests per second one replica serves within the SLO in a fleet the size of the peak's."""
     peak_needed: int
+    peak_bound: str
+    """What sets the peak's replicas: "throughput" (MAX_UTILIZATION of each replica's most requests per
+    second, with latency to spare) or "latency" (the p99 SLO)."""
     burst_needed: int
     """Replicas a burst at the peak needs within the SLO (what a fleet without autoscaling must run)."""
     hours: tuple[HourPlan, ...]
@@ -132,11 +139,14 @@ class FleetSizer:
         return len(self._cache)
 
     def meets(self, replicas: int, rate: float) -> bool:
+        """Whether `replicas` at `rate` keep p99 within the SLO and utilization within MAX_UTILIZATION."""
+        if rate > MAX_UTILIZATION * self.max_rate * replicas:
+            return False
         return self.window(replicas, rate).percentile(99) <= self.slo
 
     def replicas_needed(self, rate: float, guess: int = 1) -> int:
         """The fewest replicas whose p99 at `rate` meets the SLO (p99 falls as replicas are added)."""
-        low = max(1, math.ceil(rate / self.max_rate))  # fewer cannot keep up at all
+        low = max(1, math.ceil(rate / (MAX_UTILIZATION * self.max_rate)))
         n = max(low, guess)
         if self.meets(n, rate):
             while n > low and self.meets(n - 1, rate):
@@ -155,7 +165,7 @@ class FleetSizer:
 
     def slo_rate(self, replicas: int, fleet_rate: float) -> float:
         """Requests per second per replica at which `replicas` just meet the SLO (bisection)."""
-        low, high = fleet_rate / replicas, self.max_rate
+        low, high = fleet_rate / replicas, MAX_UTILIZATION * self.max_rate
         for _ in range(_BISECTION_STEPS):
             mid = (low + high) / 2
             low, high = (mid, high) if self.meets(replicas, mid * replicas) else (low, mid)
@@ -245,7 +255,24 @@ def plan_fleet(
     if alone:
         nan = math.nan
         return FleetPlan(
-            False, sizer.slo, sizer.max_rate, 0.0, 0, 0, (), None, 0.0, 0.0, 0.0, nan, nan, nan, 1.0, alone, 0
+            False,
+            sizer.slo,
+            sizer.max_rate,
+            0.0,
+            0,
+            "latency",
+            0,
+            (),
+            None,
+            0.0,
+            0.0,
+            0.0,
+            nan,
+            nan,
+            nan,
+            1.0,
+            alone,
+            0,
         )
     hour_rates = [traffic.hour_peak_rate(h) for h in range(24)]
     peak = max(hour_rates)
@@ -269,6 +296,9 @@ def plan_fleet(
         replica_max_rate=sizer.max_rate,
         replica_slo_rate=slo_rate,
         peak_needed=peak_needed,
+        peak_bound="throughput"
+        if peak_needed == math.ceil(peak / (MAX_UTILIZATION * sizer.max_rate))
+        else "latency",
         burst_needed=burst_needed,
         hours=tuple(hours),
         replay=replay,

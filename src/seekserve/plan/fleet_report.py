@@ -19,6 +19,12 @@ from seekserve.plan.traffic import DAY_S, TrafficConfig
 __all__ = ["fleet_dict", "print_fleet"]
 
 
+_BOUND = {
+    "throughput": "throughput: 95% of a replica's most requests per second, with latency to spare",
+    "latency": "the p99 SLO",
+}
+
+
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
@@ -53,6 +59,7 @@ def fleet_dict(
         "replica_max_rate": plan.replica_max_rate,
         "replica_slo_rate": plan.replica_slo_rate,
         "peak_replicas_needed": plan.peak_needed,
+        "peak_bound_by": plan.peak_bound,
         "burst_replicas_needed": plan.burst_needed,
         "hours": [dataclasses.asdict(h) for h in plan.hours],
         "gpu_hours": {
@@ -114,7 +121,8 @@ def print_fleet(data: dict[str, Any], console: Console | None = None) -> None:
     console.print(_hours_table(data))
     g, d = data["gpu_hours"], data["day"]
     console.print(
-        f"replicas: {data['peak_replicas_needed']} at the peak, {data['burst_replicas_needed']} for a "
+        f"replicas: {data['peak_replicas_needed']} at the peak (set by {_BOUND[data['peak_bound_by']]}), "
+        f"{data['burst_replicas_needed']} for a "
         f"burst at the peak; GPU-hours/day: {g['autoscaled']:,.0f} autoscaled, "
         f"{g['hourly_needed']:,.0f} if each hour ran exactly what it needs, "
         f"{g['static_for_bursts']:,.0f} sized for bursts all day"
