@@ -1,7 +1,7 @@
 """The fleet simulator against queueing theory: mean waits of M/M/1 and M/M/c queues.
 
-    python benchmarks/plan_sim.py                       # every case, 5 seeds, 100,000 requests each
-    python benchmarks/plan_sim.py --seeds 5 --requests 200000
+    python benchmarks/plan_sim.py                       # every case, 5 seeds, 200,000 requests each
+    python benchmarks/plan_sim.py --seeds 3 --requests 100000
 
 Each case runs `seekserve.plan.simulator.simulate` with exponential service (mean 1 s) and Poisson
 arrivals, and compares the mean wait in queue (W_q) with the closed form (`plan/queueing.py`):
@@ -50,7 +50,7 @@ def theory(replicas: int, slots: int, routing: str, rate: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--requests", type=int, default=100_000)
+    ap.add_argument("--requests", type=int, default=200_000)
     ap.add_argument("--json", type=Path, default=REPO / "results" / "plan_sim.json")
     args = ap.parse_args()
     rows, records, total_requests, total_s = [], [], 0, 0.0
