@@ -80,6 +80,8 @@ def test_plan_errors() -> None:
     assert code == 1 and "--model 'gpt-5' is neither a config.json" in out
     code, out = invoke("--model", "DeepSeek-V3", "--gpus", "12xH100")
     assert code == 1 and "12 GPUs do not make whole nodes of 8" in out
+    code, out = invoke("--model", "DeepSeek-V3", "--gpus", ",")
+    assert code == 1 and "--gpus ',' names no cluster" in out
     code, out = invoke("--gpus", "8xH100")
     assert code == 2 and "give --model CONFIG|DIR|NAME" in out
     code, out = invoke("--model", "DeepSeek-V3", "--quantization", "fp4")

@@ -74,6 +74,8 @@ def plan(ctx: click.Context, model: str | None, gpus: str | None, as_json: bool,
         planned = load_model(model)
         spec = gpus or default_clusters(planned.size.weight_bytes(config.weight_dtype(planned)))
         clusters = [parse_cluster(part) for part in spec.split(",") if part.strip()]
+        if not clusters:
+            raise ConfigError(f"--gpus {spec!r} names no cluster: write e.g. 8xH100,2x8xH100")
         data = plan_dict(planned, config, plan_layouts(planned, clusters, config))
     except SeekserveError as e:
         raise click.ClickException(str(e)) from e

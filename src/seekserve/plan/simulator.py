@@ -86,7 +86,7 @@ class FleetConfig:
     """Requests one replica serves at once (its batch: vLLM's max_num_seqs)."""
     routing: Routing = "least-loaded"
     """least-loaded (fewest in flight, else held at the gateway), random (queue at the replica chosen)
-    or prefix (the replica that served the request's prefix last, unless busier; see the module)."""
+    or prefix (the replica that served the request's prefix last, unless it is much busier)."""
     prefix_groups: int = 0
     """Distinct shared prompt prefixes, requests spread over them by Zipf(1) popularity; 0: none."""
     prefix_hit_cost: float = 0.6
