@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"engine"},  # scheduler, block manager, model runner, sampler, engine loops
     {"metrics"},  # Prometheus metrics and the live monitor over the engine's stats
     {"search"},  # web-search grounding: providers, SSRF-safe fetching, extraction (server and gateway use it)
-    {"server", "llm", "bench", "gateway"},  # the HTTP API, the Python API, the load generator, the gateway
+    {"server", "llm", "bench", "gateway", "plan"},  # HTTP API, Python API, load generator, gateway, planning
     {"cli"},  # the command line
     {"__init__", "__main__"},  # the package's entry points (`seekserve.LLM`, `python -m seekserve`)
 ]

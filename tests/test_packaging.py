@@ -1,5 +1,6 @@
 """What ships: the sdist and the wheel carry the CPU kernels' sources, and an installed wheel builds
-and loads them (a wheel without them would silently run the slower torch path)."""
+and loads them (a wheel without them would silently run the slower torch path); they carry the
+built-in model configs of `seekserve plan` too, which the installed wheel reads."""
 
 from __future__ import annotations
 
@@ -20,13 +21,20 @@ from seekserve.layers.kernel_build import KERNEL_HEADERS, KERNEL_SOURCES, find_c
 
 ROOT = Path(seekserve.__file__).resolve().parents[2]
 KERNEL_FILES = {f"seekserve/layers/kernels/{name}" for name in (*KERNEL_SOURCES, *KERNEL_HEADERS)}
+PLAN_CONFIGS = {
+    f"seekserve/plan/configs/{path.name}"
+    for path in (ROOT / "src" / "seekserve" / "plan" / "configs").glob("*.json")
+}
 # Run in the installed wheel's venv from an empty folder: where seekserve comes from, and the kernels.
 SNIPPET = """
 import json, torch, seekserve
 from seekserve.layers.cpu_kernels import cpu_kernels, kernel_status
 kernels = cpu_kernels()
 argmax = None if kernels is None else kernels.argmax(torch.tensor([[1.0, 3.0, 2.0]])).tolist()
-print(json.dumps({"file": seekserve.__file__, "status": str(kernel_status()), "argmax": argmax}))
+from seekserve.plan.catalog import load_model
+layers = load_model("DeepSeek-V3").size.num_layers
+status = str(kernel_status())
+print(json.dumps({"file": seekserve.__file__, "status": status, "argmax": argmax, "layers": layers}))
 """
 
 
@@ -55,14 +63,14 @@ def test_the_installed_wheel_builds_and_loads_the_kernels(tmp_path: Path) -> Non
     sdist = dist / run(sys.executable, "-c", build_sdist, cwd=project).strip().splitlines()[-1]
     with tarfile.open(sdist) as tar:
         in_sdist = {name.split("/src/", 1)[-1] for name in tar.getnames()}
-    assert in_sdist >= KERNEL_FILES, f"missing from the sdist: {KERNEL_FILES - in_sdist}"
+    assert in_sdist >= KERNEL_FILES | PLAN_CONFIGS, f"missing: {(KERNEL_FILES | PLAN_CONFIGS) - in_sdist}"
 
     # The wheel built from the sdist, as pip builds it for an install from source.
     pip = (sys.executable, "-m", "pip")
     run(*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", dist, sdist, cwd=tmp_path)
     (wheel,) = dist.glob("seekserve-*.whl")
     in_wheel = set(zipfile.ZipFile(wheel).namelist())
-    assert in_wheel >= KERNEL_FILES, f"missing from the wheel: {KERNEL_FILES - in_wheel}"
+    assert in_wheel >= KERNEL_FILES | PLAN_CONFIGS, f"missing: {(KERNEL_FILES | PLAN_CONFIGS) - in_wheel}"
 
     # A venv outside the checkout with this interpreter's packages (torch, ...) behind its own.
     venv = tmp_path / "venv"
@@ -81,6 +89,7 @@ def test_the_installed_wheel_builds_and_loads_the_kernels(tmp_path: Path) -> Non
     env["SEEKSERVE_HOME"] = str(tmp_path / "home")
     got = json.loads(run(python, "-c", SNIPPET, cwd=cwd, env=env).strip().splitlines()[-1])
     assert Path(got["file"]).is_relative_to(site), f"seekserve imported from {got['file']}, not the venv"
+    assert got["layers"] == 61, "the installed wheel did not read the built-in DeepSeek-V3 config"
     if find_compiler() is None:
         assert got["status"].startswith("off (no C++ compiler") and got["argmax"] is None
         return

@@ -128,6 +128,30 @@ def test_weight_bytes_per_dtype() -> None:
         size.weight_bytes("fp4")
 
 
+def test_int8_is_one_byte_plus_a_bf16_scale_per_output_channel() -> None:
+    size = model_size(LLAMA_3_1_8B)
+    # Linear weights: per layer q 4096x4096, k and v 1024x4096, o 4096x4096, gate and up 14336x4096,
+    # down 4096x14336; everything else (embedding, head, norms) stays bf16.
+    linear = 32 * (4096 * 4096 * 2 + 1024 * 4096 * 2 + 14336 * 4096 * 3)
+    rows = 32 * (4096 + 1024 + 1024 + 4096 + 14336 * 2 + 4096)
+    other = size.num_params - linear
+    assert size.weight_bytes("int8") == linear + 2 * rows + 2 * other
+
+
+def test_routed_experts_and_shape_figures() -> None:
+    size = model_size(DEEPSEEK_V3)
+    # 58 MoE layers (61 - 3 dense) x 256 experts x gate, up, down of 2048x7168 each.
+    experts = 58 * 256 * 3 * 2048 * 7168
+    assert size.expert_weight_bytes("bf16") == 2 * experts
+    assert size.expert_weight_bytes("fp8") == experts + 4 * 58 * 256 * 3 * (16 * 56)
+    assert size.expert_weight_bytes("fp8", include_mtp=True) == experts * 59 // 58 + 4 * 59 * 256 * 3 * 896
+    assert (size.num_layers, size.hidden_size, size.vocab_size) == (61, 7168, 129280)
+    assert (size.num_attention_heads, size.num_kv_heads) == (128, 0)  # MLA: no heads in the cache
+    dense = model_size(QWEN2_5_7B)
+    assert dense.expert_weight_bytes() == 0
+    assert (dense.num_layers, dense.num_attention_heads, dense.num_kv_heads) == (28, 28, 4)
+
+
 @pytest.mark.parametrize(
     ("config", "total", "active"),
     [

@@ -26,11 +26,13 @@ def _register() -> None:
     from seekserve.cli.bench import bench
     from seekserve.cli.gateway import gateway
     from seekserve.cli.generate import generate
+    from seekserve.cli.plan import plan
     from seekserve.cli.serve import serve
 
     cli.add_command(bench)
     cli.add_command(gateway)
     cli.add_command(generate)
+    cli.add_command(plan)
     cli.add_command(serve)
 
 

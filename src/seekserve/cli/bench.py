@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import click
 
 from seekserve.bench.config import ARRIVAL_NAMES, SLO_METRICS, BenchConfig, parse_slo
-from seekserve.cli.options import field_docs
+from seekserve.cli.options import dataclass_option
 from seekserve.errors import ConfigError, SeekserveError
 
 BENCH_NEEDS_AIOHTTP = "seekserve bench needs aiohttp: pip install 'seekserve[bench]'"
 
-_DEFAULTS = {f.name: f.default for f in fields(BenchConfig) if f.default is not MISSING}
-
-
-def _option(name: str, *decls: str, **kwargs: Any) -> Any:
-    """A click option for BenchConfig field `name`: its docstring as help, its default as default."""
-    decls = decls or ("--" + name.replace("_", "-"),)
-    kwargs.setdefault("default", _DEFAULTS.get(name))
-    kwargs.setdefault("show_default", kwargs["default"] is not None)
-    return click.option(*decls, name, help=field_docs(BenchConfig)[name], **kwargs)
-
+_option = partial(dataclass_option, BenchConfig)
+"""A click option for a BenchConfig field: its docstring as help, its default as default."""
 
 _POSITIVE = click.IntRange(min=1)
 

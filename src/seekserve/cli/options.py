@@ -17,6 +17,7 @@ from seekserve.engine.config import SUBCONFIGS, EngineConfig
 
 __all__ = [
     "config_options",
+    "dataclass_option",
     "engine_options",
     "field_docs",
     "pop_engine_options",
@@ -43,6 +44,16 @@ def field_docs(cls: type) -> dict[str, str]:
         ):
             docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs
+
+
+def dataclass_option(cls: type, name: str, *decls: str, **kwargs: Any) -> Any:
+    """A click option for field `name` of dataclass `cls`: its docstring as help, its default as
+    default (shown when set); `decls` default to --name-with-dashes, `kwargs` go to click.option."""
+    defaults = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+    decls = decls or ("--" + name.replace("_", "-"),)
+    kwargs.setdefault("default", defaults.get(name))
+    kwargs.setdefault("show_default", kwargs["default"] is not None)
+    return click.option(*decls, name, help=field_docs(cls)[name], **kwargs)
 
 
 def _click_type(annotation: Any) -> tuple[Any, bool]:

@@ -1,11 +1,18 @@
-"""Model families and the registry that maps a checkpoint's architecture name to its class."""
+"""Model families and the registry that maps a checkpoint's architecture name to its class.
+
+`CausalLM` and `KVCacheSpec` are imported on first use, so that what needs no torch (`sizing`, and
+`seekserve plan` on top of it) imports none.
+"""
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING, Any
 
 from seekserve.errors import UnsupportedModelError
-from seekserve.models.base import CausalLM, KVCacheSpec
+
+if TYPE_CHECKING:
+    from seekserve.models.base import CausalLM, KVCacheSpec
 
 __all__ = ["ARCHITECTURES", "CausalLM", "KVCacheSpec", "model_class"]
 
@@ -31,3 +38,11 @@ def model_class(architecture: str) -> type[CausalLM]:
     module, _, name = target.partition(":")
     cls: type[CausalLM] = getattr(importlib.import_module(module), name)
     return cls
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("CausalLM", "KVCacheSpec"):
+        from seekserve.models import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

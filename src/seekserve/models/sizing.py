@@ -9,10 +9,15 @@ many one token uses), and `ModelSize` derives the figures from that inventory:
   but the routed experts it is not sent to and the embedding table (a lookup of one row); this is how
   DeepSeek counts (V2-Lite 2.4B, V2 21B, V3 37B);
 - weight bytes: bf16 stores everything in 2 bytes; fp8 stores linear-layer weights in 1 byte plus a
-  float32 scale per 128×128 block (DeepSeek-V3's release format); int4 stores them in half a byte plus
-  a bf16 scale per group of 128 inputs. Embeddings, norms, routers and the LM head stay bf16;
+  float32 scale per 128×128 block (DeepSeek-V3's release format); int8 in 1 byte plus a bf16 scale per
+  output channel (`quant/int8.py`'s format); int4 in half a byte plus a bf16 scale per group of 128
+  inputs. Embeddings, norms, routers and the LM head stay bf16;
 - KV bytes per token: MLA caches (kv_lora_rank + qk_rope_head_dim) values per layer, a dense model
   2 × num_key_value_heads × head_dim.
+
+Routed experts are marked (`WeightGroup.expert`), and `ModelSize` keeps the shape figures a GPU plan
+needs (layers, hidden size, vocabulary, attention and KV heads), so `plan/` can tell what tensor,
+pipeline and expert parallelism put on each GPU without reading the config again.
 """
 
 from __future__ import annotations
@@ -25,9 +30,18 @@ from typing import Any, Literal
 
 from seekserve.errors import ModelLoadError, UnsupportedModelError
 
-__all__ = ["KV_DTYPE_BYTES", "ModelSize", "WeightDType", "WeightGroup", "model_size", "read_config"]
+__all__ = [
+    "KV_DTYPE_BYTES",
+    "WEIGHT_DTYPES",
+    "ModelSize",
+    "WeightDType",
+    "WeightGroup",
+    "model_size",
+    "read_config",
+]
 
-WeightDType = Literal["bf16", "fp8", "int4"]
+WeightDType = Literal["bf16", "fp8", "int8", "int4"]
+WEIGHT_DTYPES: tuple[str, ...] = ("bf16", "fp8", "int8", "int4")
 KV_DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
 """Bytes per cached value for each KV-cache dtype."""
 _FP8_BLOCK = 128
@@ -43,7 +57,9 @@ class WeightGroup:
     count: int
     num_active: int
     linear: bool
-    """A linear layer's [out, in] weight, which fp8 and int4 quantize; other tensors stay bf16."""
+    """A linear layer's [out, in] weight, which fp8, int8 and int4 quantize; other tensors stay bf16."""
+    expert: bool = False
+    """A routed expert's weight: expert parallelism spreads these over every GPU of a stage."""
 
     @property
     def numel(self) -> int:
@@ -58,6 +74,8 @@ class WeightGroup:
         rows, cols = self.shape
         if dtype == "fp8":
             return self.numel + 4 * -(-rows // _FP8_BLOCK) * -(-cols // _FP8_BLOCK)
+        if dtype == "int8":
+            return self.numel + 2 * rows
         return self.numel // 2 + 2 * rows * -(-cols // _INT4_GROUP)
 
 
@@ -71,6 +89,14 @@ class ModelSize:
     """Weights of the multi-token-prediction layers (shared embedding and head not repeated)."""
     kv_values_per_token: int
     """Values the KV cache holds per token, over all layers."""
+    num_layers: int = 0
+    """Decoder layers (each holds its part of the KV cache)."""
+    hidden_size: int = 0
+    vocab_size: int = 0
+    num_attention_heads: int = 0
+    num_kv_heads: int = 0
+    """KV heads, which tensor parallelism splits the cache by; 0 for MLA, whose one latent row per
+    token every tensor-parallel rank keeps whole."""
 
     @property
     def num_params(self) -> int:
@@ -85,11 +111,17 @@ class ModelSize:
         return sum(g.numel * g.count for g in self.mtp_weights)
 
     def weight_bytes(self, dtype: WeightDType = "bf16", include_mtp: bool = False) -> int:
-        """Bytes of the weights stored as `dtype` (bf16, fp8 or int4)."""
-        if dtype not in ("bf16", "fp8", "int4"):
-            raise ValueError(f"weight dtype {dtype!r} is not one of bf16, fp8, int4")
-        groups = self.weights + (self.mtp_weights if include_mtp else ())
-        return sum(g.bytes_each(dtype) * g.count for g in groups)
+        """Bytes of the weights stored as `dtype` (bf16, fp8, int8 or int4)."""
+        return sum(g.bytes_each(dtype) * g.count for g in self._groups(dtype, include_mtp))
+
+    def expert_weight_bytes(self, dtype: WeightDType = "bf16", include_mtp: bool = False) -> int:
+        """Bytes of the routed experts alone (0 for a dense model), stored as `dtype`."""
+        return sum(g.bytes_each(dtype) * g.count for g in self._groups(dtype, include_mtp) if g.expert)
+
+    def _groups(self, dtype: str, include_mtp: bool) -> tuple[WeightGroup, ...]:
+        if dtype not in WEIGHT_DTYPES:
+            raise ValueError(f"weight dtype {dtype!r} is not one of {', '.join(WEIGHT_DTYPES)}")
+        return self.weights + (self.mtp_weights if include_mtp else ())
 
     def kv_bytes_per_token(self, dtype: str = "bf16") -> int:
         """KV-cache bytes one token takes over all layers, for a cache of `dtype` values."""
@@ -149,11 +181,13 @@ def _embeddings(c: _Config) -> list[WeightGroup]:
     return [*groups, WeightGroup("norm", (hidden,), 1, 1, False)]
 
 
-def _mlp(name: str, hidden: int, inter: int, count: int, num_active: int) -> list[WeightGroup]:
+def _mlp(
+    name: str, hidden: int, inter: int, count: int, num_active: int, expert: bool = False
+) -> list[WeightGroup]:
     return [
-        WeightGroup(f"{name}.gate_proj", (inter, hidden), count, num_active, True),
-        WeightGroup(f"{name}.up_proj", (inter, hidden), count, num_active, True),
-        WeightGroup(f"{name}.down_proj", (hidden, inter), count, num_active, True),
+        WeightGroup(f"{name}.gate_proj", (inter, hidden), count, num_active, True, expert),
+        WeightGroup(f"{name}.up_proj", (inter, hidden), count, num_active, True, expert),
+        WeightGroup(f"{name}.down_proj", (hidden, inter), count, num_active, True, expert),
     ]
 
 
@@ -180,7 +214,19 @@ def _dense(c: _Config) -> ModelSize:
     if c.get("mlp_bias", False):
         inter = c["intermediate_size"]
         groups.append(WeightGroup("mlp_bias", (2 * inter + hidden,), layers, layers, False))
-    return ModelSize(c.model_type, (*_embeddings(c), *groups), (), 2 * kv * layers)
+    shape = _shape(c, layers, kv_heads)
+    return ModelSize(c.model_type, (*_embeddings(c), *groups), (), 2 * kv * layers, **shape)
+
+
+def _shape(c: _Config, num_layers: int, num_kv_heads: int) -> dict[str, int]:
+    """ModelSize's shape fields."""
+    return {
+        "num_layers": num_layers,
+        "hidden_size": c["hidden_size"],
+        "vocab_size": c["vocab_size"],
+        "num_attention_heads": c["num_attention_heads"],
+        "num_kv_heads": num_kv_heads,
+    }
 
 
 def _mla(c: _Config, count: int) -> list[WeightGroup]:
@@ -216,7 +262,7 @@ def _moe(c: _Config, count: int) -> list[WeightGroup]:
     shared = c.get("n_shared_experts", 0)
     groups = [
         WeightGroup("router", (experts, hidden), count, count, False),
-        *_mlp("routed_experts", hidden, inter, count * experts, count * top_k),
+        *_mlp("routed_experts", hidden, inter, count * experts, count * top_k, expert=True),
     ]
     if c.get("topk_method", "noaux_tc" if c.model_type == "deepseek_v3" else "greedy") == "noaux_tc":
         groups.append(WeightGroup("e_score_correction_bias", (experts,), count, count, False))
@@ -251,7 +297,7 @@ def _deepseek(c: _Config) -> ModelSize:
             WeightGroup("enorm/hnorm/shared_head.norm", (hidden,), 3 * num_mtp, 3 * num_mtp, False),
         ]
     kv_values = (c["kv_lora_rank"] + c["qk_rope_head_dim"]) * layers
-    return ModelSize(c.model_type, tuple(groups), tuple(mtp), kv_values)
+    return ModelSize(c.model_type, tuple(groups), tuple(mtp), kv_values, **_shape(c, layers, 0))
 
 
 _COUNTERS: dict[str, Callable[[_Config], ModelSize]] = {
