@@ -164,6 +164,9 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="`seekserve serve --model` (default: its own)")
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--budget-s", type=float, default=3.0, help="--search-budget-s of the server")
+    parser.add_argument(
+        "--queries", default="last,model", help="servers to run: last (no search + last message), model"
+    )
     parser.add_argument("--out", type=Path, default=Path("results/search_quality.json"))
     args = parser.parse_args()
     results: dict[str, list[dict[str, Any]]] = {}
@@ -174,7 +177,7 @@ def main() -> None:
         for name, text in PAGES.items():
             (docs / name).write_text(text)
         model = f"--model {args.model} " if args.model else ""
-        for queries in ("last", "model"):
+        for queries in args.queries.split(","):
             command = (
                 f"{{python}} -m seekserve serve {model}--port {{port}} --web-search auto --search-dir {docs} "
                 f"--search-queries {queries} --search-budget-s {args.budget_s}"
@@ -196,8 +199,8 @@ def main() -> None:
     )
     print_table(
         f"Mean seconds per search phase (budget {args.budget_s:g} s), and model-written queries used",
-        ["queries", *sorted(phases["model"])],
-        [[q, *(f"{t.get(k, 0.0):.3f}" for k in sorted(phases["model"]))] for q, t in phases.items()],
+        ["queries", *(columns := sorted({k for t in phases.values() for k in t}))],
+        [[q, *(f"{t.get(k, 0.0):.3f}" for k in columns)] for q, t in phases.items()],
     )
     for mode, rows in results.items():
         print(f"\n{mode}:")
