@@ -28,12 +28,14 @@ def _register() -> None:
     from seekserve.cli.gateway import gateway
     from seekserve.cli.generate import generate
     from seekserve.cli.serve import serve
+    from seekserve.cli.stack import stack
 
     cli.add_command(bench)
     cli.add_command(deploy)
     cli.add_command(gateway)
     cli.add_command(generate)
     cli.add_command(serve)
+    cli.add_command(stack)
 
 
 _register()
