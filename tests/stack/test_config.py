@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from seekserve.stack.config import Optional, StackConfig, load_stack_config
+from seekserve.stack.config import StackConfig, Switch, load_stack_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -15,7 +15,7 @@ def test_the_shipped_stack_file_loads_with_paths_relative_to_it() -> None:
     config = load_stack_config(REPO / "deploy" / "local" / "stack.yaml", model="/models/tiny")
     assert config.model == "/models/tiny"
     assert (config.num_engines, config.gateway_port, config.engine_port) == (2, 4000, 8001)
-    assert (config.redis, config.prometheus) == (Optional.AUTO, Optional.AUTO)
+    assert (config.redis, config.prometheus) == (Switch.AUTO, Switch.AUTO)
     assert config.rule_files == tuple(
         REPO / "deploy" / "prometheus" / f for f in ("recording_rules.yml", "alert_rules.yml")
     )
@@ -44,5 +44,5 @@ def test_yaml_booleans_mean_on_and_off(tmp_path: Path) -> None:
     path = tmp_path / "stack.yaml"
     path.write_text("redis: off\nprometheus: on\n")
     config = load_stack_config(path)
-    assert (config.redis, config.prometheus) == (Optional.OFF, Optional.ON)
+    assert (config.redis, config.prometheus) == (Switch.OFF, Switch.ON)
     assert load_stack_config(None) == StackConfig()

@@ -11,10 +11,10 @@ import yaml
 
 from seekserve.errors import ConfigError
 
-__all__ = ["Optional", "StackConfig", "load_stack_config"]
+__all__ = ["StackConfig", "Switch", "load_stack_config"]
 
 
-class Optional(StrEnum):
+class Switch(StrEnum):
     """Whether a helper service (Redis, Prometheus) is started."""
 
     AUTO = "auto"
@@ -40,10 +40,10 @@ class StackConfig:
     """The gateway's port; 0 picks a free one (as do the other ports)."""
     engine_port: int = 8001
     """The first engine's port; engine i listens on engine_port + i (all free ones when 0)."""
-    redis: Optional = Optional.AUTO
+    redis: Switch = Switch.AUTO
     """redis-server for the gateway's response cache and rate limits (else an in-memory cache)."""
     redis_port: int = 6379
-    prometheus: Optional = Optional.AUTO
+    prometheus: Switch = Switch.AUTO
     """Prometheus scraping the engines and the gateway, with deploy/prometheus's rules."""
     prometheus_port: int = 9090
     scrape_interval_s: float = 15.0
@@ -92,7 +92,7 @@ def load_stack_config(path: Path | None, **overrides: Any) -> StackConfig:
             # YAML reads a bare on/off as a boolean
             text = ("on" if value else "off") if isinstance(value, bool) else str(value)
             try:
-                data[key] = Optional(text)
+                data[key] = Switch(text)
             except ValueError as exc:
                 raise ConfigError(f"{path}: {key} is {value!r}; give auto, on or off") from exc
     if "engine_args" in data:

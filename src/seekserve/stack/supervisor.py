@@ -31,7 +31,7 @@ from typing import IO
 import yaml
 
 from seekserve.errors import SeekserveError
-from seekserve.stack.config import Optional, StackConfig
+from seekserve.stack.config import StackConfig, Switch
 
 __all__ = ["Child", "Stack", "StackError"]
 
@@ -130,11 +130,11 @@ class Stack:
             tail = child.log_path.read_text(errors="replace")[-2000:]
             raise StackError(f"{child.name} exited with code {code}; the end of {child.log_path}:\n{tail}")
 
-    def _binary(self, name: str, wanted: Optional) -> str | None:
-        if wanted is Optional.OFF:
+    def _binary(self, name: str, wanted: Switch) -> str | None:
+        if wanted is Switch.OFF:
             return None
         path = shutil.which(name)
-        if path is None and wanted is Optional.ON:
+        if path is None and wanted is Switch.ON:
             raise StackError(
                 f"{name} is not on PATH: install it (Debian: apt-get install {name}) or set it off"
             )
