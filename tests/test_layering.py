@@ -21,6 +21,7 @@ LAYERS: list[set[str]] = [
     {"metrics"},  # Prometheus metrics and the live monitor over the engine's stats
     {"search"},  # web-search grounding: providers, SSRF-safe fetching, extraction (server and gateway use it)
     {"server", "llm", "bench", "gateway", "plan"},  # HTTP API, Python API, load generator, gateway, planning
+    {"deploy", "stack"},  # Kubernetes manifests (reuse the gateway's config), the local process stack
     {"cli"},  # the command line
     {"__init__", "__main__"},  # the package's entry points (`seekserve.LLM`, `python -m seekserve`)
 ]

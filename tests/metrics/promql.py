@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from metrics.scrape import Scrape
@@ -63,3 +66,11 @@ def dashboard_exprs(path: Path = DASHBOARD) -> list[str]:
             assert match, f"variable {var['name']}: expected label_values(selector, label)"
             exprs.append(match.group(1))
     return exprs
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run promtool (Debian's `prometheus` package); skip the test where it is not installed."""
+    binary = shutil.which("promtool")
+    if binary is None:
+        pytest.skip("no promtool on PATH: install Debian's `prometheus` package (apt-get install prometheus)")
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=120, check=False)

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-
-import pytest
 import yaml
 
 from metrics.promql import (
@@ -13,19 +9,13 @@ from metrics.promql import (
     RULE_FILES,
     exported_names,
     metric_names,
+    promtool,
     recording_rule_names,
     rules,
 )
 
 RULES_TEST = PROMETHEUS_DIR / "tests" / "rules_test.yml"
 P99 = "histogram_quantile(0.99, sum(rate(seekserve:e2e_request_latency_seconds_bucket[5m])) by (le))"
-
-
-def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("promtool")
-    if binary is None:
-        pytest.skip("no promtool on PATH: install Debian's `prometheus` package (apt-get install prometheus)")
-    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_promtool_checks_the_rules_and_the_example_config() -> None:

@@ -24,16 +24,20 @@ def cli() -> None:
 
 def _register() -> None:
     from seekserve.cli.bench import bench
+    from seekserve.cli.deploy import deploy
     from seekserve.cli.gateway import gateway
     from seekserve.cli.generate import generate
     from seekserve.cli.plan import plan
     from seekserve.cli.serve import serve
+    from seekserve.cli.stack import stack
 
     cli.add_command(bench)
+    cli.add_command(deploy)
     cli.add_command(gateway)
     cli.add_command(generate)
     cli.add_command(plan)
     cli.add_command(serve)
+    cli.add_command(stack)
 
 
 _register()

@@ -20,7 +20,7 @@ import os
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -48,12 +48,14 @@ __all__ = [
     "from_upstreams",
     "interpolate_env",
     "load_config",
+    "validated",
 ]
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 PositiveS = Annotated[float, Field(gt=0)]
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 class _Section(BaseModel):
@@ -348,8 +350,13 @@ def interpolate_env(text: str, environ: dict[str, str] | None = None) -> str:
 
 
 def _validated(data: Any, source: str) -> GatewayConfig:
+    return validated(GatewayConfig, data, source)
+
+
+def validated(model: type[_Model], data: Any, source: str) -> _Model:
+    """`model` validated from `data`, or a ConfigError naming `source` and every problem by its path."""
     try:
-        return GatewayConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors()
         problems = "; ".join(

@@ -1,0 +1,1 @@
+"""`seekserve stack up`: the gateway's stack on one machine without Kubernetes (deploy/local/)."""
