@@ -54,6 +54,8 @@ class Page:
         self.encoded_bytes: dict[str, int] = {}
         """Bytes received per URL, as sent on the wire (compressed, headers included)."""
         self._urls: dict[str, str] = {}
+        self.paused: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        """Requests held by the Fetch domain (after `Fetch.enable`), for the test to answer."""
 
     async def send(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         return await self._browser.send(method, params, self.session_id)
@@ -73,6 +75,8 @@ class Page:
         elif method == "Network.requestWillBeSent":
             self.requests.append(params["request"]["url"])
             self._urls[params["requestId"]] = params["request"]["url"]
+        elif method == "Fetch.requestPaused":
+            self.paused.put_nowait(params)
         elif method == "Network.loadingFinished" and params["requestId"] in self._urls:
             url = self._urls[params["requestId"]]
             self.encoded_bytes[url] = self.encoded_bytes.get(url, 0) + int(params["encodedDataLength"])
