@@ -25,6 +25,9 @@ PLAN_CONFIGS = {
     f"seekserve/plan/configs/{path.name}"
     for path in (ROOT / "src" / "seekserve" / "plan" / "configs").glob("*.json")
 }
+WEB_STATIC = ROOT / "src" / "seekserve" / "chat" / "static"
+WEB_FILES = {p.relative_to(ROOT / "src").as_posix() for p in WEB_STATIC.rglob("*") if p.is_file()}
+"""The chat page: served from the installed package, so a wheel without it has no /chat."""
 # Run in the installed wheel's venv from an empty folder: where seekserve comes from, and the kernels.
 SNIPPET = """
 import json, torch, seekserve
@@ -71,6 +74,7 @@ def test_the_installed_wheel_builds_and_loads_the_kernels(tmp_path: Path) -> Non
     (wheel,) = dist.glob("seekserve-*.whl")
     in_wheel = set(zipfile.ZipFile(wheel).namelist())
     assert in_wheel >= KERNEL_FILES | PLAN_CONFIGS, f"missing: {(KERNEL_FILES | PLAN_CONFIGS) - in_wheel}"
+    assert in_wheel >= WEB_FILES, f"missing from the wheel: {WEB_FILES - in_wheel}"
 
     # A venv outside the checkout with this interpreter's packages (torch, ...) behind its own.
     venv = tmp_path / "venv"

@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from pathlib import Path
 
 import httpx
 
-from metrics.browser import Browser, Page
+from browser import Browser, Page
 from metrics.fake_nvml import FakeGpu, FakeNvml
-from metrics.promql import REPO
 from seekserve.metrics import GpuSampler
 from server.live import LiveServer, engine_loader, start_server
 
-SCREENSHOT = REPO / "docs" / "dashboard.png"
 GPU = FakeGpu("NVIDIA H100 80GB HBM3", "GPU-aaaa", 87, 41, 61 << 30, 80 << 30, 512_000, 63)
-UPDATE_ENV = "SEEKSERVE_UPDATE_SCREENSHOT"
-"""Set to 1 to copy the screenshot this test takes to docs/dashboard.png."""
 
 
 def metric(name: str) -> str:
@@ -101,6 +95,5 @@ def test_dashboard_shows_live_numbers_that_follow_the_load(llama_dir: Path, tmp_
     finally:
         live.stop()
     assert errors == [], errors
+    # The screenshot stays in tmp_path: docs/ shows only real runs.
     assert (tmp_path / "dashboard.png").read_bytes().startswith(b"\x89PNG")
-    if os.environ.get(UPDATE_ENV) == "1":
-        shutil.copyfile(tmp_path / "dashboard.png", SCREENSHOT)

@@ -61,6 +61,7 @@ def test_serve_starts_prints_its_capacity_serves_and_stops_cleanly(llama_dir: Pa
             )
             assert r.usage is not None and r.usage.completion_tokens <= 3
         assert httpx.get(f"{url}/v1/models").status_code == 401
+        assert httpx.get(f"{url}/chat").status_code == 200  # the page is open; what it asks is not
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -70,7 +71,7 @@ def test_serve_starts_prints_its_capacity_serves_and_stops_cleanly(llama_dir: Pa
     assert "serving 'tiny'" in err and "LlamaForCausalLM, float32" in err
     assert "KV cache   256 tokens (32 blocks of 8)" in err
     assert f"kernels    {kernel_status()}" in err  # the same setting and library as this process
-    assert f"{url}/v1" in err
+    assert f"{url}/v1" in err and f"chat       {url}/chat" in err
     entries = [json.loads(line) for line in out.splitlines()]
     chat = [e for e in entries if e["path"] == "/v1/chat/completions"]
     assert (

@@ -72,7 +72,8 @@ def gateway(
     }
     click.echo(
         f"seekserve gateway: {len(config.backends)} backends, "
-        f"listening on http://{config.listen.host}:{config.listen.port}/v1",
+        f"listening on http://{config.listen.host}:{config.listen.port}/v1 "
+        f"(chat in the browser: /chat)",
         err=True,
     )
     with contextlib.suppress(KeyboardInterrupt):

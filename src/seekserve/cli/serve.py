@@ -84,7 +84,7 @@ def serve(model: str | None, served_model_name: str | None, log_level: str, **kw
     Endpoints:
       POST /v1/chat/completions   POST /v1/completions   GET /v1/models
       GET /health (200 once ready)   GET /metrics (Prometheus)   GET /dashboard (live)
-      GET /docs
+      GET /chat (chat in the browser)   GET /docs
     Chat answers grounded in web search: --web-search auto|on (see docs/search.md).
     \b
     Example:
@@ -172,6 +172,7 @@ def _print_ready(config: ServerConfig, engine: AsyncEngine, port: int) -> None:
         f"  context    {e.max_model_len:,} tokens per sequence; up to {e.max_num_seqs} sequences at once",
         f"  KV cache   {e.kv_cache_tokens:,} tokens ({e.num_kv_blocks:,} blocks of {e.block_size})",
         f"  API        {_url(config, port)}/v1  (health: /health, docs: /docs)",
+        f"  chat       {_url(config, port)}/chat",
     ]
     if e.cpu_kernels is not None:
         lines.append(f"  kernels    {e.cpu_kernels}")  # avx512 (...), portable (...) or off (why)

@@ -4,6 +4,7 @@
     GET  /v1/models                               every model a backend serves, and every configured one
     GET  /health                                  200 while at least one backend is healthy, else 503
     GET  /metrics                                 Prometheus text (metrics.py)
+    GET  /chat, /                                 the chat page (seekserve.chat)
 
 `GatewayApp.state` is replaced whole by `reload()`; a request keeps the state it started with.
 A streaming reply watches the client's connection: when the client goes away the relay is
@@ -20,6 +21,7 @@ from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
+from seekserve.chat import page_reply
 from seekserve.gateway.config import GatewayConfig
 from seekserve.gateway.handler import Reply, error_reply, handle_completion, log_access, request_id
 from seekserve.gateway.metrics import GatewayMetrics
@@ -28,7 +30,16 @@ from seekserve.gateway.state import GatewayState
 __all__ = ["GatewayApp"]
 
 _COMPLETION_PATHS = {"/v1/chat/completions": "/chat/completions", "/v1/completions": "/completions"}
-_WANTED_HEADERS = frozenset({b"authorization", b"cache-control", b"x-seekserve-cache", b"x-request-id"})
+_WANTED_HEADERS = frozenset(
+    {
+        b"authorization",
+        b"cache-control",
+        b"x-seekserve-cache",
+        b"x-request-id",
+        b"accept-encoding",
+        b"if-none-match",
+    }
+)
 """The request headers the gateway reads (ASGI gives names in lower case)."""
 _MAX_BODY_BYTES = 16 * 1024 * 1024
 _CLIENT_GONE = 499
@@ -71,7 +82,7 @@ class GatewayApp:
                     self._complete(upstream_path, raw, headers, rid, send, reply), receive
                 )
         else:
-            reply = self._small(path, method)
+            reply = self._small(path, method, headers)
             status = await _respond(reply, rid, send)
         model = reply.log.get("model")
         if model is not None:
@@ -89,9 +100,13 @@ class GatewayApp:
         reply.log = result.log
         return await _respond(result, rid, send)
 
-    def _small(self, path: str, method: str) -> Reply:
+    def _small(self, path: str, method: str, headers: dict[str, str]) -> Reply:
         if method != "GET":
             return error_reply(405, f"{method} {path} is not supported", "invalid_request_error")
+        page = page_reply(path, headers.get("accept-encoding", ""), headers.get("if-none-match", ""))
+        if page is not None:
+            encoded = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in page.headers]
+            return Reply(page.status, encoded, page.body)
         if path == "/health":
             return self._health()
         if path == "/v1/models":
@@ -110,7 +125,7 @@ class GatewayApp:
             )
         return error_reply(
             404,
-            f"no route {path}: the gateway serves /v1/chat/completions, /v1/completions, /v1/models",
+            f"no route {path}: the gateway serves /v1/chat/completions, /v1/completions, /v1/models, /chat",
             "invalid_request_error",
         )
 

@@ -5,6 +5,7 @@
                                                         /v1/completions       completions.py
                                                         /v1/models, /health, /metrics, /version
                                                         /dashboard            dashboard.py
+                                                        /chat, /              chat_page.py
 
 The model loads in a worker thread after the server starts listening, so /health answers 503
 ("loading") at once and probes can tell a slow start from a dead process; /v1/* answers 503
@@ -26,7 +27,7 @@ from fastapi.responses import JSONResponse
 
 from seekserve import __version__
 from seekserve.engine.async_engine import AsyncEngine
-from seekserve.server import chat, completions, dashboard
+from seekserve.server import chat, chat_page, completions, dashboard
 from seekserve.server.access_log import AccessLogMiddleware
 from seekserve.server.auth import PROTECTED_PREFIX, ApiKeyMiddleware
 from seekserve.server.config import ServerConfig
@@ -91,6 +92,7 @@ def create_app(
     _add_service_routes(app, state)
     if state.metrics is not None:
         app.include_router(dashboard.router)
+    app.include_router(chat_page.router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.max_body_bytes)
     if config.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=config.api_key)

@@ -5,6 +5,8 @@ async with Browser.launch(tmp_path) as browser:
     await page.goto(url)
     value = await page.evaluate("document.title")
     errors = page.errors          # console errors, uncaught exceptions, failed loads
+    page.requests                 # every URL the page asked for, in order
+    await page.type_text("hi"); await page.press("Enter")   # real key events, as a user types
 """
 
 from __future__ import annotations
@@ -48,6 +50,12 @@ class Page:
         self._browser = browser
         self.session_id = session_id
         self.errors: list[str] = []
+        self.requests: list[str] = []
+        self.encoded_bytes: dict[str, int] = {}
+        """Bytes received per URL, as sent on the wire (compressed, headers included)."""
+        self._urls: dict[str, str] = {}
+        self.paused: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        """Requests held by the Fetch domain (after `Fetch.enable`), for the test to answer."""
 
     async def send(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         return await self._browser.send(method, params, self.session_id)
@@ -64,13 +72,24 @@ class Page:
             )
         elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
             self.errors.append(f"log: {params['entry']['text']} {params['entry'].get('url', '')}")
+        elif method == "Network.requestWillBeSent":
+            self.requests.append(params["request"]["url"])
+            self._urls[params["requestId"]] = params["request"]["url"]
+        elif method == "Fetch.requestPaused":
+            self.paused.put_nowait(params)
+        elif method == "Network.loadingFinished" and params["requestId"] in self._urls:
+            url = self._urls[params["requestId"]]
+            self.encoded_bytes[url] = self.encoded_bytes.get(url, 0) + int(params["encodedDataLength"])
 
     async def goto(self, url: str) -> None:
         await self.send("Page.navigate", {"url": url})
         await self.wait_for("document.readyState === 'complete'")
 
     async def evaluate(self, expression: str) -> Any:
-        result = await self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})
+        """The value of a JavaScript expression (a promise is awaited)."""
+        result = await self.send(
+            "Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True}
+        )
         if "exceptionDetails" in result:
             raise AssertionError(f"{expression!r} raised in the page: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -85,6 +104,17 @@ class Page:
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"{expression!r} still false after {timeout_s} s")
             await asyncio.sleep(0.1)
+
+    async def type_text(self, text: str) -> None:
+        """Text into the focused element, as an input method commits it."""
+        await self.send("Input.insertText", {"text": text})
+
+    async def press(self, key: str, modifiers: int = 0) -> None:
+        """One key down and up ("Enter", "Escape"); `modifiers`: 8 is Shift."""
+        codes = {"Enter": 13, "Escape": 27, "Tab": 9}
+        event = {"key": key, "code": key, "windowsVirtualKeyCode": codes[key], "modifiers": modifiers}
+        await self.send("Input.dispatchKeyEvent", {"type": "rawKeyDown", **event})
+        await self.send("Input.dispatchKeyEvent", {"type": "keyUp", **event})
 
     async def screenshot(self, path: Path) -> None:
         shot = await self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
@@ -154,7 +184,7 @@ class Browser:
         attached = await self.send("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True})
         page = Page(self, attached["sessionId"])
         self._pages[page.session_id] = page
-        for domain in ("Page", "Runtime", "Log"):
+        for domain in ("Page", "Runtime", "Log", "Network"):
             await page.send(f"{domain}.enable")
         await page.send(
             "Emulation.setDeviceMetricsOverride",
