@@ -20,6 +20,7 @@ LAYERS: list[set[str]] = [
     {"engine"},  # scheduler, block manager, model runner, sampler, engine loops
     {"metrics"},  # Prometheus metrics and the live monitor over the engine's stats
     {"search"},  # web-search grounding: providers, SSRF-safe fetching, extraction (server and gateway use it)
+    {"host", "weights"},  # host checks and fixes (doctor); verified, resumable weight pulls and the mirror
     {"chat"},  # the chat page's files, served by the server and the gateway
     {"server", "llm", "bench", "gateway", "plan"},  # HTTP API, Python API, load generator, gateway, planning
     {"deploy", "stack"},  # Kubernetes manifests (reuse the gateway's config), the local process stack

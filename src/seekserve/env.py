@@ -10,7 +10,8 @@
     SEEKSERVE_TAVILY_API_KEY  key of the Tavily Search API     (--search-provider tavily)
 
 Read at call time (not import time), so a process may change them before loading a model.
-Hub access itself follows huggingface_hub's variables (HF_TOKEN, HF_HUB_OFFLINE, HF_ENDPOINT).
+Hub access itself follows huggingface_hub's variables (HF_TOKEN, HF_HUB_OFFLINE, HF_ENDPOINT);
+`seekserve pull` reads HF_ENDPOINT here (the hub's base URL, default https://huggingface.co).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Environment"]
+__all__ = ["DEFAULT_HUB_ENDPOINT", "Environment"]
+
+DEFAULT_HUB_ENDPOINT = "https://huggingface.co"
 
 # SEEKSERVE_CPU_KERNELS value -> (kernels on, portable build)
 _KERNEL_SETTINGS = {
@@ -52,6 +55,8 @@ class Environment:
     """Brave Search API key (SEEKSERVE_BRAVE_API_KEY); None where unset or blank."""
     tavily_api_key: str | None = field(default=None, repr=False)
     """Tavily Search API key (SEEKSERVE_TAVILY_API_KEY); None where unset or blank."""
+    hub_endpoint: str = DEFAULT_HUB_ENDPOINT
+    """The Hugging Face hub's base URL (HF_ENDPOINT, as huggingface_hub reads it), without a trailing /."""
 
     @classmethod
     def read(cls, environ: Mapping[str, str] | None = None) -> Environment:
@@ -75,6 +80,7 @@ class Environment:
             bing_api_key=_secret(env, "SEEKSERVE_BING_API_KEY"),
             brave_api_key=_secret(env, "SEEKSERVE_BRAVE_API_KEY"),
             tavily_api_key=_secret(env, "SEEKSERVE_TAVILY_API_KEY"),
+            hub_endpoint=(env.get("HF_ENDPOINT", "").strip() or DEFAULT_HUB_ENDPOINT).rstrip("/"),
         )
 
     @property
@@ -91,6 +97,10 @@ class Environment:
     def models_dir(self) -> Path:
         """Model files seekserve assembles itself (the default model)."""
         return self.home / "models"
+
+    def pulled_model_dir(self, model_id: str) -> Path:
+        """Where `seekserve pull org/name` puts a model's files: `models/org/name`."""
+        return self.models_dir.joinpath(*model_id.split("/"))
 
     @property
     def hub_dir(self) -> Path:

@@ -14,7 +14,10 @@
      ├── RequestAbortedError                 the request was aborted before it finished
      │    └── RequestTimeoutError            it ran past its time limit
      ├── EngineDeadError                     the engine loop died; nothing more is served
-     └── BenchError                          a load-generator run cannot go on (server unreachable)
+     ├── BenchError                          a load-generator run cannot go on (server unreachable)
+     ├── PullError                           a model's files cannot be fetched from the hub or a mirror
+     │    └── ChecksumError                  a fetched file does not match its SHA-256, again and again
+     └── HostFixError                        `seekserve doctor --fix` cannot apply a fix (no root, read-only)
 
 Messages name the value, the limit and the fix. HTTP statuses and OpenAI-style error bodies
 are attached at the server's edge, never here.
@@ -25,14 +28,17 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "BenchError",
+    "ChecksumError",
     "ConfigError",
     "EngineDeadError",
     "EngineNotReadyError",
     "EngineOverloadedError",
+    "HostFixError",
     "InvalidRequestError",
     "ModelLoadError",
     "ModelNotFoundError",
     "PromptTooLongError",
+    "PullError",
     "RequestAbortedError",
     "RequestTimeoutError",
     "RequestTooLargeError",
@@ -144,3 +150,15 @@ class EngineDeadError(SeekserveError):
 
 class BenchError(SeekserveError):
     """A benchmark run cannot go on: the server is unreachable or rejects the warm-up request."""
+
+
+class PullError(SeekserveError):
+    """A model's files cannot be fetched: the hub or mirror is unreachable, refuses, or lacks them."""
+
+
+class ChecksumError(PullError):
+    """A fetched file does not match the SHA-256 its source published, even after fetching it again."""
+
+
+class HostFixError(SeekserveError):
+    """A host fix of `seekserve doctor --fix` cannot be applied (no root, a read-only file system)."""

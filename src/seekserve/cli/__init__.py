@@ -25,6 +25,7 @@ def cli() -> None:
 def _register() -> None:
     from seekserve.cli.bench import bench
     from seekserve.cli.deploy import deploy
+    from seekserve.cli.doctor import doctor
     from seekserve.cli.gateway import gateway
     from seekserve.cli.generate import generate
     from seekserve.cli.plan import plan
@@ -33,6 +34,7 @@ def _register() -> None:
 
     cli.add_command(bench)
     cli.add_command(deploy)
+    cli.add_command(doctor)
     cli.add_command(gateway)
     cli.add_command(generate)
     cli.add_command(plan)
