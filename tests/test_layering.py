@@ -14,13 +14,14 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "seekserve"
 
 LAYERS: list[set[str]] = [
     {"errors", "env", "memory"},  # shared leaves: the error tree, SEEKSERVE_* settings, memory probes
+    {"weights"},  # model files between machines: hub ids, verified resumable pulls, the mirror server
     {"layers"},  # attention over the paged cache, model building blocks, CPU kernels and their loader
     {"models"},  # model families, checkpoint formats
     {"quant"},  # weight quantization: transforms over models
     {"engine"},  # scheduler, block manager, model runner, sampler, engine loops
     {"metrics"},  # Prometheus metrics and the live monitor over the engine's stats
     {"search"},  # web-search grounding: providers, SSRF-safe fetching, extraction (server and gateway use it)
-    {"host", "weights"},  # host checks and fixes (doctor); verified, resumable weight pulls and the mirror
+    {"host"},  # host checks and their fixes (`seekserve doctor`), the model folder's read speed included
     {"chat"},  # the chat page's files, served by the server and the gateway
     {"server", "llm", "bench", "gateway", "plan"},  # HTTP API, Python API, load generator, gateway, planning
     {"deploy", "stack"},  # Kubernetes manifests (reuse the gateway's config), the local process stack

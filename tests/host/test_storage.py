@@ -6,7 +6,7 @@ import pytest
 
 from host.fake_host import make_host, make_tree
 from seekserve.host import Status, storage
-from seekserve.host.storage import free, measure_read, model_bytes, model_files, read_speed
+from seekserve.host.storage import free, measure_read, model_bytes, model_paths, read_speed
 
 
 def _model(folder: Path) -> Path:
@@ -22,9 +22,9 @@ def _model(folder: Path) -> Path:
     return folder
 
 
-def test_model_files_leave_out_hidden_and_partial_files(tmp_path: Path) -> None:
+def test_model_paths_leave_out_hidden_and_partial_files(tmp_path: Path) -> None:
     folder = _model(tmp_path / "m")
-    assert [p.relative_to(folder).as_posix() for p in model_files(folder)] == [
+    assert [p.relative_to(folder).as_posix() for p in model_paths(folder)] == [
         "config.json",
         "model-00001.safetensors",
         "sub/tokenizer.json",
@@ -35,9 +35,9 @@ def test_model_files_leave_out_hidden_and_partial_files(tmp_path: Path) -> None:
 
 def test_measure_read_stops_at_max_bytes_largest_file_first(tmp_path: Path) -> None:
     folder = _model(tmp_path / "m")
-    speed = measure_read(model_files(folder), max_bytes=1 << 20)
+    speed = measure_read(model_paths(folder), max_bytes=1 << 20)
     assert speed.num_bytes == 3 << 20  # the largest file in one chunk, then the limit stops it
-    whole = measure_read(model_files(folder))
+    whole = measure_read(model_paths(folder))
     assert whole.num_bytes == model_bytes(folder)
     assert whole.bytes_per_s > 0
 

@@ -28,7 +28,9 @@ def _register() -> None:
     from seekserve.cli.doctor import doctor
     from seekserve.cli.gateway import gateway
     from seekserve.cli.generate import generate
+    from seekserve.cli.mirror import mirror
     from seekserve.cli.plan import plan
+    from seekserve.cli.pull import pull
     from seekserve.cli.serve import serve
     from seekserve.cli.stack import stack
 
@@ -37,7 +39,9 @@ def _register() -> None:
     cli.add_command(doctor)
     cli.add_command(gateway)
     cli.add_command(generate)
+    cli.add_command(mirror)
     cli.add_command(plan)
+    cli.add_command(pull)
     cli.add_command(serve)
     cli.add_command(stack)
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from seekserve.env import Environment
 from seekserve.host.checks import Finding, Host, Status, check, format_bytes
+from seekserve.weights.manifest import model_files
 
-__all__ = ["CHECKS", "ReadSpeed", "measure_read", "model_bytes", "model_files"]
+__all__ = ["CHECKS", "ReadSpeed", "measure_read", "model_bytes", "model_paths"]
 
 MAX_LOAD_READ_S = 60.0
 """A tuned host reads even a 671B checkpoint in about 45 s; slower than this is worth fixing."""
@@ -22,21 +23,13 @@ SAMPLE_S = 3.0
 _CHUNK_BYTES = 8 << 20
 
 
-def model_files(path: Path) -> list[Path]:
+def model_paths(path: Path) -> list[Path]:
     """A model's files: the file itself, or every file of the folder (not hidden, not partial)."""
-    if path.is_file():
-        return [path]
-    return sorted(
-        p
-        for p in path.rglob("*")
-        if p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        and not p.name.endswith((".part", ".part.json"))
-    )
+    return [path] if path.is_file() else [path / rel for rel in model_files(path)]
 
 
 def model_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in model_files(path)) if path.exists() else 0
+    return sum(p.stat().st_size for p in model_paths(path)) if path.exists() else 0
 
 
 @dataclass(frozen=True)
@@ -80,7 +73,7 @@ def measure_read(files: list[Path], max_bytes: int = SAMPLE_BYTES, max_s: float 
 def read_speed(host: Host) -> Finding:
     if host.model_path is None:
         return Finding(Status.SKIP, "no model folder: name one with seekserve doctor --model DIR")
-    files = model_files(host.model_path) if host.model_path.exists() else []
+    files = model_paths(host.model_path) if host.model_path.exists() else []
     if not files:
         return Finding(Status.SKIP, f"{host.model_path} holds no files")
     total = sum(p.stat().st_size for p in files)

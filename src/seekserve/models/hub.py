@@ -14,26 +14,17 @@ one holding only GGUF files gives the single .gguf, or the one whose name contai
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from seekserve.env import Environment
 from seekserve.errors import ModelLoadError
+from seekserve.weights.names import HF_DIR_PATTERNS, is_hub_id
 
-__all__ = ["HubModel", "is_hub_id", "resolve_hub_model"]
+__all__ = ["HF_DIR_PATTERNS", "HubModel", "is_hub_id", "resolve_hub_model"]
 
 log = logging.getLogger(__name__)
-
-_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}(:[\w.-]+)?")
-HF_DIR_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.tiktoken", "*.txt", "*.jinja"]
-"""Files of a Hugging Face model directory that seekserve reads (no .bin/.pth/.gguf duplicates)."""
-
-
-def is_hub_id(model: str) -> bool:
-    """Whether `model` has the shape of a hub id, `org/name` or `org/name:TAG`."""
-    return _REPO_ID.fullmatch(model) is not None
 
 
 @dataclass(frozen=True)
