@@ -14,9 +14,10 @@ SHA = hashlib.sha256(b"x").hexdigest()
 
 def test_hash_file_gives_sha256_and_the_git_blob_id(tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(b"hello\n")
-    digests = hash_file(tmp_path / "f")
+    digests = hash_file(tmp_path / "f", git_blob=True)
     assert digests.sha256 == hashlib.sha256(b"hello\n").hexdigest()
     assert digests.git_sha1 == "ce013625030ba8dba906f756967f9e9ca394464a"  # `git hash-object` of "hello\n"
+    assert hash_file(tmp_path / "f").git_sha1 is None
 
 
 @pytest.mark.parametrize(

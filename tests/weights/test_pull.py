@@ -76,7 +76,7 @@ def test_a_second_pull_fetches_nothing_and_hashes_nothing(
 ) -> None:
     with serving(create_mirror_app(root)) as url:
         pull(PullRequest("org/m", mirror=url, dest=tmp_path / "dest"), config=FAST)
-        monkeypatch.setattr(download, "hash_file", lambda p: pytest.fail(f"{p} hashed again"))
+        monkeypatch.setattr(download, "hash_file", lambda p, *_: pytest.fail(f"{p} hashed again"))
         again = pull(PullRequest("org/m", mirror=url, dest=tmp_path / "dest"), config=FAST)
     assert (again.fetched_files, again.fetched_bytes) == ((), 0)
 

@@ -145,7 +145,7 @@ class Downloader:
                             group.create_task(self._range(part, _Span(start, end)))
                 finally:
                     part.close()  # records the ranges done, however this ends
-                digests = await asyncio.to_thread(hash_file, part.path)
+                digests = await asyncio.to_thread(hash_file, part.path, entry.sha256 is None)
                 if entry.matches(digests):
                     part.finish()
                     self.checksums.record(entry.path, digests.sha256)
@@ -171,7 +171,7 @@ class Downloader:
         recorded = self.checksums.lookup(entry.path)
         if entry.sha256 is not None and recorded == entry.sha256:
             return True
-        digests = await asyncio.to_thread(hash_file, target)
+        digests = await asyncio.to_thread(hash_file, target, entry.sha256 is None)
         if entry.matches(digests):
             self.checksums.record(entry.path, digests.sha256)
             return True

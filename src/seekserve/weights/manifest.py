@@ -99,18 +99,20 @@ def parse_manifest(data: Any, source: str) -> list[FileEntry]:
 @dataclass(frozen=True)
 class Digests:
     sha256: str
-    git_sha1: str
+    git_sha1: str | None
+    """None unless asked for."""
 
 
-def hash_file(path: Path) -> Digests:
-    """SHA-256 and the git blob id of a file, in one read."""
+def hash_file(path: Path, git_blob: bool = False) -> Digests:
+    """The SHA-256 of a file, and with `git_blob` its git blob id too, in one read."""
     sha256 = hashlib.sha256()
-    git = hashlib.sha1(f"blob {path.stat().st_size}\0".encode(), usedforsecurity=False)
+    git = hashlib.sha1(f"blob {path.stat().st_size}\0".encode(), usedforsecurity=False) if git_blob else None
     with path.open("rb") as f:
         while chunk := f.read(_HASH_CHUNK_BYTES):
             sha256.update(chunk)
-            git.update(chunk)
-    return Digests(sha256.hexdigest(), git.hexdigest())
+            if git is not None:
+                git.update(chunk)
+    return Digests(sha256.hexdigest(), git.hexdigest() if git is not None else None)
 
 
 def model_files(folder: Path) -> list[str]:
