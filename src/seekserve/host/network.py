@@ -19,8 +19,8 @@ MIN_NOFILE = 65536
 
 @check(
     "net.congestion",
-    why="BBR keeps throughput up and queues short on lossy or long links, where cubic halves its "
-    "rate at each loss: faster weight pulls and steadier token streams.",
+    why="BBR keeps throughput up and queues short on lossy or long links, where loss-based cubic "
+    "backs off at every drop: faster weight pulls and steadier token streams.",
 )
 def congestion(host: Host) -> Finding:
     current = host.read("/proc/sys/net/ipv4/tcp_congestion_control").strip()
