@@ -28,6 +28,7 @@ FILES = {
     "org/m/model-00001.safetensors": BIG,
     "org/m/model-00002.safetensors": SMALL,
     "org/m/tokenizer.json": b"{}",
+    "org/m/merges.txt": b"",  # an empty file: no range to fetch, still verified and renamed
     "org/m/README.md": b"not fetched by default",
 }
 BIG_URL = "/org/m/model-00001.safetensors"
@@ -45,10 +46,12 @@ def _assert_pulled(dest: Path) -> None:
         p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file() and ".seekserve" not in p.parts
     ) == [
         "config.json",
+        "merges.txt",
         "model-00001.safetensors",
         "model-00002.safetensors",
         "tokenizer.json",
     ]
+    assert (dest / "merges.txt").read_bytes() == b""
     assert (dest / "model-00001.safetensors").read_bytes() == BIG
     assert (dest / "model-00002.safetensors").read_bytes() == SMALL
 
@@ -59,7 +62,7 @@ def test_pull_from_a_mirror(root: Path, tmp_path: Path) -> None:
         result = pull(PullRequest("org/m", mirror=url, dest=tmp_path / "dest"), config=FAST)
     _assert_pulled(tmp_path / "dest")
     assert (result.num_files, result.total_bytes, result.fetched_bytes) == (
-        4,
+        5,
         25 + len(BIG) + len(SMALL),
         result.total_bytes,
     )
@@ -68,7 +71,7 @@ def test_pull_from_a_mirror(root: Path, tmp_path: Path) -> None:
         f"bytes={i * 6 * MIB}-{(i + 1) * 6 * MIB - 1}" for i in range(4)
     ]
     origin = json.loads((tmp_path / "dest/.seekserve/origin.json").read_text())
-    assert (origin["model"], origin["source"], len(origin["files"])) == ("org/m", f"mirror {url}", 4)
+    assert (origin["model"], origin["source"], len(origin["files"])) == ("org/m", f"mirror {url}", 5)
 
 
 def test_a_second_pull_fetches_nothing_and_hashes_nothing(
@@ -197,7 +200,7 @@ def test_concurrent_pulls_of_one_folder_fetch_each_file_once(root: Path, tmp_pat
     [big] = faults.served(BIG_URL)
     assert first < big.started and second < big.ended, "the second pull started while the first was fetching"
     fetched = [int(re.search(r"\((\d+) fetched", out)[1]) for out, _ in outputs]  # type: ignore[index]
-    assert sum(fetched) == 4, f"the two pulls shared the four files between them: {fetched}"
+    assert sum(fetched) == 5, f"the two pulls shared the five files between them: {fetched}"
 
 
 def test_unknown_model_on_the_mirror(root: Path, tmp_path: Path) -> None:
