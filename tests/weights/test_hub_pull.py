@@ -34,9 +34,7 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
 
 
 def test_pull_from_the_hub_verifies_lfs_and_small_files(hub: FakeHub, tmp_path: Path) -> None:
-    result = pull(
-        PullRequest("org/model", dest=tmp_path / "dest"), config=PullConfig(min_range_bytes=1 << 20)
-    )
+    result = pull(PullRequest("org/model", dest=tmp_path / "dest"), config=PullConfig(range_bytes=1 << 20))
     dest = tmp_path / "dest"
     assert sorted(p.name for p in dest.iterdir() if p.is_file()) == [
         "config.json",

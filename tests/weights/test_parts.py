@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from seekserve.weights.manifest import FileEntry
-from seekserve.weights.parts import PartFile, merge, missing, split
+from seekserve.weights.parts import PartFile, merge, missing, pieces
 
 MIB = 1 << 20
 
@@ -21,18 +21,12 @@ def test_missing_is_the_complement() -> None:
     assert missing(0, []) == []
 
 
-def test_split_cuts_large_gaps_into_ranges_of_at_least_min_bytes() -> None:
-    assert split([(0, 64 * MIB)], 8, 4 * MIB) == [(i * 8 * MIB, (i + 1) * 8 * MIB) for i in range(8)]
-    assert split([(0, 10 * MIB)], 8, 4 * MIB) == [(0, 5 * MIB), (5 * MIB, 10 * MIB)]
-    assert split([(0, 1000)], 8, 4 * MIB) == [(0, 1000)]
-    # Two gaps left by an interrupted pull: each gets its share of the connections.
-    assert split([(0, 8 * MIB), (24 * MIB, 32 * MIB)], 4, MIB) == [
-        (0, 4 * MIB),
-        (4 * MIB, 8 * MIB),
-        (24 * MIB, 28 * MIB),
-        (28 * MIB, 32 * MIB),
-    ]
-    assert split([], 8, MIB) == []
+def test_pieces_cut_the_gaps_in_file_order() -> None:
+    assert pieces([(0, 10 * MIB)], 4 * MIB) == [(0, 4 * MIB), (4 * MIB, 8 * MIB), (8 * MIB, 10 * MIB)]
+    assert pieces([(0, 1000)], 4 * MIB) == [(0, 1000)]
+    # The gaps an interrupted pull left, each cut on its own.
+    assert pieces([(MIB, 3 * MIB), (24 * MIB, 25 * MIB)], 2 * MIB) == [(MIB, 3 * MIB), (24 * MIB, 25 * MIB)]
+    assert pieces([], MIB) == []
 
 
 def _entry(data: bytes, path: str = "w.bin") -> FileEntry:
@@ -79,3 +73,16 @@ def test_a_record_without_its_part_starts_over(tmp_path: Path) -> None:
     part.close()
     (tmp_path / "w.bin.part").unlink()
     assert PartFile(tmp_path / "w.bin", _entry(b"a" * 100)).open() == 0
+
+
+def test_the_done_prefix_grows_only_without_a_gap(tmp_path: Path) -> None:
+    part = PartFile(tmp_path / "w.bin", _entry(bytes(300)))
+    part.open()
+    part.mark(100, 200)
+    assert (part.prefix_bytes, part.prefix_grew.is_set()) == (0, False)
+    part.mark(0, 50)
+    assert (part.prefix_bytes, part.prefix_grew.is_set()) == (50, True)
+    part.prefix_grew.clear()
+    part.mark(50, 100)
+    assert part.prefix_bytes == 200, "joined with the range done before"
+    part.close()

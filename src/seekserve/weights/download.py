@@ -2,11 +2,12 @@
 
 Per file: take its lock (`.seekserve/locks/`, so a second pull of the same folder waits for the
 file instead of writing it too), skip it if it is there with the right checksum, else open its
-part (resuming from the record), fetch the missing ranges over up to `connections` requests,
-hash it, and rename it into place; a checksum mismatch discards the part and fetches the file once
-more (`max_fetches`), then refuses it. A dropped connection or a 5xx resumes the range where it
-stopped, after a backoff; `max_attempts` tries in a row without a byte of progress give up, and
-the part stays for the next pull.
+part (resuming from the record) and fetch the missing bytes in ranges of `range_bytes`, in file
+order, over up to `connections` requests, while a thread hashes the part's done prefix as it
+grows (so verifying costs little beyond the download); then rename it into place. A checksum
+mismatch discards the part and fetches the file once more (`max_fetches`), then refuses it. A
+dropped connection or a 5xx resumes the range where it stopped, after a backoff; `max_attempts`
+tries in a row without a byte of progress give up, and the part stays for the next pull.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import hashlib
 import logging
 import re
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,8 +28,8 @@ import filelock
 
 from seekserve.errors import ChecksumError, ConfigError, PullError
 from seekserve.weights.checksums import STATE_DIR, ChecksumCache
-from seekserve.weights.manifest import FileEntry, hash_file
-from seekserve.weights.parts import PartFile, split
+from seekserve.weights.manifest import FileEntry, RunningDigest, hash_file
+from seekserve.weights.parts import PartFile, pieces
 from seekserve.weights.source import Source
 
 __all__ = ["Downloader", "NullProgress", "Progress", "PullConfig"]
@@ -42,8 +44,8 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 class PullConfig:
     connections: int = 8
     """HTTP requests at once: several files, and a large file in as many ranges."""
-    min_range_bytes: int = 32 << 20
-    """A file is cut into ranges no smaller than this (so small files take one request)."""
+    range_bytes: int = 32 << 20
+    """Files are fetched in ranges of this size, in file order (a smaller file in one request)."""
     max_attempts: int = 5
     """Tries in a row of one range that bring no byte before the pull gives up (the part stays)."""
     max_fetches: int = 2
@@ -56,7 +58,7 @@ class PullConfig:
     """How often a pull waiting for another pull's file looks again."""
 
     def __post_init__(self) -> None:
-        for name in ("connections", "min_range_bytes", "max_attempts", "max_fetches"):
+        for name in ("connections", "range_bytes", "max_attempts", "max_fetches"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
         if self.connections > 256:
@@ -137,15 +139,12 @@ class Downloader:
             for _ in range(self.config.max_fetches):
                 part = PartFile(target, entry)
                 self.progress.advance(part.open())
+                digest = RunningDigest(entry.size, git_blob=entry.sha256 is None)
                 try:
-                    async with asyncio.TaskGroup() as group:
-                        for start, end in split(
-                            part.missing(), self.config.connections, self.config.min_range_bytes
-                        ):
-                            group.create_task(self._range(part, _Span(start, end)))
+                    await self._fetch(part, digest)
                 finally:
                     part.close()  # records the ranges done, however this ends
-                digests = await asyncio.to_thread(hash_file, part.path, entry.sha256 is None)
+                digests = digest.digests()
                 if entry.matches(digests):
                     part.finish()
                     self.checksums.record(entry.path, digests.sha256)
@@ -163,6 +162,27 @@ class Downloader:
             f"{self.config.max_fetches} times: the source holds a damaged copy, or something on the way "
             f"rewrites it; nothing was kept"
         )
+
+    async def _fetch(self, part: PartFile, digest: RunningDigest) -> None:
+        """Fetch the part's missing bytes and hash it whole (its done prefix as it grows)."""
+        queue = deque(pieces(part.missing(), self.config.range_bytes))
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(self.config.connections, len(queue))):
+                group.create_task(self._worker(part, queue))
+            group.create_task(self._follow(part, digest))
+
+    async def _worker(self, part: PartFile, queue: deque[tuple[int, int]]) -> None:
+        while queue:
+            start, end = queue.popleft()
+            await self._range(part, _Span(start, end))
+
+    async def _follow(self, part: PartFile, digest: RunningDigest) -> None:
+        """Hash the part's bytes as its done prefix grows, in a thread; ends when all are hashed."""
+        while digest.position < part.entry.size:
+            if part.prefix_bytes <= digest.position:
+                part.prefix_grew.clear()
+                await part.prefix_grew.wait()
+            await asyncio.to_thread(digest.update_from, part.fd, part.prefix_bytes)
 
     async def _present(self, target: Path, entry: FileEntry) -> bool:
         """Whether the file is already there with the right content (its recorded hash, else hashed)."""

@@ -12,6 +12,7 @@ id (SHA-1 of "blob {size}\\0" + content), which a `FileEntry` carries instead.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ __all__ = [
     "PARTIAL_SUFFIXES",
     "Digests",
     "FileEntry",
+    "RunningDigest",
     "check_relative_path",
     "hash_file",
     "model_files",
@@ -103,16 +105,42 @@ class Digests:
     """None unless asked for."""
 
 
+class RunningDigest:
+    """The hashes of a file of `size` bytes, fed in order from a file descriptor as its bytes become
+    final: a pull hashes a file's complete prefix while the rest is still arriving."""
+
+    def __init__(self, size: int, git_blob: bool = False) -> None:
+        self.size = size
+        self.position = 0
+        """Bytes hashed so far, from the start."""
+        self._sha256 = hashlib.sha256()
+        self._git = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False) if git_blob else None
+
+    def update_from(self, fd: int, end: int) -> None:
+        """Hash the bytes [position, end) of the file open at fd (pread: the offset is not moved)."""
+        while self.position < end:
+            chunk = os.pread(fd, min(_HASH_CHUNK_BYTES, end - self.position), self.position)
+            if not chunk:
+                raise OSError(f"the file ended at byte {self.position} of {end} while being hashed")
+            self._sha256.update(chunk)
+            if self._git is not None:
+                self._git.update(chunk)
+            self.position += len(chunk)
+
+    def digests(self) -> Digests:
+        assert self.position == self.size, f"hashed {self.position} of {self.size} bytes"
+        return Digests(self._sha256.hexdigest(), self._git.hexdigest() if self._git is not None else None)
+
+
 def hash_file(path: Path, git_blob: bool = False) -> Digests:
     """The SHA-256 of a file, and with `git_blob` its git blob id too, in one read."""
-    sha256 = hashlib.sha256()
-    git = hashlib.sha1(f"blob {path.stat().st_size}\0".encode(), usedforsecurity=False) if git_blob else None
-    with path.open("rb") as f:
-        while chunk := f.read(_HASH_CHUNK_BYTES):
-            sha256.update(chunk)
-            if git is not None:
-                git.update(chunk)
-    return Digests(sha256.hexdigest(), git.hexdigest() if git is not None else None)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        digest = RunningDigest(os.fstat(fd).st_size, git_blob)
+        digest.update_from(fd, digest.size)
+    finally:
+        os.close(fd)
+    return digest.digests()
 
 
 def model_files(folder: Path) -> list[str]:

@@ -2,9 +2,12 @@
 
     part = PartFile(target, entry)
     part.open()                       # resumes from the record, or starts an empty (sparse) file
-    for start, end in split(part.missing(), 8, 32 << 20): ...
+    for start, end in pieces(part.missing(), 32 << 20): ...   # in file order
         part.write(offset, data); part.mark(offset, offset + len(data))
     part.finish()                     # renamed into place: nothing half-written ever has the real name
+
+`prefix_bytes` (the bytes done from the start without a gap) grows as pieces complete in order;
+`prefix_grew` is set each time it does, for the hashing that follows it.
 
 The record names the file it is for (size and checksum), so a part left by a pull of another
 version is started over. A range is recorded only after its bytes are written; after a crash of
@@ -13,15 +16,15 @@ the machine the record may claim bytes the disk lost, which the checksum then re
 
 from __future__ import annotations
 
+import asyncio
 import json
-import math
 import os
 import time
 from pathlib import Path
 
 from seekserve.weights.manifest import FileEntry
 
-__all__ = ["Interval", "PartFile", "merge", "missing", "split"]
+__all__ = ["Interval", "PartFile", "merge", "missing", "pieces"]
 
 Interval = tuple[int, int]
 """[start, end) in bytes."""
@@ -52,19 +55,10 @@ def missing(size: int, done: list[Interval]) -> list[Interval]:
     return [g for g in gaps if g[1] > g[0]]
 
 
-def split(gaps: list[Interval], max_pieces: int, min_bytes: int) -> list[Interval]:
-    """The gaps cut into at most about `max_pieces` ranges of at least `min_bytes` (a gap smaller
-    than that stays whole), for that many connections to fetch at once."""
-    total = sum(end - start for start, end in gaps)
-    if total == 0:
-        return []
-    target = max(math.ceil(total / max(1, min(max_pieces, total // min_bytes))), 1)
-    pieces = []
-    for start, end in gaps:
-        count = max(1, round((end - start) / target))
-        step = math.ceil((end - start) / count)
-        pieces += [(s, min(s + step, end)) for s in range(start, end, step)]
-    return pieces
+def pieces(gaps: list[Interval], piece_bytes: int) -> list[Interval]:
+    """The gaps cut into ranges of at most `piece_bytes`, in file order: fetched by several
+    connections at once they complete roughly in order, so the done prefix grows steadily."""
+    return [(s, min(s + piece_bytes, end)) for start, end in gaps for s in range(start, end, piece_bytes)]
 
 
 class PartFile:
@@ -76,6 +70,7 @@ class PartFile:
         self._done: list[Interval] = []
         self._fd: int | None = None
         self._saved_at = 0.0
+        self.prefix_grew = asyncio.Event()
 
     @property
     def done_bytes(self) -> int:
@@ -83,6 +78,16 @@ class PartFile:
 
     def missing(self) -> list[Interval]:
         return missing(self.entry.size, self._done)
+
+    @property
+    def prefix_bytes(self) -> int:
+        """The bytes done from the start of the file without a gap."""
+        return self._done[0][1] if self._done and self._done[0][0] == 0 else 0
+
+    @property
+    def fd(self) -> int:
+        assert self._fd is not None, "the part is not open"
+        return self._fd
 
     def open(self) -> int:
         """Open the part, resuming from its record where it is for this file; the bytes already done."""
@@ -118,7 +123,10 @@ class PartFile:
 
     def mark(self, start: int, end: int) -> None:
         """Record [start, end) as written; the record file follows at most every CHECKPOINT_S."""
+        before = self.prefix_bytes
         self._done = merge([*self._done, (start, end)])
+        if self.prefix_bytes > before:
+            self.prefix_grew.set()
         if time.monotonic() - self._saved_at >= CHECKPOINT_S:
             self.checkpoint()
 
