@@ -31,7 +31,8 @@ from typing import Any
 import httpx
 
 from common import CACHE, REPO, machine, median, print_table, write_json
-from seekserve.weights.download import NullProgress, PullConfig
+from seekserve.weights.config import PullConfig
+from seekserve.weights.download import NullProgress
 from seekserve.weights.manifest import hash_file
 from seekserve.weights.pull import PullRequest, pull, pull_async
 

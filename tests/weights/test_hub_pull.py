@@ -10,7 +10,7 @@ import pytest
 
 from seekserve.errors import ConfigError, PullError
 from seekserve.weights import pull as pull_module
-from seekserve.weights.download import PullConfig
+from seekserve.weights.config import PullConfig
 from seekserve.weights.pull import PullRequest, pull
 from weights.servers import COMMIT, FakeHub, make_folder, random_bytes, serving
 

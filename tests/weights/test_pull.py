@@ -15,7 +15,7 @@ import pytest
 from factories import subprocess_env
 from seekserve.errors import ChecksumError, PullError
 from seekserve.weights import download
-from seekserve.weights.download import PullConfig
+from seekserve.weights.config import PullConfig
 from seekserve.weights.mirror import create_mirror_app
 from seekserve.weights.pull import PullRequest, pull
 from weights.servers import Faults, FaultyApp, make_folder, random_bytes, serving

@@ -8,7 +8,7 @@ from types import TracebackType
 import click
 
 from seekserve.errors import ConfigError, PullError
-from seekserve.weights.download import PullConfig
+from seekserve.weights.config import PullConfig
 
 __all__ = ["pull"]
 

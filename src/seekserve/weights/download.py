@@ -26,8 +26,9 @@ from typing import Protocol
 import aiohttp
 import filelock
 
-from seekserve.errors import ChecksumError, ConfigError, PullError
+from seekserve.errors import ChecksumError, PullError
 from seekserve.weights.checksums import STATE_DIR, ChecksumCache
+from seekserve.weights.config import PullConfig
 from seekserve.weights.manifest import FileEntry, RunningDigest, hash_file
 from seekserve.weights.parts import PartFile, pieces
 from seekserve.weights.source import Source
@@ -38,34 +39,6 @@ log = logging.getLogger(__name__)
 
 _CHUNK_BYTES = 1 << 20
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
-
-
-@dataclass(frozen=True)
-class PullConfig:
-    connections: int = 8
-    """HTTP requests at once: several files, and a large file in as many ranges."""
-    range_bytes: int = 32 << 20
-    """Files are fetched in ranges of this size, in file order (a smaller file in one request)."""
-    max_attempts: int = 5
-    """Tries in a row of one range that bring no byte before the pull gives up (the part stays)."""
-    max_fetches: int = 2
-    """Whole fetches of a file whose checksum does not match before it is refused."""
-    timeout_s: float = 60.0
-    """Seconds to connect, and seconds without a byte, before a request is dropped and retried."""
-    retry_base_s: float = 0.5
-    """The first retry's wait; each try in a row without progress doubles it."""
-    lock_poll_s: float = 0.2
-    """How often a pull waiting for another pull's file looks again."""
-
-    def __post_init__(self) -> None:
-        for name in ("connections", "range_bytes", "max_attempts", "max_fetches"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
-        if self.connections > 256:
-            raise ConfigError(f"connections={self.connections} is over the limit of 256: use fewer")
-        for name in ("timeout_s", "retry_base_s", "lock_poll_s"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name}={getattr(self, name)} must be positive")
 
 
 class Progress(Protocol):

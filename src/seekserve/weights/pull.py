@@ -23,7 +23,8 @@ import aiohttp
 from seekserve.env import Environment
 from seekserve.errors import ConfigError, PullError
 from seekserve.weights.checksums import STATE_DIR
-from seekserve.weights.download import Downloader, NullProgress, Progress, PullConfig
+from seekserve.weights.config import PullConfig
+from seekserve.weights.download import Downloader, NullProgress, Progress
 from seekserve.weights.hub import HubSource, hub_token
 from seekserve.weights.manifest import FileEntry, check_relative_path
 from seekserve.weights.names import HF_DIR_PATTERNS, is_hub_id
