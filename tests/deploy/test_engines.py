@@ -8,6 +8,8 @@ import pytest
 
 from deploy.kube import of_kind
 from deploy.runtimes import SGLANG_FLAGS, VLLM_FLAGS
+from seekserve.cli.mirror import mirror
+from seekserve.cli.pull import pull
 from seekserve.cli.serve import serve
 
 MODEL = "/var/lib/seekserve/models/deepseek-ai/DeepSeek-R1"
@@ -105,3 +107,20 @@ def test_weights_are_pulled_from_the_mirror_into_the_shared_cache_first() -> Non
     cache = next(v for v in pod["volumes"] if v["name"] == "model-cache")
     assert cache["hostPath"] == {"path": "/var/lib/seekserve", "type": "DirectoryOrCreate"}
     assert {"name": "model-cache", "mountPath": "/var/lib/seekserve"} in pod["containers"][0]["volumeMounts"]
+
+
+def test_the_pull_init_container_and_the_mirror_are_commands_seekserve_accepts() -> None:
+    (init,) = engine_pod("small-cpu", "distill")["initContainers"]
+    assert init["command"][:2] == ["seekserve", "pull"]
+    context = pull.make_context("pull", init["command"][2:])
+    assert context.params["model"] == "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
+    assert context.params["mirror"].startswith("http://seekserve-mirror.")
+    assert context.params["dest"] is None  # $SEEKSERVE_HOME/models/MODEL, where the engine looks
+    (container,) = [
+        c
+        for d in of_kind("small-cpu", "Deployment")
+        for c in d["spec"]["template"]["spec"]["containers"]
+        if c["command"][:3] == ["seekserve", "mirror", "serve"]
+    ]
+    known = {opt for param in mirror.commands["serve"].params for opt in param.opts}
+    assert flags(container["command"]) <= known  # its folder is a volume: it exists only in the pod
