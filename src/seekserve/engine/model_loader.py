@@ -67,11 +67,12 @@ def load_hf_config(path: Path) -> Any:
         raise ModelLoadError(f"model directory {path} does not exist: pass a directory with config.json")
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{path} has no config.json: it is not a Hugging Face model directory")
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoConfig
 
     try:
         return AutoConfig.from_pretrained(str(path), local_files_only=True)
-    except (ValueError, KeyError, OSError) as e:
+    except (ValueError, KeyError, OSError, StrictDataclassError) as e:  # the last: its values disagree
         raise ModelLoadError(f"cannot read {path / 'config.json'}: {e}") from e
 
 
@@ -237,12 +238,17 @@ def _build(
     quantizer = Quantizer(quant, device) if quant.enabled else None
     with torch.device(device), deferred_weights(quantizer is not None):
         model = cls(hf_config, dtype, max_model_len)
-    if quantizer is None:
-        model.load_weights(weights(dtype))
-        report = None
-    else:
-        quantizer.prepare(model)
-        model.load_weights(weights(torch.float32))
-        report = quantizer.finish(model)
+    try:
+        if quantizer is None:
+            model.load_weights(weights(dtype))
+            report = None
+        else:
+            quantizer.prepare(model)
+            model.load_weights(weights(torch.float32))
+            report = quantizer.finish(model)
+    except ModelLoadError as e:
+        if str(source.path) in str(e):
+            raise
+        raise type(e)(f"{source.path}: {e}") from e  # which model, when several are loaded
     model.eval()
     return model, max_model_len, report
