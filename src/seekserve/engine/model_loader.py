@@ -25,7 +25,7 @@ from seekserve.errors import ConfigError, ModelLoadError
 from seekserve.layers.fp8_checkpoint import FP8_DTYPES, Fp8BlockTensor, fp8_block_format, iter_dequantized
 from seekserve.layers.modules import deferred_weights
 from seekserve.models import CausalLM, model_class
-from seekserve.models.chat_template import ensure_chat_template
+from seekserve.models.chat_template import check_chat_template, ensure_chat_template
 from seekserve.models.gguf import GGUFCheckpoint
 from seekserve.models.source import ModelSource, SourceKind, resolve
 from seekserve.quant.apply import Quantizer, QuantReport, param_bytes
@@ -175,22 +175,29 @@ def load_tokenizer(path: Path) -> Any:
 
 
 def load_model(config: ModelConfig, device: torch.device) -> LoadedModel:
-    """Build the model of `config.model` on `device` and fill its weights."""
+    """Build the model of `config.model` on `device` and fill its weights.
+
+    The tokenizer and its chat template are read first: a model whose template is refused fails
+    before its weights are read.
+    """
     source = resolve(config.model)
     tokenizer_dir = Path(config.tokenizer).expanduser() if config.tokenizer else None
     if source.kind is SourceKind.GGUF_FILE:
         checkpoint = GGUFCheckpoint(source.path)
         hf_config = checkpoint.config
-        model, max_model_len, report = _build(
-            config, source, hf_config, lambda dtype: checkpoint.weights(dtype, device), device
-        )
         if tokenizer_dir is None:
             tokenizer = checkpoint.tokenizer(Environment.read().tokenizers_dir)
         else:
             tokenizer = load_tokenizer(tokenizer_dir)
+        uses_default_template = _chat_template(tokenizer, source.path)
+        model, max_model_len, report = _build(
+            config, source, hf_config, lambda dtype: checkpoint.weights(dtype, device), device
+        )
         eos = checkpoint.eos_token_ids or frozenset([tokenizer.eos_token_id]) - {None}
     else:
         hf_config = load_hf_config(source.path)
+        tokenizer = load_tokenizer(tokenizer_dir or source.path)
+        uses_default_template = _chat_template(tokenizer, source.path)
         keep_fp8 = config.quant_config().enabled
         model, max_model_len, report = _build(
             config,
@@ -199,7 +206,6 @@ def load_model(config: ModelConfig, device: torch.device) -> LoadedModel:
             lambda dtype: checkpoint_weights(source.path, hf_config, dtype, keep_fp8),
             device,
         )
-        tokenizer = load_tokenizer(tokenizer_dir or source.path)
         eos = eos_token_ids(source.path, hf_config, tokenizer)
     weight_bytes = param_bytes(model)
     log.info("loaded %s (%s, %.1f MB of weights)", source.path, model.dtype, weight_bytes / 1e6)
@@ -211,9 +217,16 @@ def load_model(config: ModelConfig, device: torch.device) -> LoadedModel:
         eos_token_ids=eos,
         weight_bytes=weight_bytes,
         source=source,
-        uses_default_chat_template=ensure_chat_template(tokenizer),
+        uses_default_chat_template=uses_default_template,
         quantization=report,
     )
+
+
+def _chat_template(tokenizer: Any, source: Path) -> bool:
+    """Give the tokenizer the default template if it has none, and check it; True for the default."""
+    uses_default = ensure_chat_template(tokenizer)
+    check_chat_template(tokenizer, source)
+    return uses_default
 
 
 def _build(
