@@ -15,10 +15,11 @@ from typing import Any
 
 import gguf
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from factories import llama_config, make_model_dir
+from fuzzing import budget
 from gguf_factories import Q, Storage, write_gguf
 from seekserve import LLM
 from seekserve.errors import ModelLoadError
@@ -26,13 +27,7 @@ from seekserve.models.gguf import GGUFCheckpoint
 from seekserve.models.gguf.config import config_from_gguf, eos_token_ids
 from seekserve.models.gguf.reader import GGUFFile
 
-FUZZ = settings(
-    max_examples=150,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+FUZZ = budget(150)
 _LARGE = [b"\xff" * 8, struct.pack("<Q", 2**63), struct.pack("<Q", 2**32 + 7), struct.pack("<I", 2**31)]
 _SMALL = [b"\x00" * 8, struct.pack("<I", 9), struct.pack("<I", 12), struct.pack("<I", 5)]
 
