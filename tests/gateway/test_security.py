@@ -23,6 +23,7 @@ from multidict import CIMultiDict
 
 from gateway.fake_upstream import FakeEngine
 from gateway.processes import GatewayProcess, engines_in_thread, gateway_config, gateway_processes
+from seekserve.gateway.config import BackendConfig
 from server.live import assert_openai_error
 
 ROUTES: list[tuple[str, str, bool]] = [
@@ -190,3 +191,8 @@ def test_bodies_over_max_body_bytes_get_413(gateway: GatewayProcess) -> None:
 def test_the_request_id_echoed_is_at_most_128_characters(gateway: GatewayProcess) -> None:
     _, headers, _ = asyncio.run(request(gateway.url, "GET", "/health", **{"X-Request-Id": "r" * 5000}))
     assert headers["X-Request-Id"] == "r" * 128
+
+
+def test_a_backend_config_never_shows_its_key() -> None:
+    backend = BackendConfig(name="a", url="http://h/v1", api_key="shown-nowhere")
+    assert "shown-nowhere" not in repr(backend) and "shown-nowhere" not in str(backend)

@@ -153,7 +153,7 @@ def test_log_prompts_puts_prompts_in_the_access_log_and_never_the_key(
     assert "another-secret-key" not in logged_text(all_logs)
 
 
-def test_the_config_never_shows_the_key(llama_dir: Path) -> None:
+def test_the_config_never_shows_the_key() -> None:
     from seekserve.server import ServerConfig
 
     config = ServerConfig(served_model_name="m", api_key="shown-nowhere")
