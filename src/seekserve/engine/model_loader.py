@@ -175,29 +175,28 @@ def load_tokenizer(path: Path) -> Any:
 
 
 def load_model(config: ModelConfig, device: torch.device) -> LoadedModel:
-    """Build the model of `config.model` on `device` and fill its weights.
+    """Build the model of `config.model` on `device` and fill its weights, then read the tokenizer and
+    check its chat template (a model whose template is refused never serves).
 
-    The tokenizer and its chat template are read first: a model whose template is refused fails
-    before its weights are read.
+    The tokenizer is read after the weights so that nothing it allocates and frees is reused by them:
+    tests/quant/test_memory.py measures the weights' own peak.
     """
     source = resolve(config.model)
     tokenizer_dir = Path(config.tokenizer).expanduser() if config.tokenizer else None
     if source.kind is SourceKind.GGUF_FILE:
         checkpoint = GGUFCheckpoint(source.path)
         hf_config = checkpoint.config
+        model, max_model_len, report = _build(
+            config, source, hf_config, lambda dtype: checkpoint.weights(dtype, device), device
+        )
         if tokenizer_dir is None:
             tokenizer = checkpoint.tokenizer(Environment.read().tokenizers_dir)
         else:
             tokenizer = load_tokenizer(tokenizer_dir)
         uses_default_template = _chat_template(tokenizer, source.path)
-        model, max_model_len, report = _build(
-            config, source, hf_config, lambda dtype: checkpoint.weights(dtype, device), device
-        )
         eos = checkpoint.eos_token_ids or frozenset([tokenizer.eos_token_id]) - {None}
     else:
         hf_config = load_hf_config(source.path)
-        tokenizer = load_tokenizer(tokenizer_dir or source.path)
-        uses_default_template = _chat_template(tokenizer, source.path)
         keep_fp8 = config.quant_config().enabled
         model, max_model_len, report = _build(
             config,
@@ -206,6 +205,8 @@ def load_model(config: ModelConfig, device: torch.device) -> LoadedModel:
             lambda dtype: checkpoint_weights(source.path, hf_config, dtype, keep_fp8),
             device,
         )
+        tokenizer = load_tokenizer(tokenizer_dir or source.path)
+        uses_default_template = _chat_template(tokenizer, source.path)
         eos = eos_token_ids(source.path, hf_config, tokenizer)
     weight_bytes = param_bytes(model)
     log.info("loaded %s (%s, %.1f MB of weights)", source.path, model.dtype, weight_bytes / 1e6)
