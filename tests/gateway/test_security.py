@@ -33,7 +33,11 @@ ROUTES: list[tuple[str, str, bool]] = [
     ("GET", "/health", False),
     ("GET", "/metrics", False),
     ("GET", "/openapi.json", False),
+    ("GET", "/chat", False),
+    ("GET", "/chat/{asset}", False),
+    ("GET", "/", False),
 ]
+EXAMPLE_PATHS = {"/chat/{asset}": "/chat/chat.css"}
 KEY, LIMITED_KEY = "gw-key-3141592653", "gw-limited-key-2718281828"
 WRONG_KEYS = ["x", KEY[:-1], KEY + "0", "k" * 300]
 BACKEND_KEY, REDIS_PASSWORD = "backend-key-1618033988", "redis-password-1414213562"
@@ -94,7 +98,7 @@ async def request(
 def call(
     gateway: GatewayProcess, method: str, path: str, key: str | None
 ) -> tuple[int, dict[str, str], bytes]:
-    return asyncio.run(request(gateway.url, method, path, key, BODIES.get(path)))
+    return asyncio.run(request(gateway.url, method, EXAMPLE_PATHS.get(path, path), key, BODIES.get(path)))
 
 
 def test_the_route_table_is_what_the_openapi_document_lists(gateway: GatewayProcess) -> None:

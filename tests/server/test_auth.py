@@ -34,6 +34,9 @@ ROUTES: list[tuple[str, str, bool]] = [
     ("GET", "/docs", False),
     ("GET", "/docs/oauth2-redirect", False),
     ("GET", "/redoc", False),
+    ("GET", "/chat", False),
+    ("GET", "/chat/{name:path}", False),
+    ("GET", "/", False),
 ]
 BODIES: dict[str, dict[str, Any]] = {
     "/v1/chat/completions": {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1},
@@ -43,9 +46,9 @@ WRONG_KEYS = ["x", "test-kez", API_KEY + "-", "k" * 300]
 
 
 def call(server: LiveServer, method: str, route: str, key: str | None) -> httpx.Response:
-    path = route.replace("{model:path}", "tiny")
+    path = route.replace("{model:path}", "tiny").replace("{name:path}", "chat.css")
     headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
-    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+    with httpx.Client(base_url=server.base_url, timeout=30, follow_redirects=True) as http:
         return http.request(method, path, json=BODIES.get(path), headers=headers)
 
 

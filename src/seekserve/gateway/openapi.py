@@ -24,7 +24,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         400: "Invalid body (the backend's own 400 is passed on as it came)",
         401: "Missing or unknown API key",
         403: "The key may not use this model",
-        404: "No backend serves this model",
+        404: "No backend serves this model, or no such route",
         413: "The body is over max_body_bytes",
         429: "Rate limited, or every backend is busy (with Retry-After)",
         502: "No backend could answer",
@@ -100,6 +100,7 @@ def _service_routes() -> dict[str, Any]:
         return {"get": {"summary": summary, "operationId": operation, "responses": responses}}
 
     json_object = {"content": {"application/json": {"schema": _OBJECT}}}
+    html = {"content": {"text/html": {"schema": {"type": "string"}}}}
     models = get(
         "The models the caller may use", "listModels", {"200": {"description": "A list", **json_object}}
     )
@@ -122,6 +123,18 @@ def _service_routes() -> dict[str, Any]:
         "/openapi.json": get(
             "This document", "openapi", {"200": {"description": "OpenAPI 3.1", **json_object}}
         ),
+        "/chat": get("The chat page", "chatPage", {"200": {"description": "HTML", **html}}),
+        "/": get("A redirect to the chat page", "root", {"307": {"description": "to /chat"}}),
+        "/chat/{asset}": {
+            "get": {
+                "summary": "A file of the chat page (its scripts, styles, icon)",
+                "operationId": "chatAsset",
+                "parameters": [
+                    {"name": "asset", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"200": {"description": "The file"}, **_errors(404)},
+            }
+        },
     }
 
 
