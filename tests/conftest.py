@@ -14,6 +14,7 @@ from factories import (
     qwen2_config,
     rewrite_weights,
 )
+from server.live import LiveServer, engine_loader, start_server
 
 torch.set_num_threads(2)
 
@@ -58,3 +59,12 @@ def deepseek_v3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def deepseek_v2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny random DeepSeek-V2-Lite (see factories.deepseek_v2_config)."""
     return make_model_dir(tmp_path_factory.mktemp("deepseek_v2"), deepseek_v2_config())
+
+
+@pytest.fixture(scope="session")
+def fuzz_server(llama_dir: Path) -> Iterator[LiveServer]:
+    """The tiny Llama behind a server with a short context and a small batch, so every request a schema
+    fuzzer generates is cheap (tests/server/test_fuzz.py, tests/gateway/test_openapi.py)."""
+    live = start_server(engine_loader(llama_dir, max_model_len=24, max_num_seqs=8))
+    yield live
+    live.stop()

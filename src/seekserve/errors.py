@@ -69,12 +69,12 @@ class InvalidRequestError(SeekserveError, ValueError):
 class PromptTooLongError(InvalidRequestError):
     """The prompt does not fit in the model's context window."""
 
-    def __init__(self, num_prompt_tokens: int, max_model_len: int) -> None:
+    def __init__(self, num_prompt_tokens: int, max_model_len: int, param: str = "messages") -> None:
         super().__init__(
             f"the prompt has {num_prompt_tokens} tokens but the context holds {max_model_len} "
             f"(max_model_len), and at least one token must be left to generate: shorten the prompt "
             f"to at most {max_model_len - 1} tokens or start the engine with a larger max_model_len",
-            param="messages",
+            param=param,
         )
         self.num_prompt_tokens = num_prompt_tokens
         self.max_model_len = max_model_len

@@ -2,6 +2,10 @@ from __future__ import annotations
 
 import itertools
 
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fuzzing import budget
 from seekserve.bench.sse import SSEEvent, SSEParser
 
 STREAM = (
@@ -84,3 +88,23 @@ def test_an_unterminated_last_event_is_returned_by_flush() -> None:
 def test_comments_and_unknown_fields_alone_dispatch_nothing() -> None:
     assert parse([b": keep-alive\n\nfoo: bar\n\n: x\n\n"]) == []
     assert SSEParser().feed(b"") == []
+
+
+_LINE_ENDS = st.sampled_from([b"\n", b"\r\n", b"\r"])
+_FIELDS = st.sampled_from([b"data:", b"data: ", b"event: ", b"id: ", b"retry: ", b":", b"", b"\xef\xbb\xbf"])
+_STREAMS = st.lists(st.tuples(_FIELDS, st.binary(max_size=8), _LINE_ENDS), max_size=12).map(
+    lambda lines: b"".join(f + v.replace(b"\n", b"").replace(b"\r", b"") + e for f, v, e in lines)
+) | st.binary(max_size=80)
+
+
+@budget(300)
+@given(stream=_STREAMS, cuts=st.lists(st.integers(0, 100), max_size=8))
+def test_any_bytes_in_any_pieces_give_the_events_of_the_whole(stream: bytes, cuts: list[int]) -> None:
+    """Whatever a server sends (bare CRs, invalid UTF-8, a BOM, NULs in ids), the parser never raises
+    and how the bytes were cut into reads never changes the events."""
+    points = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
+    pieces = [stream[a:b] for a, b in itertools.pairwise(points)]
+    whole = parse([stream])
+    assert parse(pieces) == whole
+    assert parse([stream[i : i + 1] for i in range(len(stream))]) == whole
+    assert all(isinstance(e.data, str) and isinstance(e.event, str) for e in whole)

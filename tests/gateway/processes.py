@@ -107,6 +107,10 @@ class GatewayProcess:
         """What the gateway wrote on stderr so far (its messages; the access log is on stdout)."""
         return self.stderr_path.read_text(errors="replace")
 
+    def access_log(self) -> str:
+        """What the gateway wrote on stdout so far: its access log, one JSON line per request."""
+        return self.stderr_path.with_suffix(".out").read_text(errors="replace")
+
     def reload(self, config: dict[str, Any]) -> None:
         """Rewrite the config file (keeping the port) and send SIGHUP."""
         assert self.config_path is not None, "a gateway started with --upstream has no file to reload"
@@ -152,15 +156,18 @@ def _wait_listening(gateway: GatewayProcess) -> None:
 
 
 @contextmanager
-def gateway_processes(configs: list[dict[str, Any]], directory: Path) -> Iterator[list[GatewayProcess]]:
-    """Start one `seekserve gateway --config FILE` per config (all at once), wait until each listens."""
+def gateway_processes(
+    configs: list[dict[str, Any]], directory: Path, log_level: str = "info", env: dict[str, str] | None = None
+) -> Iterator[list[GatewayProcess]]:
+    """Start one `seekserve gateway --config FILE` per config (all at once), wait until each listens;
+    `env` adds environment variables (for `${NAME}` in the config)."""
     launches = []
     for i, config in enumerate(configs):
         port = free_port()
         path = directory / f"gateway{i}.yaml"
         _write(path, {**config, "listen": {"host": "127.0.0.1", "port": port}})
-        launches.append((["--config", str(path)], port, path))
-    with _launched(launches, directory) as gateways:
+        launches.append((["--config", str(path), "--log-level", log_level], port, path))
+    with _launched(launches, directory, env) as gateways:
         yield gateways
 
 
@@ -175,10 +182,13 @@ def upstream_gateway(urls: list[str], directory: Path) -> Iterator[GatewayProces
 
 @contextmanager
 def _launched(
-    launches: list[tuple[list[str], int, Path | None]], directory: Path
+    launches: list[tuple[list[str], int, Path | None]],
+    directory: Path,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[list[GatewayProcess]]:
     """Start `seekserve gateway ARGS` per (args, port, config path), logs in `directory`; stop by pid."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(_SRC), os.environ.get("PYTHONPATH", "")])}
+    env.update(extra_env or {})
     gateways: list[GatewayProcess] = []
     processes: list[subprocess.Popen[bytes]] = []
     with ExitStack() as logs:

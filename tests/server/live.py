@@ -134,3 +134,20 @@ def start_server(
     if wait_ready:
         live.wait_until(lambda: httpx.get(f"{live.base_url}/health").status_code == 200, 60)
     return live
+
+
+def post(server: LiveServer, path: str, body: Any, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    with server.http() as http:
+        if isinstance(body, bytes):
+            kwargs.setdefault("headers", {})["Content-Type"] = "application/json"
+            response = http.post(path, content=body, **kwargs)
+        else:
+            response = http.post(path, json=body, **kwargs)
+    return response.status_code, response.json()
+
+
+def assert_openai_error(body: dict[str, Any], type_: str, code: str | None = None) -> dict[str, Any]:
+    error = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == type_ and error["code"] == code and error["message"]
+    return error

@@ -88,6 +88,16 @@ def test_serve_exits_with_a_clear_error_when_the_model_cannot_load(tmp_path: Pat
     assert "the model failed to load" in err and "does not exist" in err and "Traceback" not in err
 
 
+def test_a_key_on_the_command_line_gets_a_warning_and_one_from_the_environment_none(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing")
+    proc = serve("--model", missing, "--port", str(free_port()), "--api-key", "on-the-line")
+    _, err = proc.communicate(timeout=120)
+    assert "an --api-key on the command line is visible to every user" in err and "on-the-line" not in err
+    proc = serve("--model", missing, "--port", str(free_port()), env={"SEEKSERVE_API_KEY": "from-env"})
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "--api-key on the command line" not in err and "from-env" not in err
+
+
 def test_serve_rejects_bad_options_before_loading(llama_dir: Path) -> None:
     proc = serve("--model", str(llama_dir), "--request-timeout-s", "-1")
     _, err = proc.communicate(timeout=120)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
 from seekserve.cli.options import (
     config_options,
@@ -102,6 +103,12 @@ def serve(model: str | None, served_model_name: str | None, log_level: str, **kw
         engine_config = EngineConfig.from_options(model=choice.path, **engine_kwargs)
     except SeekserveError as e:
         raise click.ClickException(str(e)) from e
+    if click.get_current_context().get_parameter_source("api_key") is ParameterSource.COMMANDLINE:
+        click.echo(
+            f"seekserve: warning: an --api-key on the command line is visible to every user of this machine "
+            f"(ps, /proc/PID/cmdline); set {API_KEY_ENV} instead",
+            err=True,
+        )
     run_server(config, engine_config, log_level)
 
 

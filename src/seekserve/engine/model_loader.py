@@ -25,7 +25,7 @@ from seekserve.errors import ConfigError, ModelLoadError
 from seekserve.layers.fp8_checkpoint import FP8_DTYPES, Fp8BlockTensor, fp8_block_format, iter_dequantized
 from seekserve.layers.modules import deferred_weights
 from seekserve.models import CausalLM, model_class
-from seekserve.models.chat_template import ensure_chat_template
+from seekserve.models.chat_template import check_chat_template, ensure_chat_template
 from seekserve.models.gguf import GGUFCheckpoint
 from seekserve.models.source import ModelSource, SourceKind, resolve
 from seekserve.quant.apply import Quantizer, QuantReport, param_bytes
@@ -67,11 +67,12 @@ def load_hf_config(path: Path) -> Any:
         raise ModelLoadError(f"model directory {path} does not exist: pass a directory with config.json")
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{path} has no config.json: it is not a Hugging Face model directory")
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoConfig
 
     try:
         return AutoConfig.from_pretrained(str(path), local_files_only=True)
-    except (ValueError, KeyError, OSError) as e:
+    except (ValueError, KeyError, OSError, StrictDataclassError) as e:  # the last: its values disagree
         raise ModelLoadError(f"cannot read {path / 'config.json'}: {e}") from e
 
 
@@ -174,7 +175,12 @@ def load_tokenizer(path: Path) -> Any:
 
 
 def load_model(config: ModelConfig, device: torch.device) -> LoadedModel:
-    """Build the model of `config.model` on `device` and fill its weights."""
+    """Build the model of `config.model` on `device` and fill its weights, then read the tokenizer and
+    check its chat template (a model whose template is refused never serves).
+
+    The tokenizer is read after the weights so that nothing it allocates and frees is reused by them:
+    tests/quant/test_memory.py measures the weights' own peak.
+    """
     source = resolve(config.model)
     tokenizer_dir = Path(config.tokenizer).expanduser() if config.tokenizer else None
     if source.kind is SourceKind.GGUF_FILE:
@@ -187,6 +193,7 @@ def load_model(config: ModelConfig, device: torch.device) -> LoadedModel:
             tokenizer = checkpoint.tokenizer(Environment.read().tokenizers_dir)
         else:
             tokenizer = load_tokenizer(tokenizer_dir)
+        uses_default_template = _chat_template(tokenizer, source.path)
         eos = checkpoint.eos_token_ids or frozenset([tokenizer.eos_token_id]) - {None}
     else:
         hf_config = load_hf_config(source.path)
@@ -199,6 +206,7 @@ def load_model(config: ModelConfig, device: torch.device) -> LoadedModel:
             device,
         )
         tokenizer = load_tokenizer(tokenizer_dir or source.path)
+        uses_default_template = _chat_template(tokenizer, source.path)
         eos = eos_token_ids(source.path, hf_config, tokenizer)
     weight_bytes = param_bytes(model)
     log.info("loaded %s (%s, %.1f MB of weights)", source.path, model.dtype, weight_bytes / 1e6)
@@ -210,9 +218,16 @@ def load_model(config: ModelConfig, device: torch.device) -> LoadedModel:
         eos_token_ids=eos,
         weight_bytes=weight_bytes,
         source=source,
-        uses_default_chat_template=ensure_chat_template(tokenizer),
+        uses_default_chat_template=uses_default_template,
         quantization=report,
     )
+
+
+def _chat_template(tokenizer: Any, source: Path) -> bool:
+    """Give the tokenizer the default template if it has none, and check it; True for the default."""
+    uses_default = ensure_chat_template(tokenizer)
+    check_chat_template(tokenizer, source)
+    return uses_default
 
 
 def _build(
@@ -237,12 +252,17 @@ def _build(
     quantizer = Quantizer(quant, device) if quant.enabled else None
     with torch.device(device), deferred_weights(quantizer is not None):
         model = cls(hf_config, dtype, max_model_len)
-    if quantizer is None:
-        model.load_weights(weights(dtype))
-        report = None
-    else:
-        quantizer.prepare(model)
-        model.load_weights(weights(torch.float32))
-        report = quantizer.finish(model)
+    try:
+        if quantizer is None:
+            model.load_weights(weights(dtype))
+            report = None
+        else:
+            quantizer.prepare(model)
+            model.load_weights(weights(torch.float32))
+            report = quantizer.finish(model)
+    except ModelLoadError as e:
+        if str(source.path) in str(e):
+            raise
+        raise type(e)(f"{source.path}: {e}") from e  # which model, when several are loaded
     model.eval()
     return model, max_model_len, report

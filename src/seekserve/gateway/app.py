@@ -1,10 +1,14 @@
 """The gateway's ASGI application: a few routes, written against ASGI directly for a small per-request cost.
 
     POST /v1/chat/completions, /v1/completions   handler.py
-    GET  /v1/models                               every model a backend serves, and every configured one
+    GET  /v1/models                               the models the caller's key may use (every one when open)
     GET  /health                                  200 while at least one backend is healthy, else 503
     GET  /metrics                                 Prometheus text (metrics.py)
     GET  /chat, /                                 the chat page (seekserve.chat)
+    GET  /openapi.json                            these routes as OpenAPI 3.1 (openapi.py)
+
+A body over `max_body_bytes` gets 413 before it is read whole (at once when its Content-Length
+says so); with `keys` configured, /v1/* needs one.
 
 `GatewayApp.state` is replaced whole by `reload()`; a request keeps the state it started with.
 A streaming reply watches the client's connection: when the client goes away the relay is
@@ -23,13 +27,22 @@ from starlette.types import Message, Receive, Scope, Send
 
 from seekserve.chat import page_reply
 from seekserve.gateway.config import GatewayConfig
-from seekserve.gateway.handler import Reply, error_reply, handle_completion, log_access, request_id
+from seekserve.gateway.handler import (
+    Reply,
+    error_reply,
+    handle_completion,
+    log_access,
+    request_id,
+    unauthorized_reply,
+)
 from seekserve.gateway.metrics import GatewayMetrics
+from seekserve.gateway.openapi import openapi_document
 from seekserve.gateway.state import GatewayState
 
 __all__ = ["GatewayApp"]
 
 _COMPLETION_PATHS = {"/v1/chat/completions": "/chat/completions", "/v1/completions": "/completions"}
+_JSON = (b"content-type", b"application/json")
 _WANTED_HEADERS = frozenset(
     {
         b"authorization",
@@ -41,7 +54,6 @@ _WANTED_HEADERS = frozenset(
     }
 )
 """The request headers the gateway reads (ASGI gives names in lower case)."""
-_MAX_BODY_BYTES = 16 * 1024 * 1024
 _CLIENT_GONE = 499
 """The status logged for a request whose client left before its answer ended (nothing is sent)."""
 
@@ -72,9 +84,16 @@ class GatewayApp:
         rid = request_id(headers)
         upstream_path = _COMPLETION_PATHS.get(path)
         if upstream_path is not None and method == "POST":
-            raw = await _read_body(receive)
+            limit = self.state.config.max_body_bytes
+            raw = await _read_body(receive, limit, _content_length(scope))
             if raw is None:
-                reply = error_reply(413, f"the body is over {_MAX_BODY_BYTES} bytes", "invalid_request_error")
+                reply = error_reply(
+                    413,
+                    f"the request body is over {limit} bytes (max_body_bytes): send a smaller one, or "
+                    "raise max_body_bytes in the gateway's config",
+                    "invalid_request_error",
+                    "request_too_large",
+                )
                 status = await _respond(reply, rid, send)
             else:
                 reply = Reply(_CLIENT_GONE, [])
@@ -102,32 +121,48 @@ class GatewayApp:
 
     def _small(self, path: str, method: str, headers: dict[str, str]) -> Reply:
         if method != "GET":
-            return error_reply(405, f"{method} {path} is not supported", "invalid_request_error")
+            return error_reply(
+                405, f"{method} {path} is not supported", "invalid_request_error", "method_not_allowed"
+            )
         page = page_reply(path, headers.get("accept-encoding", ""), headers.get("if-none-match", ""))
         if page is not None:
             encoded = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in page.headers]
             return Reply(page.status, encoded, page.body)
+        authorization = headers.get("authorization")
         if path == "/health":
             return self._health()
         if path == "/v1/models":
-            names = sorted({*self.state.pool.model_names(), *self.state.config.models})
+            names = self._models(authorization)
+            if names is None:
+                return unauthorized_reply()
             data = [
                 {"id": n, "object": "model", "created": 0, "owned_by": "seekserve-gateway"} for n in names
             ]
-            return Reply(
-                200,
-                [(b"content-type", b"application/json")],
-                json.dumps({"object": "list", "data": data}).encode(),
-            )
+            return Reply(200, [_JSON], json.dumps({"object": "list", "data": data}).encode())
+        if path == "/openapi.json":
+            keyed = not self.state.keys.open
+            document = openapi_document(self._models(authorization), keyed)
+            return Reply(200, [_JSON], json.dumps(document).encode())
         if path == "/metrics":
             return Reply(
                 200, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")], self.metrics.render()
             )
         return error_reply(
             404,
-            f"no route {path}: the gateway serves /v1/chat/completions, /v1/completions, /v1/models, /chat",
+            f"no route {path}: the gateway serves /v1/chat/completions, /v1/completions, /v1/models, /chat "
+            "(GET /openapi.json describes them)",
             "invalid_request_error",
+            "not_found",
         )
+
+    def _models(self, authorization: str | None) -> list[str] | None:
+        """The models the caller may use; None when the gateway has keys and the caller sent none of them."""
+        keys = self.state.keys
+        key = keys.authenticate(authorization)
+        if key is None and not keys.open:
+            return None
+        served = {*self.state.pool.model_names(), *self.state.config.models}
+        return sorted(name for name in served if keys.allows(key, name))
 
     def _health(self) -> Reply:
         backends = {
@@ -141,7 +176,7 @@ class GatewayApp:
         }
         ok = any(b["healthy"] and b["circuit"] != "open" for b in backends.values())
         body = json.dumps({"status": "ok" if ok else "unavailable", "backends": backends}).encode()
-        return Reply(200 if ok else 503, [(b"content-type", b"application/json")], body)
+        return Reply(200 if ok else 503, [_JSON], body)
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
@@ -154,14 +189,24 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-async def _read_body(receive: Receive) -> bytes | None:
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+async def _read_body(receive: Receive, limit: int, declared: int | None) -> bytes | None:
+    """The whole body, or None when it is over `limit` bytes (told by Content-Length, or counted)."""
+    if declared is not None and declared > limit:
+        return None
     parts: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > _MAX_BODY_BYTES:
+        if size > limit:
             return None
         parts.append(chunk)
         if not message.get("more_body"):

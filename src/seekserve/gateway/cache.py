@@ -34,7 +34,7 @@ from seekserve.gateway.answers import (
     decode_answer,
     encode_answer,
 )
-from seekserve.gateway.config import CacheConfig, CacheKind
+from seekserve.gateway.config import CacheConfig, CacheKind, redacted_url
 from seekserve.search.cache import MemoryCache as TtlLru
 
 if TYPE_CHECKING:
@@ -306,11 +306,15 @@ class MemcachedCache(ResponseCache):
 def _memcached_address(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     if parts.scheme != "memcached" or not parts.hostname:
-        raise ConfigError(f"cache.url {url!r} is not a memcached URL: write memcached://host:11211")
+        raise ConfigError(
+            f"cache.url {redacted_url(url)!r} is not a memcached URL: write memcached://host:11211"
+        )
     try:
         port = parts.port or 11211
     except ValueError as exc:
-        raise ConfigError(f"cache.url {url!r} has an invalid port: write memcached://host:11211") from exc
+        raise ConfigError(
+            f"cache.url {redacted_url(url)!r} has an invalid port: write memcached://host:11211"
+        ) from exc
     return parts.hostname, port
 
 

@@ -21,6 +21,7 @@ import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -48,11 +49,14 @@ __all__ = [
     "from_upstreams",
     "interpolate_env",
     "load_config",
+    "redacted_url",
     "validated",
 ]
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_MAX_VALUES = 100_000
+"""Values a config may hold once YAML aliases are expanded (a real one holds hundreds)."""
 
 PositiveS = Annotated[float, Field(gt=0)]
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -109,7 +113,7 @@ class BackendConfig(_Section):
     """Label in metrics, logs and the `x-seekserve-backend` header; unique."""
     url: str
     """OpenAI base URL as the openai SDK takes it: http://host:port/v1."""
-    api_key: str | None = None
+    api_key: str | None = Field(default=None, repr=False)
     """Sent upstream as `Authorization: Bearer`; use ${ENV} in the file rather than the key itself."""
     models: tuple[str, ...] = ()
     """Models it serves; empty means ask its GET /v1/models at start and at each health check."""
@@ -305,6 +309,8 @@ class GatewayConfig(_Section):
     prefix_imbalance: int = Field(default=8, ge=1)
     """Prefix/session affinity spills to the least loaded backend past this many extra in-flight requests."""
     access_log: bool = True
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    """Largest completion request body accepted; larger ones get 413 before they are read whole."""
     search: SearchSection = Field(default_factory=SearchSection)
 
     @model_validator(mode="after")
@@ -327,6 +333,19 @@ class GatewayConfig(_Section):
 
 
 _DEFAULT_MODEL = ModelConfig()
+
+
+def redacted_url(url: str) -> str:
+    """`url` with its password replaced by `***`, for logs and errors (redis://:secret@host -> redis://:***@host)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
 
 
 def interpolate_env(text: str, environ: dict[str, str] | None = None) -> str:
@@ -376,18 +395,48 @@ def _only_echoes_an_item(kind: str, loc: tuple[int | str, ...], errors: list[Any
 
 
 def load_config(path: Path, environ: dict[str, str] | None = None) -> GatewayConfig:
-    """Read, interpolate and validate a gateway YAML file."""
+    """Read, interpolate and validate a gateway YAML file.
+
+    YAML is read with `safe_load` (no tags that build Python objects); a document that nests
+    deeper than the parser recurses, or whose aliases expand to more than _MAX_VALUES values (a
+    "billion laughs" file), is refused before validation walks it.
+    """
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read gateway config {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})"
+        ) from exc
     try:
         data = yaml.safe_load(interpolate_env(text, environ))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{path} nests deeper than a gateway config can: flatten it") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping (listen:, backends:, ...)")
+    if _num_values(data, _MAX_VALUES) > _MAX_VALUES:
+        raise ConfigError(
+            f"{path} holds more than {_MAX_VALUES} values once its aliases (*name) are expanded: "
+            "write the config out without repeating aliases"
+        )
     return _validated(data, str(path))
+
+
+def _num_values(data: Any, limit: int) -> int:
+    """How many values `data` holds with shared parts counted each time they appear; stops past `limit`."""
+    count, stack = 0, [data]
+    while stack and count <= limit:
+        value = stack.pop()
+        count += 1
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return count
 
 
 def from_upstreams(

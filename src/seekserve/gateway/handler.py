@@ -37,12 +37,13 @@ from seekserve.gateway.stream import StreamState
 from seekserve.gateway.upstream import UpstreamStatus
 from seekserve.search.queries import QUERY_MAX_TOKENS, QUERY_STOP, QueryWriter
 
-__all__ = ["Reply", "error_reply", "handle_completion"]
+__all__ = ["Reply", "error_reply", "handle_completion", "unauthorized_reply"]
 
 access_log = logging.getLogger("seekserve.gateway.access")
 
 _JSON = (b"content-type", b"application/json")
 _SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+_MAX_REQUEST_ID = 128
 _TPM_CHARGE_EVERY = 32
 """A running stream is charged to its key's tokens-per-minute every this many tokens."""
 
@@ -66,6 +67,17 @@ def error_reply(
     return Reply(status, headers, json.dumps(error).encode())
 
 
+def unauthorized_reply() -> Reply:
+    reply = error_reply(
+        401,
+        "missing or unknown API key: send Authorization: Bearer KEY",
+        "invalid_request_error",
+        "invalid_api_key",
+    )
+    reply.headers.append((b"www-authenticate", b"Bearer"))
+    return reply
+
+
 async def handle_completion(
     state: GatewayState,
     metrics: GatewayMetrics,
@@ -77,6 +89,10 @@ async def handle_completion(
         body = json.loads(raw)
     except ValueError as exc:
         return error_reply(400, f"the body is not valid JSON: {exc}", "invalid_request_error")
+    except RecursionError:
+        return error_reply(
+            400, "the body is not valid JSON: it nests deeper than the parser goes", "invalid_request_error"
+        )
     if not isinstance(body, dict) or not isinstance(body.get("model"), str):
         return error_reply(
             400, "the body must be a JSON object with a string `model`", "invalid_request_error"
@@ -84,12 +100,7 @@ async def handle_completion(
     model = body["model"]
     key = state.keys.authenticate(headers.get("authorization"))
     if key is None and not state.keys.open:
-        return error_reply(
-            401,
-            "missing or unknown API key: send Authorization: Bearer KEY",
-            "invalid_request_error",
-            "invalid_api_key",
-        )
+        return unauthorized_reply()
     if not state.keys.allows(key, model):
         label = key.label if key else "?"
         return error_reply(
@@ -190,11 +201,15 @@ async def _after_body(state: GatewayState, key: KeyConfig | None, ckey: str | No
         return
     try:
         answer = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
+        return
+    if not isinstance(answer, dict):  # a backend's body of another shape: passed on, not read
         return
     if key is not None and key.tpm is not None:
-        usage = answer.get("usage") or {}
-        await state.limiter.consume_tokens(key, int(usage.get("total_tokens") or 0))
+        usage = answer.get("usage")
+        total = usage.get("total_tokens") if isinstance(usage, dict) else None
+        if isinstance(total, int) and total > 0:
+            await state.limiter.consume_tokens(key, total)
     if ckey is not None and state.cache is not None and answer.get("choices"):
         await state.cache.set(ckey, encode_answer(answer))
 
@@ -254,7 +269,8 @@ def _query_writer(proxy: Proxy, key: KeyConfig | None, model: str) -> QueryWrite
 
 
 def request_id(headers: Mapping[str, str]) -> str:
-    return headers.get("x-request-id") or uuid.uuid4().hex
+    """The client's X-Request-Id (its first 128 characters, as the server keeps), or a new one."""
+    return headers.get("x-request-id", "").strip()[:_MAX_REQUEST_ID] or uuid.uuid4().hex
 
 
 def log_access(record: dict[str, Any], started: float) -> None:

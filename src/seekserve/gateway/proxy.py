@@ -29,7 +29,7 @@ from seekserve.gateway.metrics import GatewayMetrics
 from seekserve.gateway.retry import retry_after_s
 from seekserve.gateway.routing import RouteKey, route_key
 from seekserve.gateway.state import GatewayState
-from seekserve.gateway.stream import StreamState, continuation_request, error_event
+from seekserve.gateway.stream import StreamState, continuation_request, error_event, malformed
 from seekserve.gateway.upstream import (
     StreamBroken,
     UpstreamError,
@@ -327,8 +327,12 @@ class Proxy:
             for payload in batch:
                 try:
                     chunk = json.loads(payload)
-                except ValueError:
+                except (ValueError, RecursionError):
                     broken = StreamBroken(opened.backend.name, f"event is not JSON: {payload[:80]!r}")
+                    break
+                problem = malformed(chunk)
+                if problem is not None:
+                    broken = StreamBroken(opened.backend.name, f"event is not a completion chunk: {problem}")
                     break
                 if "error" in chunk and not chunk.get("choices"):
                     broken = StreamBroken(opened.backend.name, f"error event: {str(chunk['error'])[:200]}")

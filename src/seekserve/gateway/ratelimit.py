@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from seekserve.errors import ConfigError, SeekserveError
-from seekserve.gateway.config import KeyConfig, LimitsConfig
+from seekserve.gateway.config import KeyConfig, LimitsConfig, redacted_url
 
 __all__ = [
     "MemoryRateLimiter",
@@ -194,7 +194,7 @@ class RedisRateLimiter(RateLimiter):
             from redis.exceptions import RedisError
         except ImportError as exc:
             raise ConfigError(
-                f"limits.url {url!r} needs the Redis client: pip install 'seekserve[gateway]'"
+                f"limits.url {redacted_url(url)!r} needs the Redis client: pip install 'seekserve[gateway]'"
             ) from exc
         self._client = Redis.from_url(
             url,
@@ -205,7 +205,7 @@ class RedisRateLimiter(RateLimiter):
         self._acquire = self._client.register_script(_ACQUIRE_LUA)
         self._consume = self._client.register_script(_CONSUME_LUA)
         self._redis_errors: tuple[type[Exception], ...] = (RedisError, OSError)
-        self._url = url
+        self._url = redacted_url(url)  # logged when Redis fails: without its password
         self._down_s = down_s
         self._clock = clock
         self._down_until = -math.inf

@@ -24,7 +24,7 @@ from typing import Any
 
 from seekserve.gateway.config import EngineKind
 
-__all__ = ["StreamState", "continuation_request", "error_event"]
+__all__ = ["StreamState", "continuation_request", "error_event", "malformed"]
 
 _THINK_END = "</think>"
 # Request fields that carry over to a continuation: sampling and stopping, not the prompt's shape.
@@ -203,6 +203,53 @@ class StreamState:
         self.pending_ids.clear()
 
 
+def malformed(chunk: Any) -> str | None:
+    """What makes `chunk` (a parsed upstream event) something StreamState cannot record, or None.
+
+    A backend is not trusted to send well-formed chunks: an event of the wrong shape breaks the
+    stream (it is continued elsewhere or ends with an error event), never the gateway."""
+    if not isinstance(chunk, dict):
+        return f"a JSON {type(chunk).__name__}, not an object"
+    choices = chunk.get("choices")
+    if choices is not None and not isinstance(choices, list):
+        return "`choices` is not a list"
+    usage = chunk.get("usage")
+    if usage is not None and not (isinstance(usage, dict) and _is_int(usage.get("completion_tokens", 0))):
+        return "`usage` is not an object of token counts"
+    if not _is_ids(chunk.get("prompt_token_ids")):
+        return "`prompt_token_ids` is not a list of token ids"
+    for choice in choices or ():
+        problem = _malformed_choice(choice)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _malformed_choice(choice: Any) -> str | None:
+    if not isinstance(choice, dict):
+        return "a choice is not an object"
+    if not _is_int(choice.get("index", 0)):
+        return "a choice's `index` is not an integer"
+    delta = choice.get("delta")
+    if delta is not None and not isinstance(delta, dict):
+        return "a choice's `delta` is not an object"
+    texts = [choice.get("text"), choice.get("finish_reason")]
+    texts += [delta.get(k) for k in ("content", "reasoning_content", "reasoning")] if delta else []
+    if any(t is not None and not isinstance(t, str) for t in texts):
+        return "a choice's text or finish_reason is not a string"
+    if not (_is_ids(choice.get("token_ids")) and _is_ids(choice.get("prompt_token_ids"))):
+        return "a choice's token ids are not a list of token ids"
+    return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_ids(value: Any) -> bool:
+    return value is None or (isinstance(value, list) and all(_is_int(v) and v >= 0 for v in value))
+
+
 def continuation_request(
     state: StreamState, body: dict[str, Any], engine: EngineKind
 ) -> tuple[str, dict[str, Any]] | None:
@@ -217,7 +264,7 @@ def continuation_request(
         new["stream_options"] = body["stream_options"]
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     if max_tokens is not None:
-        if max_tokens - generated <= 0:
+        if not _is_int(max_tokens) or max_tokens - generated <= 0:
             return None
         new["max_tokens"] = max_tokens - generated
     if engine in (EngineKind.SEEKSERVE, EngineKind.VLLM) and state.prompt_token_ids is not None:

@@ -38,6 +38,8 @@ __all__ = [
 DONE = b"[DONE]"
 _CONNECTION_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError)
 _MAX_ERROR_BODY = 64 * 1024
+_MAX_LINE_BYTES = 8 * 1024 * 1024
+"""Longest SSE line held while its end is awaited: a backend that never ends a line is cut off, not kept."""
 
 
 class UpstreamError(Exception):
@@ -133,8 +135,8 @@ async def sse_events(
     that arrived in one network read, so a burst of tokens costs one write to the client, not one each.
 
     The first event must come within first_byte_s, each next one within inter_token_s of the last;
-    a stall, a reset or an end without `[DONE]` raises StreamBroken. Comment lines (keep-alives)
-    reset no timer: a backend that only sends keep-alives is stalled.
+    a stall, a reset, an end without `[DONE]` or a line longer than 8 MiB raises StreamBroken.
+    Comment lines (keep-alives) reset no timer: a backend that only sends keep-alives is stalled.
     """
     content = response.content
     loop = asyncio.get_running_loop()
@@ -154,6 +156,8 @@ async def sse_events(
             if not data:
                 raise StreamBroken(name, "stream ended without [DONE]")
             *lines, pending = (pending + data).split(b"\n")
+            if len(pending) > _MAX_LINE_BYTES:
+                raise StreamBroken(name, f"an event line runs past {_MAX_LINE_BYTES} bytes without ending")
             batch = [line[5:].strip() for line in lines if line.startswith(b"data:")]
             if not batch:
                 continue

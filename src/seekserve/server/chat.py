@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from jinja2 import TemplateError
+from jinja2.exceptions import SecurityError, TemplateError
 
 from seekserve.engine.outputs import CompletionOutput, RequestOutput
 from seekserve.errors import InvalidRequestError
+from seekserve.models.chat_template import TEMPLATE_FAILURES
 from seekserve.search.citations import CitationStream, UrlCitation, find_citations
 from seekserve.server.endpoint import open_request, respond
 from seekserve.server.logprobs import LogprobFormatter
@@ -75,6 +76,14 @@ def render_prompt(
             add_generation_prompt=add_generation_prompt,
             continue_final_message=continue_final_message,
         )
+        # The template writes any special tokens (BOS) itself.
+        return text, list(tokenizer.encode(text, add_special_tokens=False))
+    except SecurityError as e:
+        raise InvalidRequestError(
+            f"the model's chat template reached for Python internals on these messages, which the template "
+            f"sandbox refuses ({e}): the template is unsafe; send the prompt to /v1/completions instead",
+            "messages",
+        ) from e
     except TemplateError as e:
         raise InvalidRequestError(f"the model's chat template rejected the messages: {e}", "messages") from e
     except ValueError as e:
@@ -88,8 +97,12 @@ def render_prompt(
         raise InvalidRequestError(
             f"this model cannot chat ({e}); send the prompt to /v1/completions instead", "messages"
         ) from e
-    # The template writes any special tokens (BOS) itself.
-    return text, list(tokenizer.encode(text, add_special_tokens=False))
+    except TEMPLATE_FAILURES as e:  # a Python error in one of the template's expressions
+        raise InvalidRequestError(
+            f"the model's chat template failed on these messages ({type(e).__name__}: {str(e)[:300]}); "
+            "send the prompt to /v1/completions instead",
+            "messages",
+        ) from e
 
 
 @router.post(

@@ -78,7 +78,7 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
         token_ids, texts = _tokenize(opened.engine, prompts, echo=False)  # token ids only: no thread hop
     explicit = "max_tokens" in body.model_fields_set
     for ids in token_ids:
-        state.check_length(len(ids), body.max_tokens, explicit)
+        state.check_length(len(ids), body.max_tokens, explicit, param="prompt")
     params = body.sampling_params(state.defaults, body.max_tokens, body.logprobs)
     completion = _Completion(
         id=f"cmpl-{uuid.uuid4().hex}",

@@ -32,7 +32,7 @@ class ServerConfig:
     port: int = 8000
     """TCP port to listen on; 0 picks a free one."""
 
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
     """Bearer token that /v1/* requests must carry; unset leaves the API open."""
 
     request_timeout_s: float | None = None

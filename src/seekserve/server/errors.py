@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +77,9 @@ _KINDS: tuple[tuple[type[Exception], ErrorKind], ...] = (
 )
 _INTERNAL = ErrorKind(500, "server_error", "internal_error")
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+_TYPE_LABELS = frozenset({"str", "int", "float", "bool", "none", "list", "dict"})
+_FASTAPI_UNPARSED = "There was an error parsing the body"
+"""FastAPI's message for a body its JSON parser raised on with anything but a JSONDecodeError."""
 
 
 def error_kind(error: BaseException) -> ErrorKind:
@@ -114,12 +118,13 @@ def error_response(error: BaseException) -> JSONResponse:
 
 def validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
     """(message, param) for pydantic's errors about a request body."""
+    errors = _relevant(errors)
     described = []
     for err in errors[:_MAX_LISTED_ERRORS]:
         if err.get("type") == "json_invalid":
             detail = (err.get("ctx") or {}).get("error", "")
             return f"the request body is not valid JSON ({detail}): send a JSON object", None
-        loc = ".".join(str(part) for part in err.get("loc", ()) if part != "body")
+        loc = _field_path(err.get("loc", ()))
         text = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         value = err.get("input")
         if err.get("type") != "missing" and isinstance(value, str | int | float | bool) and value != "":
@@ -127,9 +132,34 @@ def validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
         described.append(f"{loc}: {text}" if loc else text)
     more = len(errors) - _MAX_LISTED_ERRORS
     message = "; ".join(described) + (f"; and {more} more" if more > 0 else "")
-    first = errors[0].get("loc", ()) if errors else ()
-    param = ".".join(str(p) for p in first if p != "body") or None
-    return f"invalid request: {message}", param
+    param = _field_path(errors[0].get("loc", ())) if errors else ""
+    return f"invalid request: {message}", param or None
+
+
+def _field_path(loc: Sequence[Any]) -> str:
+    """The dotted path of a field in the body, without the names pydantic gives a union's members."""
+    return ".".join(str(part) for part in loc if part != "body" and not _is_union_member(part))
+
+
+def _is_union_member(part: Any) -> bool:
+    """`str`, `list[str]`, `function-after[...]`: pydantic's labels of union members, never field names."""
+    return isinstance(part, str) and ("[" in part or "-" in part or part in _TYPE_LABELS)
+
+
+def _relevant(errors: Sequence[Any]) -> list[Any]:
+    """Where a value failed every member of a union (`stop`: a string or a list of at most 16), drop the
+    members it was not even the type of and keep what is wrong with it as the member it is; one line
+    per field and message."""
+    paths = Counter(_field_path(err.get("loc", ())) for err in errors)
+    kept = [
+        err
+        for err in errors
+        if paths[_field_path(err.get("loc", ()))] == 1 or not str(err.get("type", "")).endswith("_type")
+    ]
+    unique: dict[tuple[str, str], Any] = {}
+    for err in kept or errors:
+        unique.setdefault((_field_path(err.get("loc", ())), str(err.get("msg"))), err)
+    return list(unique.values())
 
 
 def _openai_json(status: int, message: str, type_: str, param: str | None, code: str | None) -> JSONResponse:
@@ -153,6 +183,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, HTTPException), "handler registered for HTTPException"
         message = error.detail if isinstance(error.detail, str) else str(error.detail)
+        if message == _FASTAPI_UNPARSED:  # JSON that Python's parser gives up on, or bytes that are not UTF-8
+            message = (
+                "the request body cannot be read as JSON (it is not UTF-8, nests too deeply, or holds an "
+                "integer of more than 4300 digits): send a JSON object encoded in UTF-8"
+            )
         if error.status_code == 404:
             message = f"no such endpoint: {request.method} {request.url.path} (see /docs for the API)"
         kind = "server_error" if error.status_code >= 500 else _INVALID

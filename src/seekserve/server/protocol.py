@@ -2,6 +2,8 @@
 
 Validation is strict: a field of the wrong type (a string for a number, a float for an integer)
 or out of range is rejected with 400, as OpenAI does; unknown fields are ignored, as OpenAI does.
+Text anywhere in a body must be Unicode: JSON lets a string hold a lone UTF-16 surrogate
+("\\ud800" without its pair), which no tokenizer, log or response can encode, so it is a 400.
 Fields beyond OpenAI's (`top_k`, `min_p`, `repetition_penalty`, `ignore_eos`, `min_tokens`,
 `stop_token_ids`, `return_token_ids`, `add_generation_prompt`, `continue_final_message`) have
 vLLM's names and meanings. Response bodies are in `responses.py`.
@@ -13,11 +15,12 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from seekserve.engine.sampling_params import MAX_LOGPROBS, SamplingParams
 
 __all__ = [
+    "MAX_CHOICES",
     "MAX_N",
     "ApproximateLocation",
     "ChatCompletionRequest",
@@ -33,6 +36,8 @@ __all__ = [
 
 MAX_N = 128
 """Most completions one request may ask for (OpenAI's limit)."""
+MAX_CHOICES = 2048
+"""Most choices one request may ask for in all: a batch of prompts times `n`, each one sequence."""
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _MAX_STOP = 16
@@ -42,6 +47,35 @@ TokenId = Annotated[int, Field(ge=0, le=_INT64_MAX)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _unicode_text(cls, value: Any, info: ValidationInfo) -> Any:
+        _check_text(value, info.field_name or "", top=True)
+        return value
+
+
+def _check_text(value: Any, where: str, top: bool = False) -> None:
+    """Raise ValueError when a string in `value` (or in its lists and dicts) is not valid Unicode.
+
+    Runs on the raw JSON value before the field's type is checked, so a union (`content`: a string
+    or a list of parts) reports one error, not one per member."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            at = "" if top else f" at {where}"
+            raise ValueError(
+                f"the text{at} holds a lone UTF-16 surrogate ({value[e.start]!r}) at character {e.start}, "
+                "which is not Unicode: send the character itself, or both halves of its surrogate pair"
+            ) from None
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_text(item, f"{where}.{i}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, where)
+            _check_text(item, f"{where}.{key}")
 
 
 class StreamOptions(_Strict):
@@ -262,6 +296,12 @@ class CompletionRequest(SamplingRequest):
             raise ValueError("logit_bias is not supported: leave it out")
         if self.echo and self.logprobs is not None:
             raise ValueError("echo with logprobs is not supported: it needs the prompt's log-probabilities")
+        choices = len(self.prompts) * self.n
+        if choices > MAX_CHOICES:
+            raise ValueError(
+                f"{len(self.prompts)} prompts with n={self.n} ask for {choices} choices; one request may ask "
+                f"for at most {MAX_CHOICES}: split the batch over several requests"
+            )
         return self
 
     @property

@@ -82,11 +82,15 @@ class ServerState:
             raise ModelNotFoundError(model, [name])
         return name
 
-    def check_length(self, num_prompt_tokens: int, max_tokens: int | None, explicit: bool) -> None:
-        """Reject prompts that leave no room, and an explicit max_tokens that overflows the context."""
+    def check_length(
+        self, num_prompt_tokens: int, max_tokens: int | None, explicit: bool, param: str = "messages"
+    ) -> None:
+        """Reject prompts that leave no room, and an explicit max_tokens that overflows the context.
+
+        `param` is the field that holds the prompt: `messages` (chat) or `prompt` (completions)."""
         limit = self.max_model_len
         if num_prompt_tokens >= limit:
-            raise PromptTooLongError(num_prompt_tokens, limit)
+            raise PromptTooLongError(num_prompt_tokens, limit, param)
         if explicit and max_tokens is not None and num_prompt_tokens + max_tokens > limit:
             raise InvalidRequestError(
                 f"the model's context holds {limit} tokens, but the prompt has {num_prompt_tokens} and "

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from huggingface_hub.errors import StrictDataclassError
 
 from seekserve.errors import ModelLoadError, UnsupportedModelError
 from seekserve.models.gguf.reader import GGUFFile
@@ -18,6 +19,11 @@ from seekserve.models.gguf.reader import GGUFFile
 __all__ = ["ARCHITECTURES", "config_from_gguf", "eos_token_ids"]
 
 _MISSING = object()
+_METADATA_ERRORS = (
+    TypeError, ValueError, KeyError, IndexError, OverflowError, ZeroDivisionError, StrictDataclassError,
+)  # fmt: skip
+"""What values of the wrong type or range raise: int("x"), float([1]), a division by 0, and the config
+classes' own checks (a hidden size that is not a multiple of the head count)."""
 
 
 class _Meta:
@@ -219,13 +225,14 @@ def config_from_gguf(gguf: GGUFFile) -> Any:
             f"{gguf.path} holds a {gguf.architecture!r} model; seekserve loads GGUF architectures "
             f"{', '.join(sorted(ARCHITECTURES))}"
         )
-    architecture, values = build(_Meta(gguf))
-    config_class = getattr(transformers, _CONFIG_CLASSES[architecture])
-    try:
+    try:  # metadata of the wrong type (a string for a count, a list for a float) fails here
+        architecture, values = build(_Meta(gguf))
+        config_class = getattr(transformers, _CONFIG_CLASSES[architecture])
         config = config_class(architectures=[architecture], **values)
-    except (TypeError, ValueError) as e:
+    except _METADATA_ERRORS as e:
         raise ModelLoadError(
-            f"{gguf.path}: its metadata does not make a valid {architecture} config: {e}"
+            f"{gguf.path}: its metadata does not make a valid {gguf.architecture} config "
+            f"({type(e).__name__}: {e}); download the file again or convert it with a current llama.cpp"
         ) from e
     config.dtype = _stored_dtype(gguf)
     return config
@@ -244,4 +251,8 @@ def _stored_dtype(gguf: GGUFFile) -> str:
 def eos_token_ids(gguf: GGUFFile) -> frozenset[int]:
     """End-of-sequence, end-of-turn and end-of-message token ids the file names."""
     keys = ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
-    return frozenset(int(gguf.metadata[k]) for k in keys if k in gguf.metadata)
+    ids = {k: gguf.metadata[k] for k in keys if k in gguf.metadata}
+    for key, value in ids.items():
+        if type(value) is not int or value < 0:
+            raise ModelLoadError(f"{gguf.path}: {key}={value!r} is not a token id; download the file again")
+    return frozenset(ids.values())

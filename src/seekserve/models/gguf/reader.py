@@ -11,6 +11,10 @@ File layout (little-endian):
     kv_count x  (string key, u32 value_type, value)          string = u64 length + UTF-8 bytes
     tensor_count x (string name, u32 n_dims, u64 dims[n_dims] (fastest first), u32 type, u64 offset)
     padding to `general.alignment` (default 32), then the tensor data; offsets count from there
+
+The file is untrusted: every count and length is checked against the bytes left before anything
+of that size is built, so a corrupt or hostile header is a ModelLoadError naming the file, never
+an allocation as large as a bogus length field.
 """
 
 from __future__ import annotations
@@ -31,6 +35,13 @@ __all__ = ["GGUFFile", "TensorInfo", "is_gguf_file"]
 
 _MAGIC = b"GGUF"
 _VERSIONS = (2, 3)
+_MAX_DIMS = 4
+"""GGML_MAX_DIMS: llama.cpp's tensors have at most four dimensions."""
+_MAX_ALIGNMENT = 1 << 20
+_MIN_KV_BYTES = 8 + 4 + 1
+"""The smallest metadata entry: an empty key, its value type, a one-byte value."""
+_MIN_TENSOR_BYTES = 8 + 4 + 4 + 8
+"""The smallest tensor-table entry: an empty name, n_dims 0, the type and the offset."""
 _SCALARS: dict[int, tuple[str, int]] = {
     GGUFValueType.UINT8: ("<B", 1),
     GGUFValueType.INT8: ("<b", 1),
@@ -98,13 +109,13 @@ class GGUFFile:
         try:
             self.metadata, pos, num_tensors = self._read_metadata()
             self.tensors, pos = self._read_tensor_table(pos, num_tensors)
-        except (struct.error, UnicodeDecodeError, ValueError, IndexError) as e:
+        except (struct.error, UnicodeDecodeError, ValueError, IndexError, OverflowError) as e:
             raise ModelLoadError(
                 f"{path} is not a readable GGUF file (truncated or corrupt header: {e}); download it again"
             ) from e
         self.header_bytes = pos
         """Bytes of metadata and tensor table; their hash identifies the model's non-tensor content."""
-        alignment = int(self.metadata.get("general.alignment", 32))
+        alignment = self._alignment()
         self.data_offset = -(-pos // alignment) * alignment
         self._check_bounds()
 
@@ -139,6 +150,7 @@ class GGUFFile:
                 f"2 and 3: convert it again with a current llama.cpp"
             )
         pos = 24
+        self._check_count(num_kv, _MIN_KV_BYTES, pos, "metadata entries")
         metadata: dict[str, Any] = {}
         for _ in range(num_kv):
             key, pos = self._string(pos)
@@ -158,10 +170,12 @@ class GGUFFile:
         pos += 12
         if item_type in _NUMPY:
             dtype = np.dtype(_NUMPY[item_type])
+            self._check_count(count, dtype.itemsize, pos, f"items of the array {key}")
             values = np.frombuffer(self._buf, dtype=dtype, count=count, offset=pos)
             return values.tolist(), pos + count * dtype.itemsize
         if item_type != GGUFValueType.STRING:
             raise ValueError(f"array of value type {item_type} for key {key} is not supported")
+        self._check_count(count, 8, pos, f"strings of the array {key}")
         if key in self._string_arrays:
             strings = []
             for _ in range(count):
@@ -179,11 +193,34 @@ class GGUFFile:
             raise ValueError(f"a string at byte {pos} runs past the end of the file")
         return self._buf[pos + 8 : end].tobytes().decode("utf-8"), end
 
+    def _check_count(self, count: int, min_item_bytes: int, pos: int, what: str) -> None:
+        """A count read from the file must fit the bytes left, at `min_item_bytes` per item at least."""
+        left = len(self._buf) - pos
+        if count * min_item_bytes > left:
+            raise ValueError(
+                f"the header at byte {pos} claims {count} {what}, "
+                f"more than the {max(left, 0)} bytes left can hold"
+            )
+
+    def _alignment(self) -> int:
+        value = self.metadata.get("general.alignment", 32)
+        if type(value) is not int or not 0 < value <= _MAX_ALIGNMENT or value & (value - 1):
+            raise ModelLoadError(
+                f"{self.path} is not a readable GGUF file: general.alignment={value!r} is not a power of two "
+                f"from 1 to {_MAX_ALIGNMENT}; download it again"
+            )
+        return value
+
     def _read_tensor_table(self, pos: int, num_tensors: int) -> tuple[list[TensorInfo], int]:
+        self._check_count(num_tensors, _MIN_TENSOR_BYTES, pos, "tensors")
         tensors = []
         for _ in range(num_tensors):
             name, pos = self._string(pos)
             (n_dims,) = struct.unpack_from("<I", self._buf, pos)
+            if n_dims > _MAX_DIMS:
+                raise ValueError(
+                    f"tensor {name} has {n_dims} dimensions; GGUF tensors have at most {_MAX_DIMS}"
+                )
             dims = struct.unpack_from(f"<{n_dims}Q", self._buf, pos + 4)
             pos += 4 + 8 * n_dims
             type_id, offset = struct.unpack_from("<IQ", self._buf, pos)
@@ -196,6 +233,12 @@ class GGUFFile:
                     f"package; upgrade it with `pip install -U gguf`"
                 ) from None
             shape = tuple(int(d) for d in reversed(dims))
+            block_size = GGML_QUANT_SIZES[ggml_type][0]
+            if shape and shape[-1] % block_size:
+                raise ValueError(
+                    f"tensor {name} has rows of {shape[-1]} values, not a multiple of the {block_size}-value "
+                    f"blocks of {ggml_type.name}"
+                )
             tensors.append(TensorInfo(name, ggml_type, shape, offset, _nbytes(ggml_type, shape)))
         return tensors, pos
 

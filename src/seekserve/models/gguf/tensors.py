@@ -94,15 +94,20 @@ class LlamaTensors(TensorMap):
 
     def transform(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         if ".attn_q." in name:
-            return _unpermute(tensor, self.config.num_attention_heads)
+            return _unpermute(name, tensor, self.config.num_attention_heads)
         if ".attn_k." in name:
-            return _unpermute(tensor, self.config.num_key_value_heads)
+            return _unpermute(name, tensor, self.config.num_key_value_heads)
         return tensor
 
 
-def _unpermute(w: torch.Tensor, heads: int) -> torch.Tensor:
+def _unpermute(name: str, w: torch.Tensor, heads: int) -> torch.Tensor:
     """Undo llama.cpp's row interleave of a q or k weight (or bias): per head, rows stored as
     [d/2, 2] (pairs) go back to [2, d/2] (the two rotary halves)."""
+    if w.shape[0] % (2 * heads):
+        raise ModelLoadError(
+            f"tensor {name} has {w.shape[0]} rows, which the model's {heads} heads cannot share in rotary "
+            f"pairs: the file's tensor table does not match its metadata"
+        )
     return w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 
