@@ -242,6 +242,23 @@ def test_engine_death_reaches_every_stream_and_health(llama_dir: Path) -> None:
     asyncio.run(main())
 
 
+def test_the_kv_audit_runs_when_the_engine_falls_idle(llama_dir: Path) -> None:
+    engine = make_engine(llama_dir)
+
+    async def main() -> None:
+        await collect(engine, PROMPTS[0], 4)
+        await asyncio.sleep(0.1)  # the engine thread audits on its way to sleep
+        assert engine.stats.num_kv_audit_failures == 0
+        assert (engine.stats.num_kv_blocks_used, engine.stats.num_kv_block_refs) == (0, 0)
+        engine.engine.block_manager.num_refs += 1  # a reference nobody holds: a leak
+        await collect(engine, PROMPTS[1], 4)
+        await asyncio.sleep(0.1)
+        assert engine.stats.num_kv_audit_failures == 1
+
+    asyncio.run(main())
+    engine.shutdown()
+
+
 def test_engine_is_built_and_stepped_on_one_thread(llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # OpenMP keeps a worker team per thread that ran a parallel region; building on the stepping
     # thread keeps the loader's team from slowing every step (see the module's docstring).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -99,6 +100,9 @@ def test_metrics_count_requests_retries_circuits_and_cache() -> None:
         assert series(text, "queue_waiting") == {(): 0.0}
         assert series(text, "fallbacks_total", "model", "fallback") == {}
         assert series(text, "shed_requests_total", "priority") == {}
+        assert series(text, "python_threads") == {(): float(threading.active_count())}
+        (tasks,) = series(text, "event_loop_tasks").values()
+        assert tasks >= 2  # this test's own task and the server's
 
     asyncio.run(main())
 

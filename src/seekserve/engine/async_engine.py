@@ -12,6 +12,7 @@ engine thread through a queue it drains before every step; each step's outputs c
 gets the accumulated deltas merged into one output. Leaving `generate` early (a client that
 disconnects, a timeout, `break`) aborts the request, which frees its KV blocks before the next step.
 If a step raises, the engine is dead: every stream gets `EngineDeadError` and `is_healthy` is False.
+Each time the engine falls idle it audits the KV cache's reference counts (`LLMEngine.audit`).
 
 `max_queue_len` counts the requests waiting in the engine (`stats.num_waiting`, refreshed after each
 step) plus those queued for the engine thread and not yet taken in (`num_pending`). The event loop
@@ -252,15 +253,20 @@ class AsyncEngine:
         self._wake.set()
 
     def _run(self) -> None:
+        busy = False
         try:
             while not self._stopping:
                 self._drain_commands()
                 if self.engine.has_unfinished_requests():
+                    busy = True
                     outputs = self.engine.step()
                     self.stats = self.engine.stats()
                     if outputs:
                         self._publish(outputs)
                 else:
+                    if busy:  # just fell idle: every block must be back
+                        self.engine.audit()
+                        busy = False
                     self.stats = self.engine.stats()
                     self._wake.wait(_IDLE_WAIT_S)
                     self._wake.clear()

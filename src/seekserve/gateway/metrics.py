@@ -14,6 +14,8 @@
     gateway_backend_healthy                  backend                 (at scrape) active health checks
     gateway_circuit_state                    backend                 (at scrape) 0 closed, 1 half-open, 2 open
     gateway_queue_waiting                                            (at scrape) requests in the queue
+    gateway_event_loop_tasks                                         (at scrape) the loop's asyncio tasks
+    gateway_python_threads                                           (at scrape) Python threads alive
     gateway_search_*                         phase, outcome, kind,   web search (search/metrics.py)
                                              reason
 
@@ -23,6 +25,9 @@ label check, per series.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -80,6 +85,14 @@ class _PoolCollector(Collector):
         waiting = GaugeMetricFamily(PREFIX + "queue_waiting", "Requests waiting for a free backend.")
         waiting.add_metric([], self._waiting())
         yield from (in_flight, healthy, state, waiting)
+        # What a leak would grow (benchmarks/soak.py reads them). /metrics is rendered on the event
+        # loop; a render without one (the registry describing itself) leaves the task count out.
+        tasks = GaugeMetricFamily(PREFIX + "event_loop_tasks", "Tasks of the gateway's asyncio event loop.")
+        with contextlib.suppress(RuntimeError):  # no running event loop in this thread
+            tasks.add_metric([], len(asyncio.all_tasks()))
+        threads = GaugeMetricFamily(PREFIX + "python_threads", "Python threads alive in the gateway.")
+        threads.add_metric([], threading.active_count())
+        yield from (tasks, threads)
 
 
 class GatewayMetrics:
