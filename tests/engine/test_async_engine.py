@@ -242,6 +242,46 @@ def test_engine_death_reaches_every_stream_and_health(llama_dir: Path) -> None:
     asyncio.run(main())
 
 
+def test_a_request_tokenized_while_the_engine_dies_gets_the_error(llama_dir: Path) -> None:
+    """The prompt of `late` is being tokenized when a step raises: its stream did not exist when the
+    error went out to every stream, so it must be refused rather than wait for ever."""
+    engine = make_engine(llama_dir, max_num_seqs=1)
+    tokenizing, release = threading.Event(), threading.Event()
+    encode = engine.engine.encode
+
+    def slow_encode(prompt: str) -> list[int]:
+        tokenizing.set()
+        release.wait(10)
+        return encode(prompt)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("simulated device failure")
+
+    engine.engine.encode = slow_encode  # type: ignore[method-assign]
+
+    async def main() -> None:
+        engine.start()
+        late = asyncio.create_task(collect_text(engine, "a prompt that arrives late"))
+        await asyncio.to_thread(tokenizing.wait, 10)
+        running = asyncio.create_task(collect(engine, PROMPTS[0], 4))
+        queued = asyncio.create_task(collect(engine, PROMPTS[1], 4))
+        engine.engine.runner.execute = broken  # type: ignore[method-assign]
+        async with asyncio.timeout(10):
+            died = await engine.wait_dead()
+            release.set()
+            results = await asyncio.gather(running, queued, late, return_exceptions=True)
+        assert "simulated device failure" in str(died)
+        assert [type(r) for r in results] == [EngineDeadError] * 3
+        assert not engine.is_healthy
+
+    asyncio.run(main())
+
+
+async def collect_text(engine: AsyncEngine, prompt: str) -> None:
+    async for _ in engine.generate(prompt, greedy(4)):
+        pass
+
+
 def test_the_kv_audit_runs_when_the_engine_falls_idle(llama_dir: Path) -> None:
     engine = make_engine(llama_dir)
 

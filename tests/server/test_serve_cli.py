@@ -6,13 +6,22 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import openai
+import pytest
 
 from factories import subprocess_env
 from seekserve.layers.cpu_kernels import kernel_status
+from server.faulty_serve import FAULT
+
+NO_KERNELS = {"SEEKSERVE_CPU_KERNELS": "0"}
+"""This session's fresh SEEKSERVE_HOME would have a child compile the CPU kernels first."""
+TINY_ARGS = (
+    "--served-model-name", "tiny", "--dtype", "float32", "--max-model-len", "128", "--log-level", "warning",
+)  # fmt: skip
 
 
 def free_port() -> int:
@@ -119,3 +128,69 @@ def test_serve_help_lists_server_and_engine_options() -> None:
         "--search-allow-hosts HOST,...",
     ):
         assert flag in result.stdout
+
+
+def stream_events(url: str, max_tokens: int, seen: list[str]) -> tuple[int, list[str]]:
+    """POST a streamed completion; its status and its SSE payloads, each also appended to `seen`."""
+    body = {"model": "tiny", "prompt": "Once", "max_tokens": max_tokens, "ignore_eos": True, "stream": True}
+    events: list[str] = []
+    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as response:
+        if response.status_code != 200:
+            return response.status_code, [response.read().decode()]
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                events.append(line[6:])
+                seen.append(line[6:])
+    return 200, events
+
+
+@pytest.mark.timeout(180)
+def test_an_engine_step_that_raises_errors_every_stream_and_the_process_exits_to_be_restarted(
+    llama_dir: Path, tmp_path: Path
+) -> None:
+    """One stream decodes (max_num_seqs=1) and two wait when a step raises: all three end unfinished
+    with an OpenAI error before their [DONE], the process exits with status 1 naming the failure,
+    and the same command started again (as its supervisor would) serves."""
+
+    trigger = tmp_path / "fail-now"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = ["--model", str(llama_dir), "--port", str(port), *TINY_ARGS, "--max-num-seqs", "1"]
+    driver = Path(__file__).with_name("faulty_serve.py")
+    proc = subprocess.Popen(
+        [sys.executable, str(driver), str(trigger), *argv],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**subprocess_env(), **NO_KERNELS},
+    )  # fmt: skip
+    try:
+        wait_healthy(proc, url)
+        seen: list[str] = []
+        with ThreadPoolExecutor(3) as pool:
+            streams = [pool.submit(stream_events, url, 100, seen) for _ in range(3)]
+            deadline = time.monotonic() + 60
+            while len(seen) < 5 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            trigger.touch()
+            results = [s.result(timeout=60) for s in streams]
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    for status, events in results:
+        # As vLLM does, the server ends a failed stream with the error event, then [DONE].
+        assert status == 200 and events[-1] == "[DONE]", (status, events)
+        error = json.loads(events[-2])["error"]
+        assert FAULT in error["message"] and error["code"] == "engine_dead", events[-2]
+        chunks = [json.loads(e) for e in events[:-2]]
+        assert not [c for c in chunks if "error" in c or c["choices"][0]["finish_reason"] is not None]
+    assert sorted(len(events) > 2 for _, events in results) == [False, False, True]  # one had begun
+    assert proc.returncode == 1
+    assert f"the engine stopped after an internal error: RuntimeError('{FAULT}')" in err
+    assert "the server stopped so that it can be restarted" in err
+    restarted = serve(*argv, env=NO_KERNELS)
+    try:
+        wait_healthy(restarted, url)
+        assert stream_events(url, 4, [])[1][-1] == "[DONE]"
+    finally:
+        restarted.send_signal(signal.SIGINT)
+        restarted.communicate(timeout=60)
+    assert restarted.returncode == 0

@@ -11,7 +11,8 @@ engine thread through a queue it drains before every step; each step's outputs c
 `call_soon_threadsafe` and are routed to per-request queues. A consumer slower than the engine
 gets the accumulated deltas merged into one output. Leaving `generate` early (a client that
 disconnects, a timeout, `break`) aborts the request, which frees its KV blocks before the next step.
-If a step raises, the engine is dead: every stream gets `EngineDeadError` and `is_healthy` is False.
+If a step raises, the engine is dead: every stream gets `EngineDeadError` (those of requests still
+being tokenized too), `is_healthy` is False and `wait_dead()` returns; later requests are refused.
 Each time the engine falls idle it audits the KV cache's reference counts (`LLMEngine.audit`).
 
 `max_queue_len` counts the requests waiting in the engine (`stats.num_waiting`, refreshed after each
@@ -32,6 +33,7 @@ elsewhere (`AsyncEngine(engine)`) works, but keeps that cost when the building t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import queue
@@ -91,6 +93,8 @@ class AsyncEngine:
         self._started = False
         self._stopping = False
         self._dead: EngineDeadError | None = None
+        self._died: asyncio.Future[EngineDeadError] | None = None
+        """Resolved on the event loop once every stream has been sent the engine's death."""
         self._lock = threading.Lock()
         """Guards `_num_pending`, which the event loop and the engine thread both update."""
         self._num_pending = 0
@@ -164,12 +168,21 @@ class AsyncEngine:
         if self._started:
             return
         self._loop = asyncio.get_running_loop()
+        self._died = self._loop.create_future()
         self._started = True
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="seekserve-engine", daemon=True)
             self._thread.start()
         else:  # built by from_config: its thread is waiting for this
             self._go.set()
+
+    async def wait_dead(self) -> EngineDeadError:
+        """Wait until the engine thread has died after an error (never returns while it is healthy);
+        by then every stream of a request in flight has been sent the error."""
+        if not self._started:
+            self.start()
+        assert self._died is not None, "start() creates the future"
+        return await asyncio.shield(self._died)
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         self._stopping = True
@@ -215,6 +228,11 @@ class AsyncEngine:
         else:
             token_ids = list(prompt)
         self.engine.validate(token_ids, params)
+        if self._dead is not None:
+            # It died while the prompt was tokenized: its error went to the streams there were then.
+            # From here to the registration below nothing awaits, so a death after this check is
+            # routed (on this loop) after the stream exists.
+            raise self._dead
         limit = self._info.max_queue_len
         with self._lock:
             waiting = self.stats.num_waiting + self._num_pending
@@ -273,7 +291,9 @@ class AsyncEngine:
         except BaseException as e:  # the loop must report any failure to every waiting stream
             log.exception("engine loop died")
             self._dead = EngineDeadError(f"the engine stopped after an internal error: {e!r}")
-            self._publish_error(self._dead)
+            assert self._loop is not None, "engine thread started without an event loop"
+            with contextlib.suppress(RuntimeError):  # the event loop has closed: no stream is left to tell
+                self._loop.call_soon_threadsafe(self._announce_death, self._dead)
 
     def _drain_commands(self) -> None:
         while True:
@@ -314,6 +334,11 @@ class AsyncEngine:
             stream = self._streams.get(out.request_id)
             if stream is not None:
                 stream.put_nowait(out)
+
+    def _announce_death(self, error: EngineDeadError) -> None:
+        self._route_error(error, None)
+        if self._died is not None and not self._died.done():
+            self._died.set_result(error)
 
     def _route_error(self, error: BaseException, request_id: str | None) -> None:
         targets = [request_id] if request_id is not None else list(self._streams)
