@@ -9,7 +9,8 @@
     gateway_continued_streams_total          model, outcome          continued / failed (error event)
     gateway_cache_requests_total             result                  hit / miss of cacheable requests
     gateway_shed_requests_total              priority                429s from the admission queue
-    gateway_rate_limited_total               key, limit              429s from rpm / tpm
+    gateway_rate_limited_total               key, limit              429s from rpm / tpm; 503s while the
+                                                                     limits are unavailable (fail closed)
     gateway_backend_in_flight                backend                 (at scrape) own outstanding requests
     gateway_backend_healthy                  backend                 (at scrape) active health checks
     gateway_circuit_state                    backend                 (at scrape) 0 closed, 1 half-open, 2 open
