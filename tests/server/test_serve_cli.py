@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -89,11 +91,30 @@ def test_serve_starts_prints_its_capacity_serves_and_stops_cleanly(llama_dir: Pa
     )
 
 
-def test_serve_exits_with_a_clear_error_when_the_model_cannot_load(tmp_path: Path) -> None:
-    proc = serve("--model", str(tmp_path / "missing"), "--port", str(free_port()))
+def broken_model(kind: str, llama_dir: Path, tmp_path: Path) -> tuple[Path, str]:
+    """A model that cannot load, and what the error must say."""
+    if kind == "missing":
+        return tmp_path / "missing", "does not exist"
+    if kind == "truncated-safetensors":
+        model = tmp_path / "model"
+        shutil.copytree(llama_dir, model)
+        weights = model / "model.safetensors"
+        os.truncate(weights, weights.stat().st_size // 2)  # a download cut half-way
+        return model, f"{weights} is not a readable safetensors file"
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + b"\xff" * 12)  # a header cut short
+    return gguf, f"{gguf} is not a readable GGUF file"
+
+
+@pytest.mark.parametrize("kind", ["missing", "truncated-safetensors", "truncated-gguf"])
+def test_serve_exits_with_a_clear_error_when_the_model_cannot_load(
+    kind: str, llama_dir: Path, tmp_path: Path
+) -> None:
+    model, needle = broken_model(kind, llama_dir, tmp_path)
+    proc = serve("--model", str(model), "--port", str(free_port()), env=NO_KERNELS)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1
-    assert "the model failed to load" in err and "does not exist" in err and "Traceback" not in err
+    assert "Error: the model failed to load: " in err and needle in err and "Traceback" not in err
 
 
 def test_serve_rejects_bad_options_before_loading(llama_dir: Path) -> None:
