@@ -63,7 +63,7 @@ def test_metrics_count_requests_retries_circuits_and_cache() -> None:
             breaker={"consecutive_failures": 2, "cooldown_s": 60},
         )
         async with running(good, flaky, bad), running_gateway(config) as gw:
-            assert await traffic(gw) == [200, 200, 200, 200, 200, 200, 502, 502]
+            assert await traffic(gw) == [200, 200, 200, 200, 200, 200, 502, 503]
             async with gw.client.get(gw.url + "/metrics") as response:
                 assert response.status == 200
                 assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
@@ -73,7 +73,8 @@ def test_metrics_count_requests_retries_circuits_and_cache() -> None:
             ("fake", "good", "200"): 3.0,
             ("fake", "-", "200"): 2.0,
             ("flaky", "flaky", "200"): 1.0,
-            ("broken", "-", "502"): 2.0,
+            ("broken", "-", "502"): 1.0,
+            ("broken", "-", "503"): 1.0,
         }
         latency = series(text, "e2e_request_latency_seconds_count", "model", "backend")
         assert latency == {
