@@ -222,6 +222,33 @@ def test_the_pending_count_returns_to_zero_after_adds_finishes_and_aborts(llama_
     engine.shutdown()
 
 
+def test_a_request_taken_in_during_a_step_is_counted_and_an_accepted_one_is_never_refused(
+    llama_dir: Path,
+) -> None:
+    """One running, one slot in the queue. `first` is taken in while a step is held: it waits, but
+    the stats of the last step do not show it yet. The next request must be refused at once (not
+    accepted, then failed by the engine thread after its stream began), and every accepted one runs."""
+    engine = make_engine(llama_dir, max_num_seqs=1, max_queue_len=1)
+    gate = StepGate(engine)
+
+    async def main() -> None:
+        running = await engine.add_request(PROMPTS[0], greedy(6))
+        await gate.entered()  # its prefill
+        gate.release()
+        await gate.entered()  # its first decode: the stats say nothing waits
+        first = await engine.add_request(PROMPTS[1], greedy(2))
+        gate.release()
+        await gate.entered()  # `first` was taken in before this step, and waits
+        assert engine.stats.num_waiting == 0 and engine.num_pending == 0
+        with pytest.raises(EngineOverloadedError, match="max_queue_len=1"):
+            await engine.add_request(PROMPTS[2], greedy(2))
+        gate.open()
+        await drain([running, first])
+
+    asyncio.run(main())
+    engine.shutdown()
+
+
 def test_engine_death_reaches_every_stream_and_health(llama_dir: Path) -> None:
     engine = make_engine(llama_dir)
 

@@ -15,11 +15,13 @@ If a step raises, the engine is dead: every stream gets `EngineDeadError` (those
 being tokenized too), `is_healthy` is False and `wait_dead()` returns; later requests are refused.
 Each time the engine falls idle it audits the KV cache's reference counts (`LLMEngine.audit`).
 
-`max_queue_len` counts the requests waiting in the engine (`stats.num_waiting`, refreshed after each
-step) plus those queued for the engine thread and not yet taken in (`num_pending`). The event loop
-adds to the pending count and the engine thread subtracts what it takes in, both under `_lock`, so
-no update is lost. Requests taken in just before a step are in neither count until that step ends;
-most of them run in that step, and the next refresh counts those that still wait.
+`max_queue_len` is enforced when a request is accepted, before its stream starts, and only there:
+it counts the sequences waiting in the engine (`_num_waiting`: set from the scheduler after each
+step, raised by the engine thread as it takes requests in) plus those queued for the engine thread
+and not yet taken in (`num_pending`), both under `_lock`, so no update is lost and nothing taken
+in is missed. The engine thread never refuses a request for the queue's length: one accepted is
+served, not failed after its stream (an HTTP 200) has begun. Preemptions during a step may leave
+more waiting than the limit until they run again; nothing new is accepted meanwhile.
 
 `from_options`/`from_config` build the engine on the thread that will step it. On CPUs this is
 worth a quarter of a step: libgomp (PyTorch's OpenMP) keeps a team of worker threads for every
@@ -96,8 +98,9 @@ class AsyncEngine:
         self._died: asyncio.Future[EngineDeadError] | None = None
         """Resolved on the event loop once every stream has been sent the engine's death."""
         self._lock = threading.Lock()
-        """Guards `_num_pending`, which the event loop and the engine thread both update."""
+        """Guards `_num_pending` and `_num_waiting`: the event loop and the engine thread both update them."""
         self._num_pending = 0
+        self._num_waiting = 0
         self._ids = itertools.count()
         self.stats: EngineStats = engine.stats()
         """Snapshot of the engine's load, refreshed after every step."""
@@ -235,7 +238,7 @@ class AsyncEngine:
             raise self._dead
         limit = self._info.max_queue_len
         with self._lock:
-            waiting = self.stats.num_waiting + self._num_pending
+            waiting = self._num_waiting + self._num_pending
             if limit is not None and waiting + params.n > limit:
                 raise EngineOverloadedError(waiting, limit)
             self._num_pending += params.n
@@ -278,14 +281,14 @@ class AsyncEngine:
                 if self.engine.has_unfinished_requests():
                     busy = True
                     outputs = self.engine.step()
-                    self.stats = self.engine.stats()
+                    self._refresh_stats()
                     if outputs:
                         self._publish(outputs)
                 else:
                     if busy:  # just fell idle: every block must be back
                         self.engine.audit()
                         busy = False
-                    self.stats = self.engine.stats()
+                    self._refresh_stats()
                     self._wake.wait(_IDLE_WAIT_S)
                     self._wake.clear()
         except BaseException as e:  # the loop must report any failure to every waiting stream
@@ -294,6 +297,12 @@ class AsyncEngine:
             assert self._loop is not None, "engine thread started without an event loop"
             with contextlib.suppress(RuntimeError):  # the event loop has closed: no stream is left to tell
                 self._loop.call_soon_threadsafe(self._announce_death, self._dead)
+
+    def _refresh_stats(self) -> None:
+        stats = self.engine.stats()
+        with self._lock:
+            self._num_waiting = stats.num_waiting
+        self.stats = stats
 
     def _drain_commands(self) -> None:
         while True:
@@ -310,6 +319,7 @@ class AsyncEngine:
                 continue
             with self._lock:
                 self._num_pending -= command.params.n
+                self._num_waiting += command.params.n
             try:
                 self.engine.add_request(
                     command.request_id,
@@ -317,8 +327,11 @@ class AsyncEngine:
                     command.params,
                     command.arrival_time,
                     prompt_text=command.prompt,
+                    admitted=True,
                 )
-            except (InvalidRequestError, EngineOverloadedError) as e:
+            except InvalidRequestError as e:
+                with self._lock:
+                    self._num_waiting -= command.params.n
                 self._publish_error(e, command.request_id)
 
     def _publish(self, outputs: list[RequestOutput]) -> None:

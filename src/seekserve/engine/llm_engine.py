@@ -125,10 +125,13 @@ class LLMEngine:
         params: SamplingParams,
         arrival_time: float | None = None,
         prompt_text: str | None = None,
+        admitted: bool = False,
     ) -> None:
         """Queue a request given as text or token ids (`prompt_text`: the text the ids came from).
 
         Raises InvalidRequestError (or EngineOverloadedError) and changes nothing if it cannot be served.
+        `admitted`: the caller has already checked it against `max_queue_len` (AsyncEngine does, when
+        it accepts the request), so a full queue does not refuse it here.
         """
         if request_id in self.outputs.groups:
             raise InvalidRequestError(f"request id {request_id!r} is already in use", param="request_id")
@@ -136,7 +139,7 @@ class LLMEngine:
         token_ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
         self.validate(token_ids, params)
         limit = self.config.scheduler.max_queue_len
-        if limit is not None and len(self.scheduler.waiting) + params.n > limit:
+        if not admitted and limit is not None and len(self.scheduler.waiting) + params.n > limit:
             raise EngineOverloadedError(len(self.scheduler.waiting), limit)
         seqs = []
         for i in range(params.n):
