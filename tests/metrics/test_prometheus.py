@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -130,10 +131,13 @@ def test_the_process_threads_and_event_loop_tasks_are_exported() -> None:
     metrics = ServerMetrics("m", lambda: None)
     text = metrics.render().decode()
     assert f"seekserve:python_threads {float(threading.active_count())}" in text.splitlines()
+    assert "seekserve:pool_threads 0.0" in text.splitlines()
     assert "seekserve:event_loop_tasks" not in text  # no event loop runs here
 
     async def on_a_loop() -> str:
-        await asyncio.sleep(0)
+        await asyncio.to_thread(threading.current_thread)  # starts one thread of the loop's executor
+        with ThreadPoolExecutor(2) as other:  # and one of another pool (gone again when the block ends)
+            other.submit(threading.current_thread).result()
         extra = [asyncio.create_task(asyncio.sleep(1)) for _ in range(3)]
         try:
             return metrics.render().decode()
@@ -141,4 +145,6 @@ def test_the_process_threads_and_event_loop_tasks_are_exported() -> None:
             for task in extra:
                 task.cancel()
 
-    assert "seekserve:event_loop_tasks 4.0" in asyncio.run(on_a_loop()).splitlines()  # main + 3
+    lines = asyncio.run(on_a_loop()).splitlines()
+    assert "seekserve:event_loop_tasks 4.0" in lines  # main + 3
+    assert "seekserve:pool_threads 1.0" in lines

@@ -17,6 +17,7 @@
     gateway_queue_waiting                                            (at scrape) requests in the queue
     gateway_event_loop_tasks                                         (at scrape) the loop's asyncio tasks
     gateway_python_threads                                           (at scrape) Python threads alive
+    gateway_pool_threads                                             (at scrape) those of thread pools
     gateway_search_*                         phase, outcome, kind,   web search (search/metrics.py)
                                              reason
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -61,6 +63,8 @@ _LATENCY_BUCKETS = (
     60.0,
     120.0,
 )
+_POOL_THREAD = re.compile(r"(asyncio_|uvloop_|ThreadPoolExecutor-\d+_)\d+$")
+"""The names ThreadPoolExecutor gives its threads (as metrics/collectors.py's POOL_THREAD)."""
 _STATE_VALUE = {BreakerState.CLOSED: 0.0, BreakerState.HALF_OPEN: 1.0, BreakerState.OPEN: 2.0}
 
 
@@ -93,7 +97,9 @@ class _PoolCollector(Collector):
             tasks.add_metric([], len(asyncio.all_tasks()))
         threads = GaugeMetricFamily(PREFIX + "python_threads", "Python threads alive in the gateway.")
         threads.add_metric([], threading.active_count())
-        yield from (tasks, threads)
+        pool = GaugeMetricFamily(PREFIX + "pool_threads", "Threads of thread pools (ThreadPoolExecutor).")
+        pool.add_metric([], sum(1 for t in threading.enumerate() if _POOL_THREAD.match(t.name)))
+        yield from (tasks, threads, pool)
 
 
 class GatewayMetrics:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 
@@ -19,9 +20,11 @@ from prometheus_client.registry import Collector
 from seekserve.engine.async_engine import EngineStats
 from seekserve.metrics.hardware import GpuSample
 
-__all__ = ["GPU_GAUGES", "PREFIX", "EngineCollector", "GpuCollector", "RuntimeCollector"]
+__all__ = ["GPU_GAUGES", "POOL_THREAD", "PREFIX", "EngineCollector", "GpuCollector", "RuntimeCollector"]
 
 PREFIX = "seekserve:"
+POOL_THREAD = re.compile(r"(asyncio_|uvloop_|ThreadPoolExecutor-\d+_)\d+$")
+"""The names thread pools give their threads: the loop's default executor (asyncio, uvloop), any other."""
 
 GPU_GAUGES: tuple[tuple[str, str, str], ...] = (
     ("gpu_sm_utilization_perc", "sm_utilization", "Share of time a kernel ran on the GPU, 0 to 1."),
@@ -111,7 +114,8 @@ class GpuCollector(Collector):
 
 
 class RuntimeCollector(Collector):
-    """What a leak would grow in a serving process: its event loop's tasks and its Python threads.
+    """What a leak would grow in a serving process: its event loop's tasks and its Python threads
+    (those of thread pools apart).
 
     `event_loop_tasks` is read only when the scrape runs on the event loop (as /metrics does in the
     server and the gateway); elsewhere it is left out.
@@ -126,3 +130,9 @@ class RuntimeCollector(Collector):
         threads = GaugeMetricFamily(PREFIX + "python_threads", "Python threads alive in the process.")
         threads.add_metric([], threading.active_count())
         yield threads
+        # Thread pools (concurrent.futures: the event loop's default executor behind asyncio.to_thread,
+        # and any other) start threads as needed, up to their max_workers, and keep them: growth there
+        # is a pool filling, not a leak. Their threads carry the pools' default names.
+        pool = GaugeMetricFamily(PREFIX + "pool_threads", "Threads of thread pools (ThreadPoolExecutor).")
+        pool.add_metric([], sum(1 for t in threading.enumerate() if POOL_THREAD.match(t.name)))
+        yield pool
