@@ -222,6 +222,33 @@ def test_the_pending_count_returns_to_zero_after_adds_finishes_and_aborts(llama_
     engine.shutdown()
 
 
+def test_a_request_taken_in_during_a_step_is_counted_and_an_accepted_one_is_never_refused(
+    llama_dir: Path,
+) -> None:
+    """One running, one slot in the queue. `first` is taken in while a step is held: it waits, but
+    the stats of the last step do not show it yet. The next request must be refused at once (not
+    accepted, then failed by the engine thread after its stream began), and every accepted one runs."""
+    engine = make_engine(llama_dir, max_num_seqs=1, max_queue_len=1)
+    gate = StepGate(engine)
+
+    async def main() -> None:
+        running = await engine.add_request(PROMPTS[0], greedy(6))
+        await gate.entered()  # its prefill
+        gate.release()
+        await gate.entered()  # its first decode: the stats say nothing waits
+        first = await engine.add_request(PROMPTS[1], greedy(2))
+        gate.release()
+        await gate.entered()  # `first` was taken in before this step, and waits
+        assert engine.stats.num_waiting == 0 and engine.num_pending == 0
+        with pytest.raises(EngineOverloadedError, match="max_queue_len=1"):
+            await engine.add_request(PROMPTS[2], greedy(2))
+        gate.open()
+        await drain([running, first])
+
+    asyncio.run(main())
+    engine.shutdown()
+
+
 def test_engine_death_reaches_every_stream_and_health(llama_dir: Path) -> None:
     engine = make_engine(llama_dir)
 
@@ -240,6 +267,63 @@ def test_engine_death_reaches_every_stream_and_health(llama_dir: Path) -> None:
             await engine.add_request(PROMPTS[1], greedy(4))
 
     asyncio.run(main())
+
+
+def test_a_request_tokenized_while_the_engine_dies_gets_the_error(llama_dir: Path) -> None:
+    """The prompt of `late` is being tokenized when a step raises: its stream did not exist when the
+    error went out to every stream, so it must be refused rather than wait for ever."""
+    engine = make_engine(llama_dir, max_num_seqs=1)
+    tokenizing, release = threading.Event(), threading.Event()
+    encode = engine.engine.encode
+
+    def slow_encode(prompt: str) -> list[int]:
+        tokenizing.set()
+        release.wait(10)
+        return encode(prompt)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("simulated device failure")
+
+    engine.engine.encode = slow_encode  # type: ignore[method-assign]
+
+    async def main() -> None:
+        engine.start()
+        late = asyncio.create_task(collect_text(engine, "a prompt that arrives late"))
+        await asyncio.to_thread(tokenizing.wait, 10)
+        running = asyncio.create_task(collect(engine, PROMPTS[0], 4))
+        queued = asyncio.create_task(collect(engine, PROMPTS[1], 4))
+        engine.engine.runner.execute = broken  # type: ignore[method-assign]
+        async with asyncio.timeout(10):
+            died = await engine.wait_dead()
+            release.set()
+            results = await asyncio.gather(running, queued, late, return_exceptions=True)
+        assert "simulated device failure" in str(died)
+        assert [type(r) for r in results] == [EngineDeadError] * 3
+        assert not engine.is_healthy
+
+    asyncio.run(main())
+
+
+async def collect_text(engine: AsyncEngine, prompt: str) -> None:
+    async for _ in engine.generate(prompt, greedy(4)):
+        pass
+
+
+def test_the_kv_audit_runs_when_the_engine_falls_idle(llama_dir: Path) -> None:
+    engine = make_engine(llama_dir)
+
+    async def main() -> None:
+        await collect(engine, PROMPTS[0], 4)
+        await asyncio.sleep(0.1)  # the engine thread audits on its way to sleep
+        assert engine.stats.num_kv_audit_failures == 0
+        assert (engine.stats.num_kv_blocks_used, engine.stats.num_kv_block_refs) == (0, 0)
+        engine.engine.block_manager.num_refs += 1  # a reference nobody holds: a leak
+        await collect(engine, PROMPTS[1], 4)
+        await asyncio.sleep(0.1)
+        assert engine.stats.num_kv_audit_failures == 1
+
+    asyncio.run(main())
+    engine.shutdown()
 
 
 def test_engine_is_built_and_stepped_on_one_thread(llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -77,3 +77,34 @@ def test_no_prefix_caching_means_no_hits() -> None:
     a.num_computed_tokens = 10
     bm.cache_full_blocks(a)
     assert bm.lookup_prefix(make_request("b", prompt=list(range(10)))).num_tokens == 0
+
+
+def test_audit_balances_shared_prefix_references_and_names_what_leaked() -> None:
+    bm = BlockManager(num_blocks=8, block_size=4)
+    a = make_request("a", prompt=list(range(10)))
+    assert bm.allocate(a, 10, bm.lookup_prefix(a))
+    a.num_computed_tokens = 10
+    bm.cache_full_blocks(a)
+    b = make_request("b", prompt=[*range(8), 99])
+    assert bm.allocate(b, 1, bm.lookup_prefix(b))
+    assert b.block_ids == [0, 1, 3]
+    assert (bm.num_refs, bm.num_used_blocks, bm.num_cached_blocks) == (6, 4, 2)
+    assert bm.audit([a, b]) == []
+    assert bm.audit([a]) == [
+        "block 0 has 2 references but 1 holders",
+        "block 1 has 2 references but 1 holders",
+        "block 3 has 1 references but 0 holders",
+    ]
+    bm.free(b)
+    assert bm.audit([a]) == []
+    bm.free(a)
+    assert (bm.num_refs, bm.num_used_blocks, bm.num_cached_blocks) == (0, 0, 2)
+    assert bm.audit([]) == []
+
+
+def test_audit_finds_a_block_both_free_and_held() -> None:
+    bm = BlockManager(num_blocks=4, block_size=4)
+    r = make_request(prompt=list(range(6)))
+    assert bm.allocate(r, 6)
+    bm._free[1] = None  # a bug that returned a held block to the free queue
+    assert bm.audit([r]) == ["block 1 is free but referenced", "2 blocks are unreferenced but 3 are free"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -62,7 +63,7 @@ def test_metrics_count_requests_retries_circuits_and_cache() -> None:
             breaker={"consecutive_failures": 2, "cooldown_s": 60},
         )
         async with running(good, flaky, bad), running_gateway(config) as gw:
-            assert await traffic(gw) == [200, 200, 200, 200, 200, 200, 502, 502]
+            assert await traffic(gw) == [200, 200, 200, 200, 200, 200, 502, 503]
             async with gw.client.get(gw.url + "/metrics") as response:
                 assert response.status == 200
                 assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
@@ -72,7 +73,8 @@ def test_metrics_count_requests_retries_circuits_and_cache() -> None:
             ("fake", "good", "200"): 3.0,
             ("fake", "-", "200"): 2.0,
             ("flaky", "flaky", "200"): 1.0,
-            ("broken", "-", "502"): 2.0,
+            ("broken", "-", "502"): 1.0,
+            ("broken", "-", "503"): 1.0,
         }
         latency = series(text, "e2e_request_latency_seconds_count", "model", "backend")
         assert latency == {
@@ -99,6 +101,9 @@ def test_metrics_count_requests_retries_circuits_and_cache() -> None:
         assert series(text, "queue_waiting") == {(): 0.0}
         assert series(text, "fallbacks_total", "model", "fallback") == {}
         assert series(text, "shed_requests_total", "priority") == {}
+        assert series(text, "python_threads") == {(): float(threading.active_count())}
+        (tasks,) = series(text, "event_loop_tasks").values()
+        assert tasks >= 2  # this test's own task and the server's
 
     asyncio.run(main())
 

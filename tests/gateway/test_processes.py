@@ -1,7 +1,8 @@
 """Gateway processes (`python -m seekserve gateway --config FILE`) in front of fake engines.
 
 Two replicas share rate limits through Redis and a response cache through Redis or Memcached; one
-replica reloads its file on SIGHUP without breaking a running stream.
+replica reloads its file on SIGHUP without breaking a running stream; requests keep flowing while
+their Redis is stopped and started again, its limits failing open or closed as configured.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 from gateway.fake_upstream import FakeEngine, Faults, chat_prompt, detok, generate, tokenize
 from gateway.harness import read_sse, stream_text
 from gateway.processes import engines_in_thread, gateway_config, gateway_processes, post, upstream_gateway
+from gateway.services import redis_service
 
 PROMPT = "the quick brown fox jumps over the lazy dog"
 
@@ -265,3 +267,68 @@ def test_web_search_warms_up_before_the_port_opens(tmp_path: Path, monkeypatch: 
     with engines_in_thread(engine), gateway_processes([config], tmp_path):
         [index] = (tmp_path / "home" / "search" / "local").iterdir()
         assert index.is_dir() and any(index.iterdir())
+
+
+def test_requests_flow_while_redis_is_down_and_limits_fail_open_or_closed_as_configured(
+    tmp_path: Path,
+) -> None:
+    """Two gateways share one Redis for the cache and the limits; the second has `fail_open: false`.
+    While Redis is stopped every request of the free key is answered (the cache misses), the limited
+    key (rpm 3) passes unlimited through the first and gets 503 from the second; once Redis is back
+    (empty, on the same port) the cache stores and hits again and the limit holds again."""
+    redis = redis_service()
+    url = f"redis://127.0.0.1:{redis.port}/0"
+    engine = FakeEngine("a")
+    keys = [
+        {"name": "limited", "key_sha256": sha256(LIMITED_KEY), "rpm": 3},
+        {"name": "free", "key_sha256": sha256(FREE_KEY)},
+    ]
+    configs = [
+        gateway_config(
+            [backend(engine)], keys=keys, cache={"backend": "redis", "url": url}, limits={"url": url, **extra}
+        )
+        for extra in ({}, {"fail_open": False})
+    ]
+
+    async def statuses(client: aiohttp.ClientSession, gw: str, key: str, count: int) -> list[int]:
+        body = completion(prompt=f"limited {count}")
+        return [(await post(client, gw + "/v1/completions", body, **bearer(key)))[0] for _ in range(count)]
+
+    async def cache_results(client: aiohttp.ClientSession, gw: str, prompt: str) -> list[str]:
+        """The x-seekserve-cache header of the same deterministic request sent twice ("-": none)."""
+        body = completion(prompt=prompt, temperature=0)
+        seen = []
+        for _ in range(2):
+            status, headers, _ = await post(client, gw + "/v1/completions", body, **bearer(FREE_KEY))
+            assert status == 200
+            seen.append(headers.get("x-seekserve-cache", "-"))
+        return seen
+
+    async def main(opened: str, closed: str) -> None:
+        async with aiohttp.ClientSession() as client:
+            assert await cache_results(client, opened, "before") == ["-", "hit"]
+            redis.stop()
+            assert await cache_results(client, opened, "during") == ["-", "-"]
+            assert await statuses(client, opened, LIMITED_KEY, 5) == [200] * 5
+            status, headers, body = await post(
+                client, closed + "/v1/completions", completion(), **bearer(LIMITED_KEY)
+            )
+            error = json.loads(body)["error"]
+            assert (status, error["code"], headers["Retry-After"]) == (503, "rate_limits_unavailable", "1")
+            assert "limits.fail_open: false" in error["message"]
+            assert await statuses(client, closed, FREE_KEY, 3) == [200] * 3
+            redis.start()
+            await asyncio.sleep(1.1)  # both skip Redis for a second after a failure
+            assert await cache_results(client, opened, "after") == ["-", "hit"]
+            assert await statuses(client, closed, LIMITED_KEY, 4) == [200, 200, 200, 429]
+
+    redis.start()
+    try:
+        with engines_in_thread(engine), gateway_processes(configs, tmp_path) as gateways:
+            asyncio.run(main(gateways[0].url, gateways[1].url))
+            logs = [gw.log() for gw in gateways]
+    finally:
+        redis.stop()
+    assert "requests of limited keys pass without rpm/tpm limits" in logs[0]
+    assert "requests of limited keys are refused with 503" in logs[1]
+    assert "answering without the cache" in logs[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from gateway.fake_upstream import FakeEngine, Faults, detok, generate, running, tokenize
@@ -244,5 +245,24 @@ def test_client_leaving_before_the_first_event_cancels_the_upstream_request() ->
                     break
                 await asyncio.sleep(0.02)
             assert backend.in_flight == 0  # released within a second, not after the 3 s first event
+
+    asyncio.run(main())
+
+
+def test_backends_held_back_by_their_circuits_answer_503_with_when_to_retry() -> None:
+    """Both engines answer 429 with Retry-After: 30 (a full queue): their circuits are held open, and
+    the next request is refused at once with 503 and the time until the first reopens, not a 502."""
+
+    async def main() -> None:
+        a = FakeEngine("a", faults=Faults(statuses=[429], retry_after="30"))
+        b = FakeEngine("b", faults=Faults(statuses=[429], retry_after="30"))
+        async with running(a, b), running_gateway(config_for([a.url, b.url])) as gw:
+            first = await gw.post("/v1/completions", completion())
+            assert first[0] == 429 and first[1]["Retry-After"] == "30"
+            status, headers, data = await gw.post("/v1/completions", completion())
+            assert status == 503 and 29 <= int(headers["Retry-After"]) <= 30
+            error = json.loads(data)["error"]
+            assert error["code"] == "upstream_unavailable" and "has its circuit open" in error["message"]
+            assert len(a.requests) + len(b.requests) == 2  # the second request reached no engine
 
     asyncio.run(main())

@@ -8,10 +8,11 @@ import time
 import pytest
 from redis.asyncio import Redis
 
-from gateway.services import redis_server
+from gateway.services import redis_server, redis_service
 from seekserve.bench.servers import free_port
 from seekserve.gateway.config import KeyConfig, LimitsConfig
 from seekserve.gateway.ratelimit import (
+    LimitsUnavailable,
     MemoryRateLimiter,
     RateLimited,
     RateLimiter,
@@ -230,3 +231,36 @@ def test_unreachable_redis_from_the_start_fails_open() -> None:
         await limiter.close()
 
     asyncio.run(main())
+
+
+def test_redis_down_fails_closed_when_so_configured_and_limits_resume_when_it_returns() -> None:
+    async def main() -> None:
+        clock = FakeClock(0.0)
+        redis = redis_service()
+        url = f"redis://127.0.0.1:{redis.port}/0"
+        limited, free = make_key("sk-closed", name="ops", rpm=2), make_key("sk-open", name="free")
+        redis.start()
+        try:
+            limiter = RedisRateLimiter(url, fail_open=False, down_s=5.0, clock=clock)
+            assert await passes(limiter, limited)
+            redis.stop()
+            for _ in range(2):  # the first tries Redis; the second is refused without trying
+                with pytest.raises(LimitsUnavailable, match=r"limits.fail_open: false.*retry in 5 s") as info:
+                    await limiter.acquire_request(limited)
+                assert info.value.retry_after_s == 5.0
+            assert limiter.errors == 1
+            assert await passes(limiter, free)  # nothing to check for a key without limits
+            redis.start()  # empty: the outage forgot the key's state
+            clock.now = 5.0
+            assert [await passes(limiter, limited) for _ in range(3)] == [True, True, False]
+            await limiter.close()
+        finally:
+            redis.stop()
+
+    asyncio.run(main())
+
+
+def test_make_rate_limiter_passes_fail_open_on() -> None:
+    limiter = make_rate_limiter(LimitsConfig(url=f"redis://127.0.0.1:{free_port()}/0", fail_open=False))
+    assert isinstance(limiter, RedisRateLimiter) and limiter._fail_open is False
+    asyncio.run(limiter.close())

@@ -6,8 +6,7 @@ Three engines on the tiny random Llama start at once (a few seconds). Each case 
 uninterrupted answer straight from an engine, then runs a fresh in-process gateway over two live
 engines and kills the one serving the stream after the client has read `KILL_AFTER_EVENTS` events;
 the completions case leaves two engines alive for the chat case. Every engine is stopped
-by its pid on teardown. The engines run without the CPU kernels (SEEKSERVE_CPU_KERNELS=0): this
-session's fresh SEEKSERVE_HOME would have each of them compile the library first.
+by its pid on teardown (`engines.py`).
 """
 
 from __future__ import annotations
@@ -16,10 +15,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,83 +23,19 @@ from typing import Any
 import httpx
 import pytest
 
-from factories import subprocess_env
+from gateway.engines import MODEL, Engine, running_engines
 from gateway.harness import config_for, running_gateway
 
-MODEL = "tiny"
 MAX_TOKENS = 200
 """Long enough that the engine is still generating when the kill lands (about 2 ms a token)."""
 KILL_AFTER_EVENTS = 10
-ENGINE_ARGS = (
-    "--served-model-name", MODEL, "--dtype", "float32", "--max-model-len", "256",
-    "--num-kv-blocks", "64", "--num-threads", "1", "--no-enable-metrics", "--log-level", "warning",
-)  # fmt: skip
 CONTINUED = 'seekserve:gateway_continued_streams_total{model="tiny",outcome="continued"} 1.0'
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Engine:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-
-def start_engine(model_dir: Path, log: Path) -> Engine:
-    port = free_port()
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "seekserve", "serve", "--model", str(model_dir), "--port", str(port),
-             *ENGINE_ARGS],
-            stdout=subprocess.DEVNULL, stderr=err, env={**subprocess_env(), "SEEKSERVE_CPU_KERNELS": "0"},
-        )  # fmt: skip
-    return Engine(proc, port, log)
-
-
-def wait_ready(engine: Engine, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not engine.alive:
-            raise AssertionError(f"engine exited with {engine.proc.returncode}: {engine.log.read_text()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{engine.port}/health").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"engine on port {engine.port} not healthy within {timeout_s:g} s")
-
-
-def stop(engine: Engine) -> None:
-    if engine.alive:
-        os.kill(engine.proc.pid, signal.SIGKILL)
-    engine.proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
 def engines(llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Engine]]:
-    logs = tmp_path_factory.mktemp("engines")
-    started = [start_engine(llama_dir, logs / f"engine{i}.log") for i in range(3)]
-    try:
-        for engine in started:
-            wait_ready(engine)
+    with running_engines(llama_dir, tmp_path_factory.mktemp("engines"), 3) as started:
         yield started
-    finally:
-        for engine in started:
-            stop(engine)
 
 
 def completion_body() -> dict[str, Any]:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -10,7 +11,8 @@ from seekserve.metrics import ERROR_TYPES, FinishedSequence, GpuSample, ServerMe
 
 STATS = EngineStats(
     num_running=3, num_waiting=2, kv_cache_usage=0.25, num_preemptions=1,
-    prefix_cache_queries=40, prefix_cache_hits=10,
+    prefix_cache_queries=40, prefix_cache_hits=10, num_kv_blocks_used=8, num_kv_block_refs=11,
+    num_kv_blocks_cached=6, num_kv_audit_failures=0,
 )  # fmt: skip
 
 
@@ -30,6 +32,10 @@ def test_engine_load_follows_the_stats_snapshot_and_is_absent_while_loading() ->
     assert got("seekserve:num_preemptions_total") == 1
     assert got("seekserve:prefix_cache_queries_total") == 40
     assert got("seekserve:prefix_cache_hits_total") == 10
+    assert got("seekserve:kv_cache_used_blocks") == 8
+    assert got("seekserve:kv_cache_block_references") == 11
+    assert got("seekserve:kv_cache_cached_blocks") == 6
+    assert got("seekserve:kv_cache_audit_failures_total") == 0
     text = metrics.render().decode()
     assert "# TYPE seekserve:num_preemptions_total counter" in text
     assert "# TYPE seekserve:prefix_cache_hits_total counter" in text
@@ -116,3 +122,29 @@ def test_process_cpu_and_resident_memory_are_exported() -> None:
     got = scrape(ServerMetrics("m", lambda: None))
     assert got("process_resident_memory_bytes") > 1 << 20
     assert got("process_cpu_seconds_total") > 0
+
+
+def test_the_process_threads_and_event_loop_tasks_are_exported() -> None:
+    import asyncio
+    import threading
+
+    metrics = ServerMetrics("m", lambda: None)
+    text = metrics.render().decode()
+    assert f"seekserve:python_threads {float(threading.active_count())}" in text.splitlines()
+    assert "seekserve:pool_threads 0.0" in text.splitlines()
+    assert "seekserve:event_loop_tasks" not in text  # no event loop runs here
+
+    async def on_a_loop() -> str:
+        await asyncio.to_thread(threading.current_thread)  # starts one thread of the loop's executor
+        with ThreadPoolExecutor(2) as other:  # and one of another pool (gone again when the block ends)
+            other.submit(threading.current_thread).result()
+        extra = [asyncio.create_task(asyncio.sleep(1)) for _ in range(3)]
+        try:
+            return metrics.render().decode()
+        finally:
+            for task in extra:
+                task.cancel()
+
+    lines = asyncio.run(on_a_loop()).splitlines()
+    assert "seekserve:event_loop_tasks 4.0" in lines  # main + 3
+    assert "seekserve:pool_threads 1.0" in lines

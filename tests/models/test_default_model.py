@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -152,3 +154,37 @@ def test_serve_without_arguments_generates_like_transformers(tmp_path: Path) -> 
                 do_sample=False,
             )
         assert text == tokenizer.decode(expected[0, ids.shape[1] :])
+
+
+def test_a_full_disk_while_assembling_is_a_clear_error_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The partial file is where this process will write it, a link to /dev/full: every write to it
+    fails with the kernel's ENOSPC. Nothing half-written stays, and with room again it assembles."""
+    whole = fake_package(tmp_path, monkeypatch)
+    env = Environment(home=tmp_path / "home")
+    env.models_dir.mkdir(parents=True)
+    partial = env.models_dir / f"tiny.gguf.{os.getpid()}.partial"
+    partial.symlink_to("/dev/full")
+    with pytest.raises(ModelLoadError) as info:
+        default_model_path(env, progress=False)
+    message = str(info.value)
+    assert "No space left on device" in message and "free some disk space" in message
+    assert str(env.models_dir / "tiny.gguf") in message
+    assert list(env.models_dir.iterdir()) == []
+    assert default_model_path(env, progress=False).read_bytes() == whole
+
+
+def test_a_partial_file_of_a_killed_assembly_is_removed_and_never_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = fake_package(tmp_path, monkeypatch)
+    env = Environment(home=tmp_path / "home")
+    env.models_dir.mkdir(parents=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    stale = env.models_dir / f"tiny.gguf.{int(dead.stdout)}.partial"
+    stale.write_bytes(whole[:1000])  # what a process killed half-way leaves
+    assert default_model_path(env, progress=False).read_bytes() == whole
+    assert [p.name for p in env.models_dir.iterdir()] == ["tiny.gguf"]

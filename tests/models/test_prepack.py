@@ -9,7 +9,7 @@ import torch
 
 from factories import greedy, random_prompts
 from seekserve import LLM
-from seekserve.layers.modules import Linear
+from seekserve.layers.modules import Linear, packed_rows
 
 
 def test_prepacked_linear_computes_what_the_plain_one_does() -> None:
@@ -48,3 +48,33 @@ def test_engine_with_prepacked_weights_generates_the_same_tokens(qwen2_dir: Path
     assert greedy_head >= vocab * hidden + 4 * vocab
     assert packed.engine.packed_copy_bytes == vocab * hidden * 2 + greedy_head
     assert plain.engine.packed_copy_bytes == greedy_head
+
+
+def test_prepacked_matmuls_run_on_few_row_counts() -> None:
+    assert [packed_rows(n) for n in (1, 7, 16, 17, 31, 32, 33, 500, 512)] == [
+        1,
+        7,
+        16,
+        32,
+        32,
+        32,
+        48,
+        512,
+        512,
+    ]
+
+
+@pytest.mark.parametrize("rows", [3, 17, 40, 129])
+def test_a_padded_prepacked_matmul_gives_each_row_what_the_plain_one_does(rows: int) -> None:
+    layer = Linear(64, [96], bias=True, dtype=torch.bfloat16)
+    gen = torch.Generator().manual_seed(rows)
+    layer.weight.data.copy_(torch.randn(96, 64, generator=gen))
+    layer.bias.data.copy_(torch.randn(96, generator=gen))  # type: ignore[union-attr]
+    x = torch.randn(rows, 64, generator=gen).to(torch.bfloat16)
+    plain = layer(x)
+    if not layer.prepack():
+        pytest.skip("this torch build has no oneDNN bfloat16 matmul")
+    packed = layer(x)
+    assert packed.shape == (rows, 96) and packed.is_contiguous()
+    torch.testing.assert_close(packed, plain, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(layer(x[:1]), packed[:1], atol=0, rtol=0)  # a row does not depend on the rest

@@ -113,13 +113,16 @@ def serve(model: str | None, served_model_name: str | None, log_level: str, **kw
 
 
 def run_server(config: ServerConfig, engine_config: EngineConfig, log_level: str) -> None:
-    """Listen until stopped (Ctrl-C or SIGTERM); exits with an error if the model fails to load."""
+    """Listen until stopped (Ctrl-C or SIGTERM); exits with status 1 if the model fails to load, or if
+    the engine dies later (after every stream in flight has been sent the error), for a supervisor to
+    restart it."""
     import uvicorn
 
     from seekserve.engine.async_engine import AsyncEngine
     from seekserve.server import create_app
 
     failures: list[BaseException] = []
+    deaths: list[BaseException] = []
 
     def load() -> AsyncEngine:
         return AsyncEngine.from_config(engine_config)
@@ -128,13 +131,19 @@ def run_server(config: ServerConfig, engine_config: EngineConfig, log_level: str
         failures.append(error)
         server.should_exit = True
 
+    def on_engine_dead(error: BaseException) -> None:
+        # Every stream has its error event; stop taking requests and exit non-zero, so that the
+        # supervisor (systemd, Kubernetes, docker --restart) starts a fresh process.
+        deaths.append(error)
+        server.should_exit = True
+
     def on_ready(engine: AsyncEngine) -> None:
         # With --port 0 the system picked the port: report the one actually bound.
         ports = [sock.getsockname()[1] for srv in server.servers for sock in srv.sockets]
         _print_ready(config, engine, ports[0] if ports else config.port)
 
     try:
-        app = create_app(config, load, on_ready, on_load_error)
+        app = create_app(config, load, on_ready, on_load_error, on_engine_dead)
     except SeekserveError as e:  # the search provider lacks what it needs
         raise click.ClickException(str(e)) from e
     uv_config = uvicorn.Config(
@@ -146,6 +155,8 @@ def run_server(config: ServerConfig, engine_config: EngineConfig, log_level: str
         server.run()
     if failures:
         raise click.ClickException(f"the model failed to load: {failures[0]}")
+    if deaths:
+        raise click.ClickException(f"{deaths[0]}; the server stopped so that it can be restarted")
 
 
 def _url(config: ServerConfig, port: int | None = None) -> str:

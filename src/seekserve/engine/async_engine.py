@@ -11,13 +11,17 @@ engine thread through a queue it drains before every step; each step's outputs c
 `call_soon_threadsafe` and are routed to per-request queues. A consumer slower than the engine
 gets the accumulated deltas merged into one output. Leaving `generate` early (a client that
 disconnects, a timeout, `break`) aborts the request, which frees its KV blocks before the next step.
-If a step raises, the engine is dead: every stream gets `EngineDeadError` and `is_healthy` is False.
+If a step raises, the engine is dead: every stream gets `EngineDeadError` (those of requests still
+being tokenized too), `is_healthy` is False and `wait_dead()` returns; later requests are refused.
+Each time the engine falls idle it audits the KV cache's reference counts (`LLMEngine.audit`).
 
-`max_queue_len` counts the requests waiting in the engine (`stats.num_waiting`, refreshed after each
-step) plus those queued for the engine thread and not yet taken in (`num_pending`). The event loop
-adds to the pending count and the engine thread subtracts what it takes in, both under `_lock`, so
-no update is lost. Requests taken in just before a step are in neither count until that step ends;
-most of them run in that step, and the next refresh counts those that still wait.
+`max_queue_len` is enforced when a request is accepted, before its stream starts, and only there:
+it counts the sequences waiting in the engine (`_num_waiting`: set from the scheduler after each
+step, raised by the engine thread as it takes requests in) plus those queued for the engine thread
+and not yet taken in (`num_pending`), both under `_lock`, so no update is lost and nothing taken
+in is missed. The engine thread never refuses a request for the queue's length: one accepted is
+served, not failed after its stream (an HTTP 200) has begun. Preemptions during a step may leave
+more waiting than the limit until they run again; nothing new is accepted meanwhile.
 
 `from_options`/`from_config` build the engine on the thread that will step it. On CPUs this is
 worth a quarter of a step: libgomp (PyTorch's OpenMP) keeps a team of worker threads for every
@@ -31,6 +35,7 @@ elsewhere (`AsyncEngine(engine)`) works, but keeps that cost when the building t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import queue
@@ -90,9 +95,12 @@ class AsyncEngine:
         self._started = False
         self._stopping = False
         self._dead: EngineDeadError | None = None
+        self._died: asyncio.Future[EngineDeadError] | None = None
+        """Resolved on the event loop once every stream has been sent the engine's death."""
         self._lock = threading.Lock()
-        """Guards `_num_pending`, which the event loop and the engine thread both update."""
+        """Guards `_num_pending` and `_num_waiting`: the event loop and the engine thread both update them."""
         self._num_pending = 0
+        self._num_waiting = 0
         self._ids = itertools.count()
         self.stats: EngineStats = engine.stats()
         """Snapshot of the engine's load, refreshed after every step."""
@@ -163,12 +171,21 @@ class AsyncEngine:
         if self._started:
             return
         self._loop = asyncio.get_running_loop()
+        self._died = self._loop.create_future()
         self._started = True
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="seekserve-engine", daemon=True)
             self._thread.start()
         else:  # built by from_config: its thread is waiting for this
             self._go.set()
+
+    async def wait_dead(self) -> EngineDeadError:
+        """Wait until the engine thread has died after an error (never returns while it is healthy);
+        by then every stream of a request in flight has been sent the error."""
+        if not self._started:
+            self.start()
+        assert self._died is not None, "start() creates the future"
+        return await asyncio.shield(self._died)
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         self._stopping = True
@@ -214,9 +231,14 @@ class AsyncEngine:
         else:
             token_ids = list(prompt)
         self.engine.validate(token_ids, params)
+        if self._dead is not None:
+            # It died while the prompt was tokenized: its error went to the streams there were then.
+            # From here to the registration below nothing awaits, so a death after this check is
+            # routed (on this loop) after the stream exists.
+            raise self._dead
         limit = self._info.max_queue_len
         with self._lock:
-            waiting = self.stats.num_waiting + self._num_pending
+            waiting = self._num_waiting + self._num_pending
             if limit is not None and waiting + params.n > limit:
                 raise EngineOverloadedError(waiting, limit)
             self._num_pending += params.n
@@ -252,22 +274,35 @@ class AsyncEngine:
         self._wake.set()
 
     def _run(self) -> None:
+        busy = False
         try:
             while not self._stopping:
                 self._drain_commands()
                 if self.engine.has_unfinished_requests():
+                    busy = True
                     outputs = self.engine.step()
-                    self.stats = self.engine.stats()
+                    self._refresh_stats()
                     if outputs:
                         self._publish(outputs)
                 else:
-                    self.stats = self.engine.stats()
+                    if busy:  # just fell idle: every block must be back
+                        self.engine.audit()
+                        busy = False
+                    self._refresh_stats()
                     self._wake.wait(_IDLE_WAIT_S)
                     self._wake.clear()
         except BaseException as e:  # the loop must report any failure to every waiting stream
             log.exception("engine loop died")
             self._dead = EngineDeadError(f"the engine stopped after an internal error: {e!r}")
-            self._publish_error(self._dead)
+            assert self._loop is not None, "engine thread started without an event loop"
+            with contextlib.suppress(RuntimeError):  # the event loop has closed: no stream is left to tell
+                self._loop.call_soon_threadsafe(self._announce_death, self._dead)
+
+    def _refresh_stats(self) -> None:
+        stats = self.engine.stats()
+        with self._lock:
+            self._num_waiting = stats.num_waiting
+        self.stats = stats
 
     def _drain_commands(self) -> None:
         while True:
@@ -284,6 +319,7 @@ class AsyncEngine:
                 continue
             with self._lock:
                 self._num_pending -= command.params.n
+                self._num_waiting += command.params.n
             try:
                 self.engine.add_request(
                     command.request_id,
@@ -291,8 +327,11 @@ class AsyncEngine:
                     command.params,
                     command.arrival_time,
                     prompt_text=command.prompt,
+                    admitted=True,
                 )
-            except (InvalidRequestError, EngineOverloadedError) as e:
+            except InvalidRequestError as e:
+                with self._lock:
+                    self._num_waiting -= command.params.n
                 self._publish_error(e, command.request_id)
 
     def _publish(self, outputs: list[RequestOutput]) -> None:
@@ -308,6 +347,11 @@ class AsyncEngine:
             stream = self._streams.get(out.request_id)
             if stream is not None:
                 stream.put_nowait(out)
+
+    def _announce_death(self, error: EngineDeadError) -> None:
+        self._route_error(error, None)
+        if self._died is not None and not self._died.done():
+            self._died.set_result(error)
 
     def _route_error(self, error: BaseException, request_id: str | None) -> None:
         targets = [request_id] if request_id is not None else list(self._streams)

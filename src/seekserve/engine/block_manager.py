@@ -8,12 +8,17 @@ cached block first; the tail blocks of a request are queued first, so they are e
 
 A full block's hash chains its parent's hash with its own token ids (BLAKE2b, 128 bits), so
 equal hashes mean equal prefixes up to and including the block.
+
+`audit(holders)` recounts every block's references from the block tables of the requests that
+hold blocks and checks them, the free queue and the prefix-cache map against each other: the
+engine runs it each time it falls idle, and the soak (benchmarks/soak.py) reads its verdict.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
+from collections import Counter, OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +58,8 @@ class BlockManager:
         self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
         self._cached: dict[bytes, int] = {}
         self._num_registered: dict[str, int] = {}
+        self.num_refs = 0
+        """References held by requests in all (the sum of the blocks' reference counts)."""
         self.prefix_cache_queries = 0
         """Prompt tokens looked up in the prefix cache (cumulative)."""
         self.prefix_cache_hits = 0
@@ -61,6 +68,16 @@ class BlockManager:
     @property
     def num_free_blocks(self) -> int:
         return len(self._free)
+
+    @property
+    def num_used_blocks(self) -> int:
+        """Blocks referenced by at least one request."""
+        return self.num_blocks - len(self._free)
+
+    @property
+    def num_cached_blocks(self) -> int:
+        """Blocks whose contents the prefix cache can hand out again (in use or free)."""
+        return len(self._cached)
 
     @property
     def usage(self) -> float:
@@ -100,6 +117,7 @@ class BlockManager:
             if self._ref_cnt[block_id] == 0:
                 del self._free[block_id]
             self._ref_cnt[block_id] += 1
+            self.num_refs += 1
         if hit is not None:
             request.block_ids.extend(hit_blocks)
             request.num_computed_tokens = num_computed
@@ -132,6 +150,7 @@ class BlockManager:
         """Drop the request's references; its blocks stay cached until evicted."""
         for block_id in reversed(request.block_ids):
             self._ref_cnt[block_id] -= 1
+            self.num_refs -= 1
             assert self._ref_cnt[block_id] >= 0, f"block {block_id} freed more often than taken"
             if self._ref_cnt[block_id] == 0:
                 self._free[block_id] = None
@@ -152,7 +171,38 @@ class BlockManager:
             del self._cached[block_hash]
             self._hash[block_id] = None
         self._ref_cnt[block_id] = 1
+        self.num_refs += 1
         return block_id
+
+    def audit(self, holders: Iterable[Request]) -> list[str]:
+        """What is out of balance, given every request that holds blocks; [] when all is consistent.
+
+        Each block's reference count must equal the number of `holders` whose block table names it,
+        a block must be in the free queue exactly when its count is zero, `num_refs` must be the sum
+        of the counts, and the prefix-cache map and the blocks' hashes must name each other.
+        Reads only; O(blocks + held references).
+        """
+        held = Counter(b for request in holders for b in request.block_ids)
+        problems = [
+            f"block {b} has {count} references but {held.get(b, 0)} holders"
+            for b, count in enumerate(self._ref_cnt)
+            if count != held.get(b, 0)
+        ]
+        problems += [f"block {b} is free but referenced" for b in self._free if self._ref_cnt[b] != 0]
+        num_unreferenced = sum(1 for count in self._ref_cnt if count == 0)
+        if num_unreferenced != len(self._free):
+            problems.append(f"{num_unreferenced} blocks are unreferenced but {len(self._free)} are free")
+        if self.num_refs != sum(self._ref_cnt):
+            problems.append(f"num_refs is {self.num_refs}, the counts sum to {sum(self._ref_cnt)}")
+        problems += [
+            f"the prefix cache maps a hash to block {b}, which holds another"
+            for block_hash, b in self._cached.items()
+            if self._hash[b] != block_hash
+        ]
+        num_hashed = sum(1 for h in self._hash if h is not None)
+        if num_hashed != len(self._cached):
+            problems.append(f"{num_hashed} blocks carry a hash but the prefix cache maps {len(self._cached)}")
+        return problems
 
     def _extend_hashes(self, request: Request, num_blocks: int) -> None:
         hashes = request.block_hashes

@@ -7,6 +7,7 @@ tokens into text, stops and `RequestOutput`s.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -27,6 +28,8 @@ from seekserve.models.base import CausalLM
 
 __all__ = ["EngineStats", "LLMEngine"]
 
+log = logging.getLogger(__name__)
+
 
 _DEFAULT_BATCHED_TOKENS = {"cpu": 512, "cuda": 8192}
 
@@ -41,6 +44,14 @@ class EngineStats:
     num_preemptions: int
     prefix_cache_queries: int
     prefix_cache_hits: int
+    num_kv_blocks_used: int = 0
+    """KV blocks referenced by some request (0 whenever nothing runs or waits)."""
+    num_kv_block_refs: int = 0
+    """References to KV blocks held by requests in all (shared prefix blocks count once per holder)."""
+    num_kv_blocks_cached: int = 0
+    """KV blocks the prefix cache can hand out again, in use or free."""
+    num_kv_audit_failures: int = 0
+    """Audits of the KV cache's reference counts that found them out of balance (`LLMEngine.audit`)."""
 
 
 class LLMEngine:
@@ -75,6 +86,7 @@ class LLMEngine:
             config.scheduler, self.block_manager, self.max_num_batched_tokens, self._pacer()
         )
         self.outputs = OutputProcessor(self.tokenizer, self.max_model_len, self.scheduler.remove)
+        self.num_kv_audit_failures = 0
 
     @property
     def model(self) -> CausalLM:
@@ -113,10 +125,13 @@ class LLMEngine:
         params: SamplingParams,
         arrival_time: float | None = None,
         prompt_text: str | None = None,
+        admitted: bool = False,
     ) -> None:
         """Queue a request given as text or token ids (`prompt_text`: the text the ids came from).
 
         Raises InvalidRequestError (or EngineOverloadedError) and changes nothing if it cannot be served.
+        `admitted`: the caller has already checked it against `max_queue_len` (AsyncEngine does, when
+        it accepts the request), so a full queue does not refuse it here.
         """
         if request_id in self.outputs.groups:
             raise InvalidRequestError(f"request id {request_id!r} is already in use", param="request_id")
@@ -124,7 +139,7 @@ class LLMEngine:
         token_ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
         self.validate(token_ids, params)
         limit = self.config.scheduler.max_queue_len
-        if limit is not None and len(self.scheduler.waiting) + params.n > limit:
+        if not admitted and limit is not None and len(self.scheduler.waiting) + params.n > limit:
             raise EngineOverloadedError(len(self.scheduler.waiting), limit)
         seqs = []
         for i in range(params.n):
@@ -169,7 +184,22 @@ class LLMEngine:
             num_preemptions=self.scheduler.num_preemptions,
             prefix_cache_queries=bm.prefix_cache_queries,
             prefix_cache_hits=bm.prefix_cache_hits,
+            num_kv_blocks_used=bm.num_used_blocks,
+            num_kv_block_refs=bm.num_refs,
+            num_kv_blocks_cached=bm.num_cached_blocks,
+            num_kv_audit_failures=self.num_kv_audit_failures,
         )
+
+    def audit(self) -> list[str]:
+        """Check the KV cache's reference counts against the requests in flight; [] when they balance.
+
+        A failed audit is logged and counted (`num_kv_audit_failures`); serving goes on.
+        """
+        problems = self.block_manager.audit([*self.scheduler.running, *self.scheduler.waiting])
+        if problems:
+            self.num_kv_audit_failures += 1
+            log.error("the KV cache's reference counts are out of balance: %s", "; ".join(problems[:10]))
+        return problems
 
     def step(self) -> list[RequestOutput]:
         """Run one batch; returns an output for every request that produced tokens or finished."""

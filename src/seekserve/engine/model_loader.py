@@ -22,7 +22,13 @@ import torch
 from seekserve.engine.config import ModelConfig
 from seekserve.env import Environment
 from seekserve.errors import ConfigError, ModelLoadError
-from seekserve.layers.fp8_checkpoint import FP8_DTYPES, Fp8BlockTensor, fp8_block_format, iter_dequantized
+from seekserve.layers.fp8_checkpoint import (
+    FP8_DTYPES,
+    Fp8BlockTensor,
+    fp8_block_format,
+    iter_dequantized,
+    open_safetensors,
+)
 from seekserve.layers.modules import deferred_weights
 from seekserve.models import CausalLM, model_class
 from seekserve.models.chat_template import check_chat_template, ensure_chat_template
@@ -102,10 +108,8 @@ def safetensors_shards(path: Path) -> list[Path]:
 
 def iter_safetensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) of every tensor in the directory's safetensors shards, one shard at a time."""
-    from safetensors import safe_open
-
     for shard in safetensors_shards(path):
-        with safe_open(str(shard), framework="pt", device="cpu") as f:
+        with open_safetensors(shard) as f:
             for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
                 tensor = f.get_tensor(name)
                 if tensor.dtype in FP8_DTYPES:

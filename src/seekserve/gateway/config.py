@@ -240,6 +240,9 @@ class KeyConfig(_Section):
 class LimitsConfig(_Section):
     url: str | None = None
     """redis://... to share rate-limit state across gateway replicas; None keeps it in this process."""
+    fail_open: bool = True
+    """While that Redis cannot be reached: True lets requests through unlimited (logged); False
+    answers 503 to the requests of keys that have an rpm or tpm limit, until Redis answers again."""
 
 
 class QueueConfig(_Section):

@@ -30,7 +30,7 @@ from seekserve.gateway.cache import (
 from seekserve.gateway.config import KeyConfig
 from seekserve.gateway.metrics import GatewayMetrics
 from seekserve.gateway.proxy import Exhausted, Proxy, RequestContext
-from seekserve.gateway.ratelimit import RateLimited
+from seekserve.gateway.ratelimit import LimitsUnavailable, RateLimited
 from seekserve.gateway.search import RequestSearch, prepare_search
 from seekserve.gateway.state import GatewayState
 from seekserve.gateway.stream import StreamState
@@ -112,6 +112,11 @@ async def handle_completion(
         except RateLimited as exc:
             metrics.rate_limited(key.label, exc.limit)
             return error_reply(429, str(exc), "rate_limit_error", "rate_limit_exceeded", exc.retry_after_s)
+        except LimitsUnavailable as exc:
+            metrics.rate_limited(key.label, "unavailable")
+            return error_reply(
+                503, str(exc), "service_unavailable_error", "rate_limits_unavailable", exc.retry_after_s
+            )
     search: RequestSearch | None = None
     if state.search is not None or "web_search" in body or "web_search_options" in body:
         try:

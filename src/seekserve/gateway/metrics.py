@@ -9,11 +9,15 @@
     gateway_continued_streams_total          model, outcome          continued / failed (error event)
     gateway_cache_requests_total             result                  hit / miss of cacheable requests
     gateway_shed_requests_total              priority                429s from the admission queue
-    gateway_rate_limited_total               key, limit              429s from rpm / tpm
+    gateway_rate_limited_total               key, limit              429s from rpm / tpm; 503s while the
+                                                                     limits are unavailable (fail closed)
     gateway_backend_in_flight                backend                 (at scrape) own outstanding requests
     gateway_backend_healthy                  backend                 (at scrape) active health checks
     gateway_circuit_state                    backend                 (at scrape) 0 closed, 1 half-open, 2 open
     gateway_queue_waiting                                            (at scrape) requests in the queue
+    gateway_event_loop_tasks                                         (at scrape) the loop's asyncio tasks
+    gateway_python_threads                                           (at scrape) Python threads alive
+    gateway_pool_threads                                             (at scrape) those of thread pools
     gateway_search_*                         phase, outcome, kind,   web search (search/metrics.py)
                                              reason
 
@@ -23,6 +27,10 @@ label check, per series.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import re
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -55,6 +63,8 @@ _LATENCY_BUCKETS = (
     60.0,
     120.0,
 )
+_POOL_THREAD = re.compile(r"(asyncio_|uvloop_|ThreadPoolExecutor-\d+_)\d+$")
+"""The names ThreadPoolExecutor gives its threads (as metrics/collectors.py's POOL_THREAD)."""
 _STATE_VALUE = {BreakerState.CLOSED: 0.0, BreakerState.HALF_OPEN: 1.0, BreakerState.OPEN: 2.0}
 
 
@@ -80,6 +90,16 @@ class _PoolCollector(Collector):
         waiting = GaugeMetricFamily(PREFIX + "queue_waiting", "Requests waiting for a free backend.")
         waiting.add_metric([], self._waiting())
         yield from (in_flight, healthy, state, waiting)
+        # What a leak would grow (benchmarks/soak.py reads them). /metrics is rendered on the event
+        # loop; a render without one (the registry describing itself) leaves the task count out.
+        tasks = GaugeMetricFamily(PREFIX + "event_loop_tasks", "Tasks of the gateway's asyncio event loop.")
+        with contextlib.suppress(RuntimeError):  # no running event loop in this thread
+            tasks.add_metric([], len(asyncio.all_tasks()))
+        threads = GaugeMetricFamily(PREFIX + "python_threads", "Python threads alive in the gateway.")
+        threads.add_metric([], threading.active_count())
+        pool = GaugeMetricFamily(PREFIX + "pool_threads", "Threads of thread pools (ThreadPoolExecutor).")
+        pool.add_metric([], sum(1 for t in threading.enumerate() if _POOL_THREAD.match(t.name)))
+        yield from (tasks, threads, pool)
 
 
 class GatewayMetrics:

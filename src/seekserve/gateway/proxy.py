@@ -143,9 +143,19 @@ class Proxy:
         )
         if isinstance(failure, UpstreamStatus):
             status, retry_after = failure.status, retry_after_s(failure.retry_after)
+        elif failure is None:  # nothing was sent: the gateway itself holds the model's backends back
+            status, retry_after = 503, self._available_in_s(model)
         else:
             status, retry_after = 502, None
         raise Exhausted(f"model {model!r} could not be served{detail}", status, retry_after)
+
+    def _available_in_s(self, model: str) -> float:
+        """When a backend of `model` may take requests again: the first open circuit's cooldown end,
+        else (every backend unhealthy) the next round of health checks; at least a second."""
+        state = self.state
+        cooldowns = [b.breaker.cooldown_remaining_s() for b in state.pool.serving(model)]
+        waits = [s for s in cooldowns if s > 0] or [state.config.health.interval_s]
+        return max(1.0, min(waits))
 
     async def _backoff(self, attempt: int, failure: UpstreamError | None) -> bool:
         """Wait before retry `attempt`, if the retry budget allows one. A backend's Retry-After holds

@@ -29,6 +29,7 @@ from seekserve.errors import ConfigError, SeekserveError
 from seekserve.gateway.config import KeyConfig, LimitsConfig, redacted_url
 
 __all__ = [
+    "LimitsUnavailable",
     "MemoryRateLimiter",
     "RateLimited",
     "RateLimiter",
@@ -54,6 +55,19 @@ class RateLimited(SeekserveError):
         """"rpm" or "tpm": which limit refused the request."""
         self.retry_after_s = retry_after_s
         """Seconds until a request of this key would pass (if nothing else uses the key meanwhile)."""
+
+
+class LimitsUnavailable(SeekserveError):
+    """The shared limits cannot be checked (Redis is unreachable) and `limits.fail_open` is false; the
+    edge answers 503 with Retry-After."""
+
+    def __init__(self, url: str, retry_after_s: float) -> None:
+        super().__init__(
+            f"rate limits cannot be checked: their Redis at {url} is unreachable and the gateway is set "
+            f"to refuse rather than let requests through unlimited (limits.fail_open: false); retry in "
+            f"{retry_after_s:.0f} s"
+        )
+        self.retry_after_s = retry_after_s
 
 
 def _interval_us(rpm: int) -> int:
@@ -173,16 +187,18 @@ class RedisRateLimiter(RateLimiter):
     Redis Cluster hash tag, so both keys sit in one slot), updated by Lua scripts (EVALSHA) that read
     Redis's own clock, so replicas with skewed clocks agree. Each check is one round trip.
 
-    Fails open: when Redis cannot be reached (connection refused, `timeout_s` passed, any Redis
-    error), the request is allowed, `errors` is incremented and a warning is logged; for the next
-    `down_s` seconds requests are allowed without trying Redis, so an outage neither adds latency
-    to every request nor floods the log. Limits apply again once Redis answers.
+    When Redis cannot be reached (connection refused, `timeout_s` passed, any Redis error), `errors`
+    is incremented and a warning is logged, and for the next `down_s` seconds Redis is not tried, so
+    an outage neither adds latency to every request nor floods the log. Meanwhile a limited key's
+    request is let through unlimited (`fail_open`, the default) or refused with `LimitsUnavailable`;
+    tokens streamed meanwhile are not debited. Limits apply again once Redis answers.
     """
 
     def __init__(
         self,
         url: str,
         *,
+        fail_open: bool = True,
         timeout_s: float = 0.5,
         down_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
@@ -206,6 +222,7 @@ class RedisRateLimiter(RateLimiter):
         self._consume = self._client.register_script(_CONSUME_LUA)
         self._redis_errors: tuple[type[Exception], ...] = (RedisError, OSError)
         self._url = redacted_url(url)  # logged when Redis fails: without its password
+        self._fail_open = fail_open
         self._down_s = down_s
         self._clock = clock
         self._down_until = -math.inf
@@ -224,16 +241,25 @@ class RedisRateLimiter(RateLimiter):
         self.errors += 1
         self._down_until = self._clock() + self._down_s
         logger.warning(
-            "rate-limit Redis %s failed (%s: %s): requests pass without rpm/tpm limits for the next "
-            "%.1f s; check that Redis is up and reachable from the gateway",
+            "rate-limit Redis %s failed (%s: %s): requests of limited keys %s for the next %.1f s; "
+            "check that Redis is up and reachable from the gateway",
             self._url,
             type(exc).__name__,
             exc,
+            "pass without rpm/tpm limits" if self._fail_open else "are refused with 503",
             self._down_s,
         )
 
+    def _unavailable(self) -> None:
+        """What a limited key's request gets while Redis is down: through, or LimitsUnavailable."""
+        if not self._fail_open:
+            raise LimitsUnavailable(self._url, max(self._down_until - self._clock(), 1.0))
+
     async def acquire_request(self, key: KeyConfig) -> None:
-        if (key.rpm is None and key.tpm is None) or self._clock() < self._down_until:
+        if key.rpm is None and key.tpm is None:
+            return
+        if self._clock() < self._down_until:
+            self._unavailable()
             return
         interval = 0 if key.rpm is None else _interval_us(key.rpm)
         args = [interval, interval * (key.rpm or 0), key.tpm or 0]
@@ -241,6 +267,7 @@ class RedisRateLimiter(RateLimiter):
             code, retry_us = await self._acquire(keys=self._keys_of(key), args=args)
         except self._redis_errors as exc:
             self._failed(exc)
+            self._unavailable()
             return
         if code:
             limit = _CODE_LIMIT[code]
@@ -264,4 +291,4 @@ def make_rate_limiter(config: LimitsConfig) -> RateLimiter:
     """In-process limits when `config.url` is None, else limits shared through that Redis."""
     if config.url is None:
         return MemoryRateLimiter()
-    return RedisRateLimiter(config.url)
+    return RedisRateLimiter(config.url, fail_open=config.fail_open)

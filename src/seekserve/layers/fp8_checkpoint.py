@@ -34,6 +34,7 @@ __all__ = [
     "dequantize_fp8",
     "fp8_block_format",
     "iter_dequantized",
+    "open_safetensors",
 ]
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
@@ -135,10 +136,8 @@ def iter_dequantized(
     scales are read only when their weight is. Activation scales (`input_scale`) are dropped: the
     model runs unquantized activations.
     """
-    from safetensors import safe_open
-
     with contextlib.ExitStack() as stack:
-        files = [stack.enter_context(safe_open(str(s), framework="pt", device="cpu")) for s in shards]
+        files = [stack.enter_context(open_safetensors(s)) for s in shards]
         where = {name: f for f in files for name in f.keys()}  # noqa: SIM118 - safe_open is not a mapping
         for name, f in where.items():
             if name.endswith(_ACTIVATION_SCALE_SUFFIX):
@@ -153,6 +152,22 @@ def iter_dequantized(
                 continue
             fp8 = _fp8_named(name, tensor, where, fmt)
             yield name, fp8 if keep_fp8 else fp8.dequantize(dtype)
+
+
+@contextlib.contextmanager
+def open_safetensors(shard: Path) -> Iterator[Any]:
+    """`safe_open` of one shard (memory-mapped, CPU tensors); a truncated or corrupt file is a
+    ModelLoadError naming it."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        opened = safe_open(str(shard), framework="pt", device="cpu")
+    except SafetensorError as e:
+        raise ModelLoadError(
+            f"{shard} is not a readable safetensors file ({e}): it is truncated or corrupt; download it again"
+        ) from None
+    with opened as f:
+        yield f
 
 
 def _fp8_named(name: str, weight: torch.Tensor, where: dict[str, Any], fmt: Fp8BlockFormat) -> Fp8BlockTensor:

@@ -28,11 +28,14 @@ __all__ = [
     "apply_rotary",
     "deferred_weights",
     "empty_param",
+    "packed_rows",
     "prepack_linears",
 ]
 
 _MKLDNN_LAYOUT: torch.layout = torch._mkldnn  # type: ignore[attr-defined]
 """The layout of weights prepacked for oneDNN (`Linear.prepack`)."""
+PACKED_ROW_STEP = 16
+"""Prepacked matmuls run on a multiple of this many rows (`packed_rows`)."""
 
 _DEFERRED = contextvars.ContextVar("seekserve_deferred_weights", default=False)
 
@@ -103,6 +106,11 @@ class Linear(FusedParts, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.weight.layout == _MKLDNN_LAYOUT:
+            rows = x.shape[0]
+            padded = packed_rows(rows)
+            if padded != rows:  # [rows, in] -> [padded, in]; the extra rows' outputs are dropped
+                x = torch.cat([x, x.new_zeros(padded - rows, *x.shape[1:])])
+                return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")[:rows]
             return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.weight, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
 
@@ -132,6 +140,20 @@ class Linear(FusedParts, nn.Module):
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.output_sizes}, bias={self.bias is not None}"
+
+
+def packed_rows(rows: int) -> int:
+    """The rows a prepacked matmul runs for `rows` input rows: as many up to PACKED_ROW_STEP, else
+    rounded up to a multiple of it.
+
+    oneDNN keeps a primitive, with scratch memory of its own, for every input shape it meets (up to
+    1,024 of them), and prefill chunks come in any length: an engine's resident memory climbed by
+    hundreds of MB over ten minutes of mixed traffic (benchmarks/soak.py, docs/reliability.md).
+    In steps of 16 rows a few dozen shapes cover every step, for at most 15 padded rows of work.
+    """
+    if rows <= PACKED_ROW_STEP:
+        return rows
+    return -(-rows // PACKED_ROW_STEP) * PACKED_ROW_STEP
 
 
 def prepack_linears(model: nn.Module, keep: Sequence[nn.Module] = ()) -> int:

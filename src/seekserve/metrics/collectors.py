@@ -8,6 +8,10 @@ exported as Prometheus counters.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -16,9 +20,11 @@ from prometheus_client.registry import Collector
 from seekserve.engine.async_engine import EngineStats
 from seekserve.metrics.hardware import GpuSample
 
-__all__ = ["GPU_GAUGES", "PREFIX", "EngineCollector", "GpuCollector"]
+__all__ = ["GPU_GAUGES", "POOL_THREAD", "PREFIX", "EngineCollector", "GpuCollector", "RuntimeCollector"]
 
 PREFIX = "seekserve:"
+POOL_THREAD = re.compile(r"(asyncio_|uvloop_|ThreadPoolExecutor-\d+_)\d+$")
+"""The names thread pools give their threads: the loop's default executor (asyncio, uvloop), any other."""
 
 GPU_GAUGES: tuple[tuple[str, str, str], ...] = (
     ("gpu_sm_utilization_perc", "sm_utilization", "Share of time a kernel ran on the GPU, 0 to 1."),
@@ -51,6 +57,17 @@ class EngineCollector(Collector):
             ("num_requests_running", "Requests in the running batch.", stats.num_running),
             ("num_requests_waiting", "Requests waiting to be scheduled.", stats.num_waiting),
             ("kv_cache_usage_perc", "Share of KV cache blocks in use, 0 to 1.", stats.kv_cache_usage),
+            ("kv_cache_used_blocks", "KV cache blocks referenced by a request.", stats.num_kv_blocks_used),
+            (
+                "kv_cache_block_references",
+                "References to KV cache blocks held by requests (a shared block once per holder).",
+                stats.num_kv_block_refs,
+            ),
+            (
+                "kv_cache_cached_blocks",
+                "KV cache blocks the prefix cache can reuse, in use or free.",
+                stats.num_kv_blocks_cached,
+            ),
         )
         for name, doc, value in gauges:
             gauge = GaugeMetricFamily(PREFIX + name, doc, labels=["model_name"])
@@ -64,6 +81,11 @@ class EngineCollector(Collector):
                 stats.prefix_cache_queries,
             ),
             ("prefix_cache_hits", "Prompt tokens found in the prefix cache.", stats.prefix_cache_hits),
+            (
+                "kv_cache_audit_failures",
+                "Audits of the KV reference counts (run as the engine falls idle) that found an imbalance.",
+                stats.num_kv_audit_failures,
+            ),
         )
         for name, doc, value in counters:
             counter = CounterMetricFamily(PREFIX + name, doc, labels=["model_name"])
@@ -89,3 +111,28 @@ class GpuCollector(Collector):
                 if value is not None:
                     gauge.add_metric([self._model_name, str(gpu.index), gpu.name], value)
             yield gauge
+
+
+class RuntimeCollector(Collector):
+    """What a leak would grow in a serving process: its event loop's tasks and its Python threads
+    (those of thread pools apart).
+
+    `event_loop_tasks` is read only when the scrape runs on the event loop (as /metrics does in the
+    server and the gateway); elsewhere it is left out.
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        tasks = GaugeMetricFamily(PREFIX + "event_loop_tasks", "Tasks of the process's asyncio event loop.")
+        with contextlib.suppress(RuntimeError):  # no running event loop in this thread
+            tasks.add_metric([], len(asyncio.all_tasks()))
+        if tasks.samples:
+            yield tasks
+        threads = GaugeMetricFamily(PREFIX + "python_threads", "Python threads alive in the process.")
+        threads.add_metric([], threading.active_count())
+        yield threads
+        # Thread pools (concurrent.futures: the event loop's default executor behind asyncio.to_thread,
+        # and any other) start threads as needed, up to their max_workers, and keep them: growth there
+        # is a pool filling, not a leak. Their threads carry the pools' default names.
+        pool = GaugeMetricFamily(PREFIX + "pool_threads", "Threads of thread pools (ThreadPoolExecutor).")
+        pool.add_metric([], sum(1 for t in threading.enumerate() if POOL_THREAD.match(t.name)))
+        yield pool

