@@ -24,6 +24,8 @@ SAMPLES = 5
 MAX_POOL_THREADS = min(32, (os.cpu_count() or 1) + 4)
 """asyncio's default executor starts threads as needed up to this many and keeps them: a pool filling,
 not a leak. Thread-pool threads may grow to this (or to what they were after the warm-up)."""
+RUNTIME_SERIES = ("event_loop_tasks", "python_threads", "pool_threads")
+"""Of every seekserve process's /metrics (the gateway's with its prefix)."""
 ENGINE_SERIES = (
     "kv_cache_used_blocks", "kv_cache_block_references", "kv_cache_audit_failures_total",
     "num_preemptions_total", "prefix_cache_queries_total", "prefix_cache_hits_total",
@@ -38,7 +40,7 @@ class Snapshot:
     drain_s: float
     processes: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per process: median RSS (KiB), fewest threads and open files over SAMPLES seconds, and
-    (seekserve processes) asyncio tasks and Python threads from /metrics."""
+    (seekserve processes) the fewest asyncio tasks and Python threads their /metrics showed."""
     engines: dict[str, dict[str, float]] = field(default_factory=dict)
     gateway: dict[str, float] = field(default_factory=dict)
 
@@ -67,31 +69,36 @@ def quiescent(stack: Stack, settle_s: float, timeout_s: float = 120.0) -> Snapsh
         snap = Snapshot(drained, round(time.monotonic() - started, 2))
         time.sleep(settle_s)
         children = [c for c in (*stack.servers, stack.redis) if c is not None]
-        samples: dict[str, list[dict[str, int]]] = {c.name: [] for c in children}
+        samples: dict[str, list[dict[str, float]]] = {c.name: [] for c in children}
+        metrics: dict[str, dict[str, float]] = {}
         for _ in range(SAMPLES):
             for child in children:
-                samples[child.name].append(proc_sample(child.pid))
+                row: dict[str, float] = dict(proc_sample(child.pid))
+                if child in stack.servers:
+                    metrics[child.name] = m = scrape(client, child)
+                    prefix = "seekserve:gateway_" if child is stack.gateway else "seekserve:"
+                    row.update({k: m[prefix + k] for k in RUNTIME_SERIES})
+                samples[child.name].append(row)
             time.sleep(1.0)
+        # The fewest of each count over the samples: a task or a thread that ends a moment later (a
+        # client's request finishing its retries' backoff, a health check) is not a leak; one that
+        # leaked is in every sample.
         for name, rows in samples.items():
             snap.processes[name] = {
                 "rss_kib": statistics.median(r["rss_kib"] for r in rows),
                 "fds": min(r["fds"] for r in rows),
                 "threads": min(r["threads"] for r in rows),
             }
+            if "event_loop_tasks" in rows[0]:
+                snap.processes[name].update(
+                    tasks=min(r["event_loop_tasks"] for r in rows),
+                    python_threads=min(r["python_threads"] for r in rows),
+                    pool_threads=min(r["pool_threads"] for r in rows),
+                )
         for engine in stack.engines:
-            m = scrape(client, engine)
-            snap.processes[engine.name].update(
-                tasks=m["seekserve:event_loop_tasks"],
-                python_threads=m["seekserve:python_threads"],
-                pool_threads=m["seekserve:pool_threads"],
-            )
+            m = metrics[engine.name]
             snap.engines[engine.name] = {name: engine_gauge(m, name) for name in ENGINE_SERIES}
-        m = scrape(client, stack.gateway)
-        snap.processes["gateway"].update(
-            tasks=m["seekserve:gateway_event_loop_tasks"],
-            python_threads=m["seekserve:gateway_python_threads"],
-            pool_threads=m["seekserve:gateway_pool_threads"],
-        )
+        m = metrics[stack.gateway.name]
         snap.gateway = {k: v for k, v in m.items() if "backend_in_flight" in k or "queue_waiting" in k}
     return snap
 

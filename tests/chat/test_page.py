@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,7 @@ from chat.page import (
     scrape,
     send,
     set_value,
+    until,
     wait_answered,
 )
 from gateway.harness import config_for, running_gateway
@@ -261,13 +263,16 @@ def test_an_api_key_then_a_full_queue_are_shown_and_retried(llama_dir: Path, tmp
         await set_value(page, "max-tokens", "4")
         before = scrape(url)(ERRORS, type="rejected_overload")
         body = {"prompt": "Once", "max_tokens": 100, "ignore_eos": True, "stream": True}
-        async with (
-            httpx.AsyncClient(base_url=url, timeout=30, headers=live.headers()) as http,
-            http.stream("POST", "/v1/completions", json=body),  # runs
-            http.stream("POST", "/v1/completions", json=body),  # waits: the queue is full
-        ):
-            while live.engine.stats.num_waiting != 1:
-                await asyncio.sleep(0.01)
+        async with contextlib.AsyncExitStack() as streams:
+            http = await streams.enter_async_context(
+                httpx.AsyncClient(base_url=url, timeout=30, headers=live.headers())
+            )
+            # The second is sent once the first runs: a request taken in counts as waiting until a
+            # step schedules it.
+            await streams.enter_async_context(http.stream("POST", "/v1/completions", json=body))  # runs
+            await until(lambda: live.engine.stats.num_running == 1)
+            await streams.enter_async_context(http.stream("POST", "/v1/completions", json=body))  # waits
+            await until(lambda: live.engine.stats.num_waiting == 1)
             await send(page, "Hi")
             text = await page.wait_for(f"{ANSWER}?.querySelector('.error')?.textContent")
             assert text.startswith("The server is busy (429): ") and "max_queue_len=1" in text, text

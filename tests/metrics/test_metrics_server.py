@@ -119,18 +119,23 @@ def test_errors_are_counted_once_per_request_by_type(live: LiveServer) -> None:
         assert post(http, {"prompt": [5], "max_tokens": 100, "ignore_eos": True})[0] == 408
     live.wait_idle()
     client = live.client()
-    streams = [
-        client.chat.completions.create(
+
+    def start_stream() -> Any:
+        stream = client.chat.completions.create(
             model="tiny",
             messages=[{"role": "user", "content": "Hi"}],
             max_tokens=100,
             stream=True,
             extra_body={"ignore_eos": True},
         )
-        for _ in range(3)
-    ]
-    for stream in streams:
         next(iter(stream))  # the role chunk: the response has started
+        return stream
+
+    # One runs and two wait: the second and third are sent once the first runs, since a request
+    # the engine has taken in counts as waiting until a step schedules it.
+    streams = [start_stream()]
+    live.wait_until(lambda: live.engine.stats.num_running == 1)
+    streams += [start_stream(), start_stream()]
     live.wait_until(lambda: live.engine.stats.num_waiting == 2)
     with pytest.raises(openai.RateLimitError):
         client.completions.create(model="tiny", prompt=[5], max_tokens=1)
