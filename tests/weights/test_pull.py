@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -125,6 +127,29 @@ def test_an_interrupted_pull_resumes_from_its_part_file(root: Path, tmp_path: Pa
     assert (resumed.range, resumed.num_bytes) == (f"bytes={done}-{len(BIG) - 1}", len(BIG) - done)
     assert not (dest / "model-00001.safetensors.part").exists()
     assert not (dest / "model-00001.safetensors.part.json").exists()
+    assert "model-00001.safetensors" in result.fetched_files
+
+
+def test_a_full_disk_is_a_clear_error_leaves_nothing_under_a_real_name_and_the_pull_resumes(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dest = tmp_path / "dest"
+    pwrite, room = os.pwrite, [10 * MIB]
+
+    def full_disk(fd: int, data: bytes | memoryview, offset: int) -> int:
+        if len(data) > room[0]:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        room[0] -= len(data)
+        return pwrite(fd, data, offset)
+
+    with serving(FaultyApp(create_mirror_app(root), Faults())) as url:
+        monkeypatch.setattr(os, "pwrite", full_disk)
+        with pytest.raises(PullError, match=r"cannot write the files into .*No space left on device"):
+            pull(PullRequest("org/m", mirror=url, dest=dest), config=FAST)
+        assert not (dest / "model-00001.safetensors").exists(), "nothing half-written has the real name"
+        monkeypatch.setattr(os, "pwrite", pwrite)  # space again
+        result = pull(PullRequest("org/m", mirror=url, dest=dest), config=FAST)
+    _assert_pulled(dest)
     assert "model-00001.safetensors" in result.fetched_files
 
 
