@@ -10,6 +10,9 @@
     SEEKSERVE_TAVILY_API_KEY  key of the Tavily Search API     (--search-provider tavily)
 
 Read at call time (not import time), so a process may change them before loading a model.
+Two of oneDNN's, not seekserve's, are set by a CPU engine where the environment leaves them unset:
+ONEDNN_PRIMITIVE_CACHE_CAPACITY and LRU_CACHE_CAPACITY, to 128 entries each instead of 1,024, which
+bounds the memory their shape-keyed caches grow to (engine/model_runner.py, ONEDNN_CACHE_ENTRIES).
 Hub access itself follows huggingface_hub's variables (HF_TOKEN, HF_HUB_OFFLINE, HF_ENDPOINT);
 `seekserve pull` reads HF_ENDPOINT here (the hub's base URL, default https://huggingface.co).
 """

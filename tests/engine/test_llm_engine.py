@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from factories import greedy, hf_greedy, random_prompts
+from factories import greedy, hf_greedy, random_prompts, subprocess_env
 from seekserve import LLM, SamplingParams
 from seekserve.engine.llm_engine import LLMEngine
+from seekserve.engine.model_runner import ONEDNN_CACHE_ENTRIES
 from seekserve.errors import ConfigError, InvalidRequestError, PromptTooLongError
 
 PROMPTS = random_prompts(5, lengths=[30, 7, 41, 19, 33], seed=1)
@@ -165,3 +168,19 @@ def test_n_completions_share_the_prompt(llama_dir: Path, expected: list[list[int
     assert [c.index for c in out[0].outputs] == [0, 1, 2]
     assert all(c.token_ids == expected[0] for c in out[0].outputs)
     assert llm.engine.block_manager.num_free_blocks == 64
+
+
+def test_a_cpu_engine_bounds_the_onednn_caches_unless_the_environment_sets_them(llama_dir: Path) -> None:
+    """oneDNN reads both capacities once, when it first runs: the engine sets them before its model loads."""
+    code = (
+        "import os, sys; from seekserve import LLM; LLM(sys.argv[1], num_kv_blocks=32); "
+        "print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'], os.environ['LRU_CACHE_CAPACITY'])"
+    )
+    names = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
+    env = {k: v for k, v in subprocess_env().items() if k not in names}
+    env["SEEKSERVE_CPU_KERNELS"] = "0"
+    argv = [sys.executable, "-c", code, str(llama_dir)]
+    default = subprocess.run(argv, env=env, capture_output=True, text=True)
+    assert default.stdout.split() == [str(ONEDNN_CACHE_ENTRIES)] * 2, default.stderr[-2000:]
+    chosen = subprocess.run(argv, env={**env, "LRU_CACHE_CAPACITY": "512"}, capture_output=True, text=True)
+    assert chosen.stdout.split() == [str(ONEDNN_CACHE_ENTRIES), "512"], chosen.stderr[-2000:]

@@ -39,6 +39,21 @@ _FLOAT_SCREEN_ROWS = 24
 """Most rows a step's greedy head screens by default on CPUs without integer dot products."""
 
 
+ONEDNN_CACHE_ENTRIES = 128
+"""What oneDNN's primitive cache and PyTorch's cache of oneDNN objects may each hold, unless the
+environment sets ONEDNN_PRIMITIVE_CACHE_CAPACITY or LRU_CACHE_CAPACITY. Both are keyed by shape and
+hold 1,024 by default; prefill attention's bfloat16 products take a new shape for nearly every
+(query block, context length), so under varied prompts an engine's RSS climbed by ~800 MB before
+they filled (benchmarks/soak.py). 128 holds every shape a step uses several times over."""
+
+
+def bound_onednn_caches() -> None:
+    """Bound the shape-keyed oneDNN caches (ONEDNN_CACHE_ENTRIES). Both read their capacity once,
+    when oneDNN first runs in the process: call before any oneDNN work, as ModelRunner does."""
+    for name in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
+        os.environ.setdefault(name, str(ONEDNN_CACHE_ENTRIES))
+
+
 @dataclass
 class StepInputs:
     input_ids: torch.Tensor
@@ -56,6 +71,7 @@ class ModelRunner:
     def __init__(self, config: EngineConfig, device: torch.device) -> None:
         self.device = device
         if device.type == "cpu":
+            bound_onednn_caches()
             torch.set_num_threads(config.device.num_threads or len(os.sched_getaffinity(0)))
         self.loaded: LoadedModel = load_model(config.model, device)
         """The model with its tokenizer, limits and source, as loaded."""
