@@ -81,8 +81,7 @@ def quiescent(stack: Stack, settle_s: float, timeout_s: float = 120.0) -> Snapsh
                 samples[child.name].append(row)
             time.sleep(1.0)
         # The fewest of each count over the samples: a task or a thread that ends a moment later (a
-        # client's request finishing its retries' backoff, a health check) is not a leak; one that
-        # leaked is in every sample.
+        # request still ending, a health check) is not a leak; one that leaked is in every sample.
         for name, rows in samples.items():
             snap.processes[name] = {
                 "rss_kib": statistics.median(r["rss_kib"] for r in rows),

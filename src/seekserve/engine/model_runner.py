@@ -44,7 +44,7 @@ ONEDNN_CACHE_ENTRIES = 128
 environment sets ONEDNN_PRIMITIVE_CACHE_CAPACITY or LRU_CACHE_CAPACITY. Both are keyed by shape and
 hold 1,024 by default; prefill attention's bfloat16 products take a new shape for nearly every
 (query block, context length), so under varied prompts an engine's RSS climbed by ~800 MB before
-they filled (benchmarks/soak.py). 128 holds every shape a step uses several times over."""
+they filled (benchmarks/engine_rss.py). 128 holds every shape a step uses several times over."""
 
 
 def bound_onednn_caches() -> None:
