@@ -26,13 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from common import REPO, machine, print_table, write_json
+from soak_stack import proc_sample
 
 
 def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    return proc_sample(os.getpid())["rss_kib"] / 1024
 
 
 def child(args: argparse.Namespace) -> None:

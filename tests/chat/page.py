@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -86,14 +83,6 @@ async def color_scheme(page: Page, scheme: str) -> str:
     features = [{"name": "prefers-color-scheme", "value": scheme}]
     await page.send("Emulation.setEmulatedMedia", {"features": features})
     return str(await page.evaluate("getComputedStyle(document.body).backgroundColor"))
-
-
-async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Wait on the event loop until `condition()` holds; fails after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"not reached in {timeout_s} s"
-        await asyncio.sleep(0.01)
 
 
 def scrape(base_url: str) -> Scrape:

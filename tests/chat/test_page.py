@@ -35,7 +35,6 @@ from chat.page import (
     scrape,
     send,
     set_value,
-    until,
     wait_answered,
 )
 from gateway.harness import config_for, running_gateway
@@ -270,9 +269,9 @@ def test_an_api_key_then_a_full_queue_are_shown_and_retried(llama_dir: Path, tmp
             # The second is sent once the first runs: a request taken in counts as waiting until a
             # step schedules it.
             await streams.enter_async_context(http.stream("POST", "/v1/completions", json=body))  # runs
-            await until(lambda: live.engine.stats.num_running == 1)
+            await asyncio.to_thread(live.wait_until, lambda: live.engine.stats.num_running == 1)
             await streams.enter_async_context(http.stream("POST", "/v1/completions", json=body))  # waits
-            await until(lambda: live.engine.stats.num_waiting == 1)
+            await asyncio.to_thread(live.wait_until, lambda: live.engine.stats.num_waiting == 1)
             await send(page, "Hi")
             text = await page.wait_for(f"{ANSWER}?.querySelector('.error')?.textContent")
             assert text.startswith("The server is busy (429): ") and "max_queue_len=1" in text, text
