@@ -202,6 +202,30 @@ def test_stop_strings_hold_text_back_but_every_id_arrives_once(
     assert choices[0]["text"] == "" and choices[0]["token_ids"] == ids[:1]
 
 
+def test_every_token_is_a_chunk_while_its_text_is_held_back(
+    server: LiveServer, offline: LLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without token ids too: a client timing the chunks (vLLM's `bench serve`) sees one per step."""
+    _, _, text = engine_answer(offline, IDS, N)
+    stop = text[4:7]
+    body = {**GREEDY, "prompt": IDS, "max_tokens": N, "stop": [stop]}
+    whole = post(server, "/v1/completions", {**body, "return_token_ids": True})["choices"][0]
+    slow_down(server.engine, STEP_DELAY_S, monkeypatch.setattr)
+    chunks = [c["choices"][0] for c in stream(server, "/v1/completions", body)]
+    assert len(chunks) == len(whole["token_ids"]) and chunks[0]["text"] == ""
+    assert "".join(c["text"] for c in chunks) == whole["text"]
+    chat = {**GREEDY, "messages": MESSAGES, "max_tokens": N}
+    _, _, chat_text = engine_answer(offline, chat_prompt_ids(offline, MESSAGES), N)
+    chat = {**chat, "stop": [chat_text[4:7]]}
+    answer = post(server, "/v1/chat/completions", {**chat, "return_token_ids": True})["choices"][0]
+    role, *deltas = [c["choices"][0] for c in stream(server, "/v1/chat/completions", chat)]
+    assert role["delta"] == {"role": "assistant", "content": ""}
+    # A delta for every token but the one that completed the stop string, whose chunk is the finish.
+    assert [d["finish_reason"] for d in deltas] == [None] * (len(answer["token_ids"]) - 1) + ["stop"]
+    assert deltas[0]["delta"] == {}  # its text is held back: it could begin the stop string
+    assert "".join(d["delta"].get("content", "") for d in deltas) == answer["message"]["content"]
+
+
 def test_without_the_flag_answers_have_no_token_ids(server: LiveServer) -> None:
     chat = {**GREEDY, "messages": MESSAGES, "max_tokens": 4}
     completion = {**GREEDY, "prompt": PROMPT, "max_tokens": 4}

@@ -238,8 +238,10 @@ class _ChunkMaker:
     def _choices(self, c: CompletionOutput) -> list[ChatChunkChoice]:
         """The chunks of one choice's update: its delta (if any), then its finish (if finished).
 
-        With token ids the update's ids go on the delta's chunk, or the finish chunk where there is
-        no delta, or a chunk with an empty delta where there is neither (text held back).
+        A step's new tokens make a chunk even while their text is held back (an incomplete UTF-8
+        character, a possible stop string): its delta is empty, as vLLM and OpenAI stream, so a
+        client's inter-token gaps are the server's steps. Token ids, when asked for, go on the
+        delta's chunk, or on the finish chunk where there is no delta.
         """
         if self.finished[c.index]:
             return []
@@ -252,7 +254,7 @@ class _ChunkMaker:
         if citations is not None and content:
             citations.feed(content)
         choices = []
-        if reasoning or content or logprobs or (ids and not c.finished):
+        if reasoning or content or logprobs or (c.delta_token_ids and not c.finished):
             delta = ChatDelta(content=content or None, reasoning_content=reasoning or None)
             choices.append(ChatChunkChoice(index=c.index, delta=delta, logprobs=logprobs, token_ids=ids))
             ids = None if ids is None else []

@@ -165,10 +165,11 @@ class _ChunkMaker:
 
     def update(self, prompt_index: int, out: RequestOutput) -> list[str]:
         chunks = []
-        with_ids = self.completion.prompt_token_ids is not None
         for c in out.outputs:
             index = self.completion.index(prompt_index, c)
-            news = c.delta_text or c.delta_logprobs or c.finished or (with_ids and c.delta_token_ids)
+            # A step's token is a chunk even while its text is held back (empty `text`), as vLLM and
+            # OpenAI stream: a client's inter-token gaps are then the server's steps.
+            news = c.delta_text or c.delta_logprobs or c.finished or c.delta_token_ids
             if self.finished[index] or not news:
                 continue
             logprobs = None
