@@ -3,6 +3,11 @@
 // and the declarations these define, in the same anonymous namespace (one translation unit).
 #pragma once
 
+#if defined(__AMX_TILE__) && defined(__AMX_INT8__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace {
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
@@ -72,6 +77,54 @@ QuantizedRow quantize_hidden(const float* h, int64_t dim, double weight_error = 
     return row;
 }
 
+#if defined(__AMX_TILE__) && defined(__AMX_INT8__)
+// With AMX (Intel Sapphire Rapids and later) the first digits' dot products of a whole group of
+// hidden rows with a vocabulary tile are matrix products in tile registers: A = the rows' q1,
+// [MH][64 dims] signed bytes; B = the tile's packed weights exactly as stored ([16 words][16 rows][4]
+// is AMX's layout of a [64 dims][16 rows] operand), unsigned; TDPBSUD gives per (row, vocabulary
+// row) the very integer sum the VNNI loop gives, sum_d q1_d (q_vd + 128). One instruction does what
+// MH x 16 VNNI instructions do, so the screen stays memory-bound up to 16 rows a pass.
+constexpr bool kAmx = true;
+
+// Linux gives a process the tile registers' state only when asked (arch_prctl ARCH_REQ_XCOMP_PERM
+// for XFEATURE_XTILEDATA); false when it refuses (an old kernel), and the VNNI loop runs.
+inline bool amx_permitted() {
+    static const bool permitted = syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+    return permitted;
+}
+
+struct alignas(64) TileConfig {
+    uint8_t palette = 1, start_row = 0, reserved[14] = {};
+    uint16_t colsb[16] = {};
+    uint8_t rows[16] = {};
+};
+
+// tmm0: C [mh][16] int32; tmm1: A [mh][64] bytes; tmm2: B [16][64] bytes.
+inline void configure_tiles(int mh) {
+    TileConfig config;
+    config.rows[0] = config.rows[1] = static_cast<uint8_t>(mh);
+    config.rows[2] = 16;
+    config.colsb[0] = config.colsb[1] = config.colsb[2] = 64;
+    _tile_loadconfig(&config);
+}
+
+// acc[r][lane] for the MH rows of `a` (row-major, `dim` bytes a row) and one packed tile.
+inline void tile_products(const uint8_t* tile, const int8_t* a, int64_t dim, int32_t (*acc)[16]) {
+    _tile_zero(0);
+    for (int64_t c = 0; c < dim; c += 64) {
+        _tile_loadd(1, a + c, dim);
+        _tile_loadd(2, tile + c * 16, 64);
+        _tile_dpbsud(0, 1, 2);
+    }
+    _tile_stored(0, acc, 64);
+}
+#else
+constexpr bool kAmx = false;
+inline bool amx_permitted() { return false; }
+inline void configure_tiles(int) {}
+inline void tile_products(const uint8_t*, const int8_t*, int64_t, int32_t (*)[16]) {}
+#endif
+
 // The screen of tiles [tile_begin, tile_end) for hidden rows [r0, r0 + MH); q1: their first
 // digits, [dim / 4][MH] words. best[r]: row r's best lower bound so far, cut[r] its with_margin.
 // A tile's rows are kept when their upper bound reaches the cut; a tile with none kept cannot
@@ -79,20 +132,29 @@ QuantizedRow quantize_hidden(const float* h, int64_t dim, double weight_error = 
 // computed for it, in one chain per hidden row:
 //   upper_v = s_v (s1 dot1 + s2 dot2 + half_s1 l1_v + constant).
 // packed holds tiles from tile_begin on; scale and l1 cover the vocabulary (padding rows unread).
+// a_rows: the same first digits row-major ([MH][dim] bytes), for the AMX products; null: VNNI.
 template <int MH>
 void screen_tiles_vnni(const uint8_t* packed, const float* scale, const float* l1, int64_t vocab, int64_t dim,
                        int64_t tile_begin, int64_t tile_end, const QuantizedRow* rows, const int32_t* q1,
-                       int64_t r0, std::vector<std::vector<Candidate>>& found, float* best, float* cut) {
+                       const int8_t* a_rows, int64_t r0, std::vector<std::vector<Candidate>>& found, float* best,
+                       float* cut) {
     const int64_t words = dim / 4;
     const int64_t last = (vocab - 1) / kTile;  // the one tile that may end in padding rows
     const __mmask16 tail = static_cast<__mmask16>(0xFFFFu >> (kTile * (last + 1) - vocab));
+    alignas(64) int32_t products[MH][16];
+    if (a_rows != nullptr) configure_tiles(MH);
     for (int64_t t = tile_begin; t < tile_end; ++t) {
         const uint8_t* tile = packed + (t - tile_begin) * kTile * dim;
         __m512i acc[MH];
-        for (auto& a : acc) a = _mm512_setzero_si512();
-        for (int64_t w = 0; w < words; ++w) {
-            const __m512i weights = _mm512_loadu_si512(tile + w * 64);
-            for (int j = 0; j < MH; ++j) acc[j] = dpbusd(acc[j], weights, _mm512_set1_epi32(q1[w * MH + j]));
+        if (a_rows != nullptr) {
+            tile_products(tile, a_rows, dim, products);
+            for (int j = 0; j < MH; ++j) acc[j] = _mm512_load_si512(products[j]);
+        } else {
+            for (auto& a : acc) a = _mm512_setzero_si512();
+            for (int64_t w = 0; w < words; ++w) {
+                const __m512i weights = _mm512_loadu_si512(tile + w * 64);
+                for (int j = 0; j < MH; ++j) acc[j] = dpbusd(acc[j], weights, _mm512_set1_epi32(q1[w * MH + j]));
+            }
         }
         const __mmask16 valid = t == last ? tail : static_cast<__mmask16>(0xFFFF);
         const __m512 s = _mm512_maskz_loadu_ps(valid, scale + t * kTile);
@@ -129,6 +191,9 @@ void screen_tiles_vnni(const uint8_t* packed, const float* scale, const float* l
             }
         }
     }
+#if defined(__AMX_TILE__) && defined(__AMX_INT8__)
+    if (a_rows != nullptr) _tile_release();
+#endif
 }
 
 // Tiles [t0, t1) of a row-major int8 head in the screen's layout (q + 128; rows past the vocabulary
@@ -193,6 +258,10 @@ void screen_tiles(const T* hidden, int64_t rows, const T* weight, const uint8_t*
         const int64_t r0 = r / kTokensPerPass * kTokensPerPass, mh = std::min<int64_t>(kTokensPerPass, rows - r0);
         for (int64_t w = 0; w < words; ++w) q1[r0 * words + w * mh + (r - r0)] = quantized[r].q1[w];
     }
+    // The same digits row-major, for the AMX products (64-dimension steps).
+    const bool amx = kAmx && dim % 64 == 0 && amx_permitted();
+    std::vector<int8_t> a_rows(amx ? rows * dim : 0);
+    for (int64_t r = 0; amx && r < rows; ++r) std::memcpy(a_rows.data() + r * dim, quantized[r].q1.data(), dim);
     const int threads = omp_get_max_threads();
     const int64_t tiles = (vocab + kTile - 1) / kTile;
     Found found(threads, std::vector<std::vector<Candidate>>(rows));
@@ -213,7 +282,8 @@ void screen_tiles(const T* hidden, int64_t rows, const T* weight, const uint8_t*
                 const int64_t mh = std::min<int64_t>(kTokensPerPass, rows - r0);
                 auto run = [&](auto count) {
                     screen_tiles_vnni<decltype(count)::value>(block, scale, l1, vocab, dim, b0, b1,
-                                                              quantized.data(), q1.data() + r0 * words, r0,
+                                                              quantized.data(), q1.data() + r0 * words,
+                                                              amx ? a_rows.data() + r0 * dim : nullptr, r0,
                                                               found[t], best.data(), cut.data());
                 };
                 switch (mh) {
