@@ -42,9 +42,12 @@ _FLOAT_SCREEN_ROWS = 24
 ONEDNN_CACHE_ENTRIES = 128
 """What oneDNN's primitive cache and PyTorch's cache of oneDNN objects may each hold, unless the
 environment sets ONEDNN_PRIMITIVE_CACHE_CAPACITY or LRU_CACHE_CAPACITY. Both are keyed by shape and
-hold 1,024 by default; prefill attention's bfloat16 products take a new shape for nearly every
-(query block, context length), so under varied prompts an engine's RSS climbed by ~800 MB before
-they filled (benchmarks/engine_rss.py). 128 holds every shape a step uses several times over."""
+hold 1,024 by default. When prefill attention ran as bfloat16 matrix products, they took a new shape
+for nearly every (query block, context length), and under varied prompts an engine's RSS climbed by
+~800 MB before the caches filled (benchmarks/engine_rss.py). Prefill attention is SDPA now and the
+linears pad their rows to steps of 16 (layers/modules.py, packed_rows), so few shapes remain; the
+bound keeps any other varying shape from growing memory. 128 holds every shape a step uses several
+times over."""
 
 
 def bound_onednn_caches() -> None:
