@@ -19,6 +19,8 @@ from soak_traffic import Case, Result
 MAX_RSS_GROWTH = 0.05
 FD_SLACK = 2
 """Open files may differ by a health check's connection or two between two quiet moments."""
+GATEWAY = "gateway"
+"""The process whose Redis clients (rate limits, cache) pool their connections."""
 MIN_PROBES = 5
 SAMPLES = 5
 MAX_POOL_THREADS = min(32, (os.cpu_count() or 1) + 4)
@@ -189,6 +191,12 @@ def _kv(base: Snapshot, end: Snapshot) -> dict[str, Any]:
 def _resources(base: Snapshot, end: Snapshot) -> list[dict[str, Any]]:
     rss, fds, threads, tasks = [], [], [], []
     rss_ok = fds_ok = threads_ok = tasks_ok = True
+    # The gateway's Redis clients keep as many pooled connections as were busy at once (a burst of
+    # rate-limit calls): each is also a client socket Redis holds open, so Redis' own new sockets
+    # are the gateway's pool growing, not a leak; a leak of anything else still shows.
+    redis_growth = 0
+    if "redis" in base.processes and "redis" in end.processes:
+        redis_growth = max(0, int(end.processes["redis"]["fds"] - base.processes["redis"]["fds"]))
     for name, b in base.processes.items():
         if name == "redis":
             continue
@@ -196,8 +204,9 @@ def _resources(base: Snapshot, end: Snapshot) -> list[dict[str, Any]]:
         growth = e["rss_kib"] / b["rss_kib"] - 1
         rss_ok &= growth < MAX_RSS_GROWTH
         rss.append(f"{name} {growth:+.2%}")
-        fds_ok &= e["fds"] <= b["fds"] + FD_SLACK
-        fds.append(f"{name} {b['fds']}→{e['fds']}")
+        pooled = redis_growth if name == GATEWAY else 0
+        fds_ok &= e["fds"] <= b["fds"] + FD_SLACK + pooled
+        fds.append(f"{name} {b['fds']}→{e['fds']}" + (f" (Redis pool +{pooled})" if pooled else ""))
         native = [p["threads"] - p["python_threads"] for p in (b, e)]
         python = [p["python_threads"] - p["pool_threads"] for p in (b, e)]
         pools = max(b["pool_threads"], MAX_POOL_THREADS)
