@@ -9,7 +9,8 @@ runs): an offline engine on the default model (or --model), one thread, the soak
 random token prompts of 3 to 900 tokens, 1 to 40 output tokens, n of 1 to 3, 60 % sampled at
 temperature 0.6 / top_p 0.95, some with log-probabilities. The same seed gives every setting the
 same batches. RSS is read after each round. A cache that holds an entry per shape grows with every
-new (query block, context length) of prefill attention until it is full; a bounded one stops early.
+new shape a step's oneDNN products meet until it is full (before prefill attention moved to SDPA,
+nearly every (query block, context length)); a bounded one stops early.
 Prints a table and writes JSON (--out).
 """
 

@@ -19,8 +19,6 @@ from soak_traffic import Case, Result
 MAX_RSS_GROWTH = 0.05
 FD_SLACK = 2
 """Open files may differ by a health check's connection or two between two quiet moments."""
-GATEWAY = "gateway"
-"""The process whose Redis clients (rate limits, cache) pool their connections."""
 MIN_PROBES = 5
 SAMPLES = 5
 MAX_POOL_THREADS = min(32, (os.cpu_count() or 1) + 4)
@@ -204,7 +202,7 @@ def _resources(base: Snapshot, end: Snapshot) -> list[dict[str, Any]]:
         growth = e["rss_kib"] / b["rss_kib"] - 1
         rss_ok &= growth < MAX_RSS_GROWTH
         rss.append(f"{name} {growth:+.2%}")
-        pooled = redis_growth if name == GATEWAY else 0
+        pooled = redis_growth if name == "gateway" else 0
         fds_ok &= e["fds"] <= b["fds"] + FD_SLACK + pooled
         fds.append(f"{name} {b['fds']}→{e['fds']}" + (f" (Redis pool +{pooled})" if pooled else ""))
         native = [p["threads"] - p["python_threads"] for p in (b, e)]
